@@ -1,0 +1,5 @@
+//! Configuration: loading, validation and the typed settings.
+
+mod settings;
+
+pub use settings::*;

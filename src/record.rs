@@ -1,0 +1,136 @@
+//! Records and the batches they travel in.
+//!
+//! A [`Batch`] is the unit that moves between stages: the records parsed from one read of one
+//! file, their messages concatenated in one `String`, and the [`AckToken`] that covers every byte
+//! of the file they came from. Keeping the messages in one buffer per batch means parsing does not
+//! allocate per line, and the token means the ack path never has to reason about single lines.
+//!
+//! Invariant: a batch's token covers a contiguous byte range `[start, end)` of one file, and the
+//! tokens of consecutive batches of that file are adjacent (`end` of one is `start` of the next).
+//! Every byte in the range belongs to a record of the batch or was deliberately skipped and
+//! counted (an empty line, the truncated tail of an oversize line). Bytes held back in an
+//! incomplete line or a pending partial record are never inside a token.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::buffer::Permit;
+use crate::source::Source;
+use crate::timestamp::Timestamp;
+
+/// Which output stream of the container a line was written to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+    /// Raw files (plain VM logs) have no stream.
+    Unknown,
+}
+
+impl Stream {
+    /// The name used in documents; `None` for [`Stream::Unknown`], which is left out.
+    pub const fn as_str(self) -> Option<&'static str> {
+        match self {
+            Stream::Stdout => Some("stdout"),
+            Stream::Stderr => Some("stderr"),
+            Stream::Unknown => None,
+        }
+    }
+}
+
+/// A runtime handle for one followed file *generation*: a file opened by the tailer, or the same
+/// file again after it was truncated. Acks name it rather than a path, because paths are reused
+/// by rotation and a truncated file restarts its offsets at 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey(pub u64);
+
+/// What a sink hands back when it is done with a batch: the bytes `[start, end)` of `file` are
+/// acknowledged (delivered, or deliberately dead-lettered or dropped and counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckToken {
+    pub file: FileKey,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// One log record: a line, or several physical lines joined (CRI partials, docker splits).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// When the line was written: the runtime's timestamp, or the read time for raw files.
+    pub timestamp: Timestamp,
+    pub stream: Stream,
+    /// Byte range of the message inside [`Batch::text`]. Always valid UTF-8 (invalid bytes are
+    /// replaced when parsed) and without the trailing newline.
+    pub message: Range<usize>,
+    /// File offset of the record's first byte: `log.offset` in the document, and with the file
+    /// identity the source of the record's idempotent `_id`.
+    pub offset: u64,
+    /// File offset just past the record's last byte, newline included.
+    pub end: u64,
+}
+
+/// The records of one read of one file, with the token that acknowledges them.
+#[derive(Debug)]
+pub struct Batch {
+    /// The file the records came from, with what its name says and its pre-rendered fragment.
+    pub source: Arc<Source>,
+    pub records: Vec<Record>,
+    /// All messages, back to back; records index into it.
+    pub text: String,
+    /// The bytes this batch acknowledges once the sink is done with it.
+    pub ack: AckToken,
+    /// The share of the memory budget this batch holds; released when the batch is dropped,
+    /// which is after the sink has acknowledged it.
+    pub permit: Option<Permit>,
+}
+
+impl Batch {
+    /// An empty batch of `file` whose token starts (and so far ends) at `start`.
+    pub fn new(source: Arc<Source>, file: FileKey, start: u64) -> Self {
+        Batch {
+            source,
+            records: Vec::new(),
+            text: String::new(),
+            ack: AckToken {
+                file,
+                start,
+                end: start,
+            },
+            permit: None,
+        }
+    }
+
+    /// The message of `record`, which must belong to this batch.
+    pub fn message(&self, record: &Record) -> &str {
+        &self.text[record.message.clone()]
+    }
+
+    /// Appends a record whose message is `message`.
+    pub fn push(
+        &mut self,
+        timestamp: Timestamp,
+        stream: Stream,
+        message: &str,
+        offset: u64,
+        end: u64,
+    ) {
+        let start = self.text.len();
+        self.text.push_str(message);
+        self.records.push(Record {
+            timestamp,
+            stream,
+            message: start..self.text.len(),
+            offset,
+            end,
+        });
+    }
+
+    /// Bytes this batch holds in memory, the unit of the memory budget.
+    pub fn memory_bytes(&self) -> usize {
+        self.text.capacity() + self.records.capacity() * std::mem::size_of::<Record>()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
