@@ -1,10 +1,16 @@
 //! logship: a node log agent for Kubernetes.
 #![forbid(unsafe_code)]
 
+pub mod ack;
+pub mod agent;
 pub mod buffer;
 pub mod config;
+pub mod document;
 pub mod parse;
 pub mod record;
+pub mod shutdown;
+pub mod sink;
 pub mod source;
+pub mod tail;
 pub mod telemetry;
 pub mod timestamp;

@@ -27,3 +27,73 @@ pub enum Oversize {
     /// Ship the first `max_line_bytes` and discard the rest, counted.
     Truncate,
 }
+
+// TEMPORARY stand-in until the parse branch lands: raw lines only.
+use crate::record::{Batch, Stream};
+use crate::timestamp::Timestamp;
+use std::path::Path;
+use std::sync::Arc;
+pub enum Piece {
+    Whole,
+    First,
+    Middle,
+    Last,
+}
+pub struct Line<'a> {
+    pub bytes: &'a [u8],
+    pub piece: Piece,
+    pub offset: u64,
+    pub end: u64,
+}
+pub struct LineParser {
+    pending: Option<(u64, Vec<u8>)>,
+}
+impl LineParser {
+    pub fn new(_c: FormatChoice, _m: usize, _o: Oversize, _p: Arc<Path>) -> Self {
+        LineParser { pending: None }
+    }
+    pub fn push(&mut self, line: Line<'_>, now: Timestamp, out: &mut Batch) {
+        match line.piece {
+            Piece::Whole => {
+                if !line.bytes.is_empty() {
+                    out.push(
+                        now,
+                        Stream::Unknown,
+                        &String::from_utf8_lossy(line.bytes),
+                        line.offset,
+                        line.end,
+                    )
+                }
+            }
+            Piece::First | Piece::Middle => {
+                out.push(
+                    now,
+                    Stream::Unknown,
+                    &String::from_utf8_lossy(line.bytes),
+                    line.offset,
+                    line.end,
+                );
+                let s = self.pending.get_or_insert((line.offset, vec![]));
+                s.1.clear();
+            }
+            Piece::Last => {
+                self.pending = None;
+                if !line.bytes.is_empty() {
+                    out.push(
+                        now,
+                        Stream::Unknown,
+                        &String::from_utf8_lossy(line.bytes),
+                        line.offset,
+                        line.end,
+                    )
+                }
+            }
+        }
+    }
+    pub fn pending_start(&self) -> Option<u64> {
+        self.pending.as_ref().map(|p| p.0)
+    }
+    pub fn flush(&mut self, _now: Timestamp, _out: &mut Batch) {
+        self.pending = None;
+    }
+}

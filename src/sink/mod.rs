@@ -1,0 +1,103 @@
+//! Sinks: where batches go, and where acknowledgements come from.
+//!
+//! Every sink runs the same loop: take the batches that are waiting (up to a bound), encode their
+//! records as NDJSON into one reused buffer, write it, and only once the write succeeded
+//! acknowledge each batch's range to the positions table and drop the batch (returning its
+//! memory budget). A failed write is retried with backoff and never acknowledged, so a sink that
+//! cannot write makes the readers wait instead of losing records.
+//!
+//! The local sinks live here (`stdout`, `file`, `blackhole`); the Elasticsearch sink arrives with
+//! its own module.
+
+pub mod file;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc::Receiver;
+
+use crate::config::OutputSettings;
+use crate::document::Encoder;
+use crate::record::Batch;
+use crate::tail::positions::Positions;
+use crate::telemetry::{self, metrics};
+
+/// How many waiting batches one write takes at most: large enough to amortise the system call,
+/// small enough that acknowledgements flow steadily.
+const BATCHES_PER_WRITE: usize = 64;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The destination of one local sink.
+enum Destination {
+    Stdout(tokio::io::Stdout),
+    File(file::FileOutput),
+    Blackhole,
+}
+
+impl Destination {
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            Destination::Stdout(out) => {
+                out.write_all(bytes).await?;
+                out.flush().await
+            }
+            Destination::File(out) => out.write(bytes).await,
+            Destination::Blackhole => Ok(()),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Destination::Stdout(_) => "stdout",
+            Destination::File(_) => "file",
+            Destination::Blackhole => "blackhole",
+        }
+    }
+}
+
+/// Runs a local sink until the batch channel closes and every batch received is written and
+/// acknowledged.
+pub async fn run(
+    output: OutputSettings,
+    mut batches: Receiver<Batch>,
+    positions: Positions,
+    encoder: Arc<Encoder>,
+) {
+    let mut destination = match output {
+        OutputSettings::Stdout => Destination::Stdout(tokio::io::stdout()),
+        OutputSettings::File { path, fsync } => {
+            Destination::File(file::FileOutput::new(path, fsync))
+        }
+        OutputSettings::Blackhole => Destination::Blackhole,
+    };
+    let mut waiting = Vec::with_capacity(BATCHES_PER_WRITE);
+    let mut buf = Vec::new();
+    while batches.recv_many(&mut waiting, BATCHES_PER_WRITE).await > 0 {
+        buf.clear();
+        let mut records = 0u64;
+        for batch in &waiting {
+            for record in &batch.records {
+                encoder.encode(batch, record, &mut buf);
+                buf.push(b'\n');
+            }
+            records += batch.records.len() as u64;
+        }
+        let mut backoff = BACKOFF_START;
+        while let Err(e) = destination.write(&buf).await {
+            telemetry::add(&metrics().sink_errors, 1);
+            tracing::error!(sink = destination.name(), error = %e, retry_in = ?backoff, "Writing records failed; retrying, readers wait meanwhile.");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+        telemetry::add(&metrics().records_sent, records);
+        telemetry::add(&metrics().bytes_sent, buf.len() as u64);
+        for batch in waiting.drain(..) {
+            positions.ack(batch.ack);
+        }
+        if buf.capacity() > 16 << 20 {
+            buf = Vec::new();
+        }
+    }
+}

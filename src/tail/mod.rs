@@ -1,0 +1,488 @@
+//! Tailing: discovering files, reading them fairly, following them through rotation.
+//!
+//! The tailer is one plain thread (file reads are blocking system calls that are fast from the
+//! page cache; a dedicated thread is cheaper than bouncing each through a blocking pool). It
+//! loops: rescan when notify or the rescan timer says so, poll idle files with `fstat` (idle
+//! files cost no reads), give every readable file one turn of at most `read_budget` bytes, send
+//! each turn's batch downstream once the memory budget has room for it, and let go of rotated or
+//! deleted files once they are read to their end and quiet for `rotate_wait`.
+//!
+//! It never moves a position: it registers files with [`positions::Positions`] and asks it where
+//! to resume; only acknowledgements move positions.
+
+pub mod discovery;
+pub mod fingerprint;
+pub mod positions;
+pub mod reader;
+pub mod rotation;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::Sender;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::Budget;
+use crate::config::{ReadFrom, TailSettings};
+use crate::document::Encoder;
+use crate::parse::LineParser;
+use crate::record::{Batch, FileKey};
+use crate::source::{FileIdentity, Fingerprint, KubeletName, Source};
+use crate::telemetry::{self, metrics, Throttle};
+
+use discovery::Discovery;
+use positions::Positions;
+use reader::{Attachment, TailedFile};
+use rotation::{Change, Observation};
+
+/// How often a file's path is checked for rotation or deletion, at most.
+const ROTATION_CHECK: Duration = Duration::from_secs(1);
+/// How long the tailer waits for budget before looking at the stop signal again.
+const BUDGET_WAIT: Duration = Duration::from_millis(100);
+
+/// Where files found at start-up resume when the positions table has nothing for them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartPolicy {
+    /// As configured (`tail.read_from`).
+    Configured,
+    /// From the head, whatever is configured: the positions table was unreadable, and reading
+    /// from the tail would lose what was not shipped before.
+    Head,
+}
+
+/// Everything the tailer thread needs.
+pub struct TailerParts {
+    pub settings: TailSettings,
+    pub positions: Positions,
+    pub encoder: Arc<Encoder>,
+    pub budget: Budget,
+    pub out: Sender<Batch>,
+    pub stop: CancellationToken,
+    pub wake: (std::sync::mpsc::SyncSender<()>, Receiver<()>),
+    pub start_policy: StartPolicy,
+}
+
+/// The tailer's state; run it with [`Tailer::run`] on its own thread.
+pub struct Tailer {
+    settings: TailSettings,
+    positions: Positions,
+    encoder: Arc<Encoder>,
+    budget: Budget,
+    out: Sender<Batch>,
+    stop: CancellationToken,
+    wake: Receiver<()>,
+    discovery: Discovery,
+    start_policy: StartPolicy,
+    files: Vec<TailedFile>,
+    /// Live files by the path they were found under, so a scan opens only what is new.
+    by_path: HashMap<PathBuf, FileKey>,
+    /// Files let go, with the fingerprint and offset they were read to: if a scan finds one again
+    /// (its rotated name matches a pattern) it resumes there, not at a position still in flight.
+    released: HashMap<(u64, u64), (Fingerprint, u64)>,
+    next_key: u64,
+    /// The first scan applies `read_from`; files appearing later are always read from the head.
+    first_scan: bool,
+    scratch: Vec<u8>,
+    open_warnings: Throttle,
+}
+
+/// The downstream side went away (shutdown), stop reading.
+struct Stopped;
+
+impl Tailer {
+    pub fn new(parts: TailerParts) -> Self {
+        let (wake_tx, wake_rx) = parts.wake;
+        let discovery = Discovery::new(&parts.settings, wake_tx);
+        Tailer {
+            settings: parts.settings,
+            positions: parts.positions,
+            encoder: parts.encoder,
+            budget: parts.budget,
+            out: parts.out,
+            stop: parts.stop,
+            wake: wake_rx,
+            discovery,
+            start_policy: parts.start_policy,
+            files: Vec::new(),
+            by_path: HashMap::new(),
+            released: HashMap::new(),
+            next_key: 1,
+            first_scan: true,
+            scratch: Vec::new(),
+            open_warnings: Throttle::new(Duration::from_secs(10)),
+        }
+    }
+
+    /// Runs until the stop token is cancelled. Dropping the tailer closes the batch channel,
+    /// which is how the sink learns that reading is over.
+    pub fn run(mut self) {
+        let mut last_scan: Option<Instant> = None;
+        let mut last_poll = Instant::now();
+        let mut last_rotation_check = Instant::now();
+        while !self.stop.is_cancelled() {
+            let now = Instant::now();
+            if self.discovery.take_dirty()
+                || last_scan.is_none_or(|t| now - t >= self.settings.rescan_interval)
+            {
+                self.scan();
+                last_scan = Some(now);
+            }
+            if now - last_poll >= self.settings.poll_interval {
+                let check_paths = now - last_rotation_check >= ROTATION_CHECK;
+                self.poll(check_paths);
+                last_poll = now;
+                if check_paths {
+                    last_rotation_check = now;
+                }
+            }
+            let read_any = match self.read_round() {
+                Ok(any) => any,
+                Err(Stopped) => break,
+            };
+            if self.release_finished().is_err() {
+                break;
+            }
+            if !read_any {
+                let next_poll = self
+                    .settings
+                    .poll_interval
+                    .saturating_sub(last_poll.elapsed());
+                match self
+                    .wake
+                    .recv_timeout(next_poll.max(Duration::from_millis(1)))
+                {
+                    Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => std::thread::sleep(next_poll),
+                }
+            }
+        }
+        tracing::debug!(files = self.files.len(), "Tailer stopped.");
+        metrics()
+            .files_current
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Opens the files a scan finds that are not followed yet.
+    fn scan(&mut self) {
+        let found = self.discovery.scan();
+        let first = std::mem::replace(&mut self.first_scan, false);
+        for path in found {
+            if self.by_path.contains_key(&path) {
+                continue;
+            }
+            if let Err(e) = self.open(&path, first) {
+                if e.kind() != io::ErrorKind::NotFound {
+                    telemetry::add(&metrics().read_errors, 1);
+                    if let Some(suppressed) = self.open_warnings.admit() {
+                        tracing::warn!(path = %path.display(), error = %e, suppressed, "Cannot open log file; retrying at the next scan.");
+                    }
+                }
+            }
+        }
+        self.update_gauge();
+    }
+
+    fn open(&mut self, path: &Path, first_scan: bool) -> io::Result<()> {
+        let file = File::open(path)?;
+        let identity = fingerprint::identify(&file)?;
+        let dev_ino = (identity.dev, identity.inode);
+        if let Some(other) = self
+            .files
+            .iter_mut()
+            .find(|f| (f.identity.dev, f.identity.inode) == dev_ino)
+        {
+            // Already followed under another name (a second link, or its rotated name). If the
+            // followed copy is detached, this path is how the file is known now.
+            if let Attachment::Detached { .. } = other.attachment {
+                other.attachment = Attachment::Live;
+                other.path = path.to_path_buf();
+                self.positions.update_path(other.key, path);
+                self.by_path.insert(path.to_path_buf(), other.key);
+            }
+            return Ok(());
+        }
+        let size = file.metadata()?.len();
+        let offset = self.resume_offset(&file, path, identity, size, first_scan)?;
+        let key = FileKey(self.next_key);
+        self.next_key += 1;
+        let kubelet = KubeletName::from_path(path);
+        let fragment = self.encoder.source_fragment(path, kubelet.as_ref());
+        let source = Arc::new(Source {
+            path: path.to_path_buf(),
+            kubelet,
+            fragment,
+        });
+        let parser = self.new_parser(path);
+        self.positions.register(key, identity, path, offset);
+        tracing::info!(path = %path.display(), offset, inode = identity.inode, "Following log file.");
+        telemetry::add(&metrics().files_opened, 1);
+        self.by_path.insert(path.to_path_buf(), key);
+        self.files.push(TailedFile::new(
+            key,
+            path.to_path_buf(),
+            file,
+            identity,
+            source,
+            parser,
+            offset,
+        ));
+        Ok(())
+    }
+
+    fn new_parser(&self, path: &Path) -> LineParser {
+        LineParser::new(
+            self.settings.format,
+            self.settings.max_line_bytes,
+            self.settings.oversize,
+            Arc::from(path),
+        )
+    }
+
+    /// Where to start reading a newly opened file.
+    fn resume_offset(
+        &mut self,
+        file: &File,
+        path: &Path,
+        identity: FileIdentity,
+        size: u64,
+        first_scan: bool,
+    ) -> io::Result<u64> {
+        let dev_ino = (identity.dev, identity.inode);
+        let remembered = self
+            .released
+            .remove(&dev_ino)
+            .or_else(|| self.positions.lookup(dev_ino.0, dev_ino.1));
+        if let Some((stored, offset)) = remembered {
+            if fingerprint::matches(file, stored)? {
+                if offset > size {
+                    tracing::warn!(path = %path.display(), offset, size, "Log file is shorter than its stored position (truncated while logship was not running); reading it from the start.");
+                    telemetry::add(&metrics().files_truncated, 1);
+                    return Ok(0);
+                }
+                return Ok(offset);
+            }
+            tracing::info!(path = %path.display(), inode = identity.inode, "Inode reused by a new file; reading it from the start.");
+        }
+        if first_scan
+            && self.start_policy == StartPolicy::Configured
+            && self.settings.read_from == ReadFrom::Tail
+        {
+            return tail_offset(file, size, self.settings.max_line_bytes);
+        }
+        Ok(0)
+    }
+
+    /// Looks at every file that is not known to be readable: growth, truncation, rotation,
+    /// deletion. `check_paths` also resolves each file's path (less often: it is a path lookup).
+    fn poll(&mut self, check_paths: bool) {
+        let mut i = 0;
+        while i < self.files.len() {
+            let f = &mut self.files[i];
+            if f.readable && !check_paths {
+                i += 1;
+                continue;
+            }
+            let size = match f.file.metadata() {
+                Ok(m) => m.len(),
+                Err(e) => {
+                    telemetry::add(&metrics().read_errors, 1);
+                    tracing::warn!(path = %f.path.display(), error = %e, "Cannot inspect open log file.");
+                    i += 1;
+                    continue;
+                }
+            };
+            let open = (f.identity.dev, f.identity.inode);
+            let path_target = if check_paths || f.attachment != Attachment::Live {
+                match std::fs::metadata(&f.path) {
+                    Ok(m) => Some((m.dev(), m.ino())),
+                    Err(_) => None,
+                }
+            } else {
+                Some(open)
+            };
+            let change = rotation::classify(Observation {
+                size,
+                read_offset: f.read_offset,
+                path_target,
+                open,
+            });
+            match change {
+                Change::Idle => {}
+                Change::Grew => {
+                    f.readable = true;
+                    if let Ok(Some(longer)) =
+                        fingerprint::extend(&f.file, f.identity.fingerprint, size)
+                    {
+                        f.identity.fingerprint = longer;
+                        self.positions.update_fingerprint(f.key, longer);
+                    }
+                }
+                Change::Truncated => {
+                    self.truncated(i);
+                }
+                Change::Rotated | Change::Deleted => {
+                    f.readable |= size > f.read_offset;
+                    if f.attachment == Attachment::Live {
+                        f.attachment = Attachment::Detached {
+                            since: Instant::now(),
+                        };
+                        if self.by_path.get(&f.path) == Some(&f.key) {
+                            self.by_path.remove(&f.path);
+                        }
+                        if change == Change::Rotated {
+                            telemetry::add(&metrics().files_rotated, 1);
+                            tracing::info!(path = %f.path.display(), "Log file rotated; reading the old file to its end.");
+                            // The new file under this path is read from its head by the next scan.
+                            self.discovery_now();
+                        } else {
+                            tracing::info!(path = %f.path.display(), "Log file deleted; reading it to its end.");
+                        }
+                    }
+                }
+            }
+            i += 1;
+        }
+    }
+
+    /// The file shrank: copytruncate. Everything from offset 0 is new.
+    fn truncated(&mut self, i: usize) {
+        let key = FileKey(self.next_key);
+        self.next_key += 1;
+        let parser = self.new_parser(&self.files[i].path.clone());
+        let f = &mut self.files[i];
+        tracing::warn!(path = %f.path.display(), read_offset = f.read_offset, "Log file truncated (copytruncate?); reading it again from the start.");
+        telemetry::add(&metrics().files_truncated, 1);
+        // Batches of the old generation still in flight finish its ack range, not the new one.
+        self.positions.release(f.key, f.ack_start);
+        let identity = fingerprint::identify(&f.file).unwrap_or(f.identity);
+        f.restart(key, identity, parser);
+        if self.by_path.contains_key(&f.path) {
+            self.by_path.insert(f.path.clone(), key);
+        }
+        self.positions.register(key, identity, &f.path, 0);
+    }
+
+    fn discovery_now(&self) {
+        // Rescan at the top of the next loop.
+        self.discovery.mark_dirty();
+    }
+
+    /// Gives every readable file one turn. Returns whether any file may have more to read.
+    fn read_round(&mut self) -> Result<bool, Stopped> {
+        let mut more = false;
+        for i in 0..self.files.len() {
+            if self.stop.is_cancelled() {
+                return Err(Stopped);
+            }
+            let f = &mut self.files[i];
+            if !f.readable {
+                continue;
+            }
+            let turn = f.read_turn(
+                &mut self.scratch,
+                self.settings.read_budget,
+                self.settings.max_line_bytes,
+            );
+            match turn {
+                Ok(turn) => {
+                    f.readable = !turn.eof;
+                    more |= !turn.eof;
+                    self.send(turn.batch)?;
+                }
+                Err(e) => {
+                    f.readable = false;
+                    telemetry::add(&metrics().read_errors, 1);
+                    tracing::warn!(path = %f.path.display(), offset = f.read_offset, error = %e, "Error reading log file; retrying at the next poll.");
+                }
+            }
+        }
+        if self.scratch.capacity() > 2 * (self.settings.read_budget + self.settings.max_line_bytes)
+        {
+            self.scratch = Vec::new();
+        }
+        Ok(more)
+    }
+
+    /// Lets go of detached files that are read to their end and quiet for `rotate_wait`.
+    fn release_finished(&mut self) -> Result<(), Stopped> {
+        let wait = self.settings.rotate_wait;
+        let mut i = 0;
+        while i < self.files.len() {
+            let f = &self.files[i];
+            let done = match f.attachment {
+                Attachment::Detached { since } => {
+                    !f.readable && since.elapsed() >= wait && f.last_read.elapsed() >= wait
+                }
+                Attachment::Live => false,
+            };
+            if !done {
+                i += 1;
+                continue;
+            }
+            let mut f = self.files.swap_remove(i);
+            let batch = f.finish(self.settings.max_line_bytes);
+            let end = batch.ack.end;
+            self.released.insert(
+                (f.identity.dev, f.identity.inode),
+                (f.identity.fingerprint, f.read_offset),
+            );
+            self.send(batch)?;
+            self.positions.release(f.key, end);
+            telemetry::add(&metrics().files_released, 1);
+            tracing::info!(path = %f.path.display(), offset = f.read_offset, "Finished reading rotated or deleted log file.");
+            self.update_gauge();
+        }
+        // Remembered only while the file could still show up under another name.
+        if self.released.len() > 4096 {
+            self.released.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends a batch downstream, waiting for memory budget. A batch with no records only
+    /// acknowledges its range (empty lines, truncated excess), without a trip through the sink.
+    fn send(&mut self, mut batch: Batch) -> Result<(), Stopped> {
+        if batch.records.is_empty() {
+            if batch.ack.end > batch.ack.start {
+                self.positions.ack(batch.ack);
+            }
+            return Ok(());
+        }
+        let bytes = batch.memory_bytes();
+        let permit = loop {
+            if self.stop.is_cancelled() {
+                return Err(Stopped);
+            }
+            if let Ok(p) = self.budget.acquire(bytes, BUDGET_WAIT) {
+                break p;
+            }
+        };
+        batch.permit = Some(permit);
+        self.out.blocking_send(batch).map_err(|_| Stopped)
+    }
+
+    fn update_gauge(&self) {
+        metrics().files_current.store(
+            self.files.len() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// Where `read_from = "tail"` starts: after the last newline, so the first record is whole.
+fn tail_offset(file: &File, size: u64, max_line: usize) -> io::Result<u64> {
+    let window = (max_line as u64).min(size);
+    let mut buf = vec![0u8; window as usize];
+    file.read_exact_at(&mut buf, size - window)?;
+    Ok(match memchr::memrchr(b'\n', &buf) {
+        Some(i) => size - window + i as u64 + 1,
+        None if window < size => size,
+        None => 0,
+    })
+}

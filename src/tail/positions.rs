@@ -1,0 +1,603 @@
+//! The durable position of every followed file.
+//!
+//! A position is the end of the longest acknowledged prefix of a file ([`crate::ack`]); only
+//! acknowledgements move it. The reader registers the files it opens and asks here where to
+//! resume; sinks acknowledge batches; a flusher task writes the table to
+//! `<data_dir>/positions.json` at an interval and at shutdown.
+//!
+//! The file is written atomically: a temporary file, fsync, rename, fsync of the directory. On
+//! load the temporary file is tried first, because a crash between its fsync and the rename leaves
+//! the newest complete table there; a torn temporary file is ignored. The format is versioned
+//! JSON, one entry per file identity, documented in the README.
+//!
+//! This module never reads log files and never decides offsets itself: it only stores what the
+//! reader and the ack path tell it.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ack::AckRanges;
+use crate::record::{AckToken, FileKey};
+use crate::source::{FileIdentity, Fingerprint};
+
+/// The version written in the file; loading refuses any other.
+pub const FORMAT_VERSION: u32 = 1;
+const FILE_NAME: &str = "positions.json";
+const TMP_NAME: &str = "positions.json.tmp";
+
+/// Errors loading or writing the positions file.
+#[derive(Debug, thiserror::Error)]
+pub enum PositionsError {
+    /// The file exists but cannot be read.
+    #[error("reading positions file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a positions table this version understands.
+    #[error("parsing positions file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file was written by a newer (or unknown) logship.
+    #[error("positions file {path} has format version {found}, this logship reads version {FORMAT_VERSION}")]
+    Version { path: PathBuf, found: u32 },
+    /// Writing, syncing or renaming failed.
+    #[error("writing positions file {path}: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The on-disk table.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PositionsFile {
+    pub version: u32,
+    pub files: Vec<StoredPosition>,
+}
+
+/// One file's entry on disk.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoredPosition {
+    /// The path the file was last followed under (informational: identity is what matches).
+    pub path: PathBuf,
+    pub dev: u64,
+    pub inode: u64,
+    /// Length and CRC-32 of the first bytes, to tell a reused inode from the same file.
+    pub fingerprint: StoredFingerprint,
+    /// Every byte before this offset was acknowledged.
+    pub offset: u64,
+    /// When the entry last changed, in seconds since the Unix epoch (for garbage collection).
+    pub updated: u64,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoredFingerprint {
+    pub len: u32,
+    pub crc32: u32,
+}
+
+/// The shared, in-memory positions table. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Positions {
+    inner: Arc<Mutex<Table>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    /// One entry per file identity (device, inode).
+    entries: HashMap<(u64, u64), Entry>,
+    /// The generations being followed, by key.
+    keys: HashMap<FileKey, Generation>,
+    /// Bumped on every change, so the flusher skips writes when nothing moved.
+    generation: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    path: PathBuf,
+    fingerprint: Fingerprint,
+    offset: u64,
+    /// The generation whose acks move this entry; a truncation replaces it with a new one.
+    current: Option<FileKey>,
+    updated: SystemTime,
+}
+
+#[derive(Debug)]
+struct Generation {
+    dev_ino: (u64, u64),
+    ranges: AckRanges,
+    /// The reader let the file go after reading up to this offset; the generation is finished
+    /// (and its entry no longer current) once everything up to it is acknowledged.
+    released_at: Option<u64>,
+}
+
+impl Positions {
+    /// An empty table.
+    pub fn new() -> Self {
+        Positions {
+            inner: Arc::new(Mutex::new(Table::default())),
+        }
+    }
+
+    /// A table holding the entries of a loaded file.
+    pub fn from_file(file: PositionsFile) -> Self {
+        let positions = Positions::new();
+        {
+            let mut table = positions.lock();
+            for p in file.files {
+                let updated = UNIX_EPOCH + Duration::from_secs(p.updated);
+                table.entries.insert(
+                    (p.dev, p.inode),
+                    Entry {
+                        path: p.path,
+                        fingerprint: Fingerprint {
+                            len: p.fingerprint.len,
+                            crc32: p.fingerprint.crc32,
+                        },
+                        offset: p.offset,
+                        current: None,
+                        updated,
+                    },
+                );
+            }
+        }
+        positions
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The stored position of the file at (dev, inode), with the fingerprint it was stored with.
+    /// The caller checks the fingerprint against the file before trusting the offset.
+    pub fn lookup(&self, dev: u64, inode: u64) -> Option<(Fingerprint, u64)> {
+        self.lock()
+            .entries
+            .get(&(dev, inode))
+            .map(|e| (e.fingerprint, e.offset))
+    }
+
+    /// Starts tracking generation `key` of the file `identity`, read from `start`. Replaces any
+    /// entry of the same (dev, inode): either it is this file (resumed), or the inode was reused
+    /// (the old file is gone), or the file was truncated and restarts at 0.
+    pub fn register(&self, key: FileKey, identity: FileIdentity, path: &Path, start: u64) {
+        let mut table = self.lock();
+        let dev_ino = (identity.dev, identity.inode);
+        table.keys.insert(
+            key,
+            Generation {
+                dev_ino,
+                ranges: AckRanges::new(start),
+                released_at: None,
+            },
+        );
+        table.entries.insert(
+            dev_ino,
+            Entry {
+                path: path.to_path_buf(),
+                fingerprint: identity.fingerprint,
+                offset: start,
+                current: Some(key),
+                updated: SystemTime::now(),
+            },
+        );
+        table.generation += 1;
+    }
+
+    /// A young file grew and its fingerprint now covers more bytes.
+    pub fn update_fingerprint(&self, key: FileKey, fingerprint: Fingerprint) {
+        let mut table = self.lock();
+        let Some(dev_ino) = table.keys.get(&key).map(|g| g.dev_ino) else {
+            return;
+        };
+        if let Some(entry) = table.entries.get_mut(&dev_ino) {
+            if entry.current == Some(key) {
+                entry.fingerprint = fingerprint;
+                table.generation += 1;
+            }
+        }
+    }
+
+    /// The followed file is now known under `path` (it was renamed, or found under a new link).
+    pub fn update_path(&self, key: FileKey, path: &Path) {
+        let mut table = self.lock();
+        let Some(dev_ino) = table.keys.get(&key).map(|g| g.dev_ino) else {
+            return;
+        };
+        if let Some(entry) = table.entries.get_mut(&dev_ino) {
+            if entry.current == Some(key) && entry.path != path {
+                entry.path = path.to_path_buf();
+                table.generation += 1;
+            }
+        }
+    }
+
+    /// Acknowledges the bytes of `token`. The only way a position moves forward.
+    pub fn ack(&self, token: AckToken) {
+        let mut table = self.lock();
+        let Some(gen) = table.keys.get_mut(&token.file) else {
+            return;
+        };
+        if !gen.ranges.ack(token.start, token.end) {
+            return;
+        }
+        let (dev_ino, acked) = (gen.dev_ino, gen.ranges.acked());
+        if let Some(entry) = table.entries.get_mut(&dev_ino) {
+            // A stale generation (the file was truncated since) must not move the new one.
+            if entry.current == Some(token.file) {
+                entry.offset = acked;
+                entry.updated = SystemTime::now();
+            }
+        }
+        table.finish_if_done(token.file);
+        table.generation += 1;
+    }
+
+    /// The reader let generation `key` go (rotated or deleted) after reading it up to `end`.
+    /// Batches still in flight keep moving its position; once all is acknowledged the entry is
+    /// no longer current and garbage collection may remove it. It stays until then, so a restart
+    /// does not read the file again if it is still on disk.
+    pub fn release(&self, key: FileKey, end: u64) {
+        let mut table = self.lock();
+        if let Some(gen) = table.keys.get_mut(&key) {
+            gen.released_at = Some(end);
+        }
+        table.finish_if_done(key);
+        table.generation += 1;
+    }
+
+    /// The acknowledged offset of generation `key`, if it is tracked.
+    pub fn acked(&self, key: FileKey) -> Option<u64> {
+        self.lock().keys.get(&key).map(|g| g.ranges.acked())
+    }
+
+    /// Removes the entries of files that are no longer followed and have not changed for
+    /// `older_than`. Returns how many were removed.
+    pub fn collect_garbage(&self, older_than: Duration) -> usize {
+        let mut table = self.lock();
+        let now = SystemTime::now();
+        let before = table.entries.len();
+        table.entries.retain(|_, e| {
+            e.current.is_some()
+                || now
+                    .duration_since(e.updated)
+                    .map_or(true, |age| age < older_than)
+        });
+        let removed = before - table.entries.len();
+        if removed > 0 {
+            table.generation += 1;
+        }
+        removed
+    }
+
+    /// A counter that changes whenever the table does.
+    pub fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// The table as it would be written now, sorted by path for readability.
+    pub fn snapshot(&self) -> PositionsFile {
+        let table = self.lock();
+        let mut files: Vec<StoredPosition> = table
+            .entries
+            .iter()
+            .map(|(&(dev, inode), e)| StoredPosition {
+                path: e.path.clone(),
+                dev,
+                inode,
+                fingerprint: StoredFingerprint {
+                    len: e.fingerprint.len,
+                    crc32: e.fingerprint.crc32,
+                },
+                offset: e.offset,
+                updated: e
+                    .updated
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
+        PositionsFile {
+            version: FORMAT_VERSION,
+            files,
+        }
+    }
+}
+
+impl Table {
+    /// Forgets a released generation whose last byte is acknowledged.
+    fn finish_if_done(&mut self, key: FileKey) {
+        let Some(gen) = self.keys.get(&key) else {
+            return;
+        };
+        if gen.released_at.is_some_and(|end| gen.ranges.acked() >= end) {
+            let dev_ino = gen.dev_ino;
+            self.keys.remove(&key);
+            if let Some(entry) = self.entries.get_mut(&dev_ino) {
+                if entry.current == Some(key) {
+                    entry.current = None;
+                    entry.updated = SystemTime::now();
+                }
+            }
+        }
+    }
+}
+
+impl Default for Positions {
+    fn default() -> Self {
+        Positions::new()
+    }
+}
+
+/// What loading found.
+#[derive(Debug)]
+pub enum Loaded {
+    /// No positions file: a first start.
+    Missing,
+    /// A table, from `positions.json` or its newer temporary file.
+    Table(PositionsFile),
+}
+
+/// Reads the positions table from `data_dir`, preferring a complete temporary file.
+pub fn load(data_dir: &Path) -> Result<Loaded, PositionsError> {
+    let tmp = data_dir.join(TMP_NAME);
+    if let Ok(Loaded::Table(table)) = load_one(&tmp) {
+        return Ok(Loaded::Table(table));
+    }
+    load_one(&data_dir.join(FILE_NAME))
+}
+
+fn load_one(path: &Path) -> Result<Loaded, PositionsError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Missing),
+        Err(source) => {
+            return Err(PositionsError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    };
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        version: u32,
+    }
+    let version: VersionOnly =
+        serde_json::from_slice(&bytes).map_err(|source| PositionsError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if version.version != FORMAT_VERSION {
+        return Err(PositionsError::Version {
+            path: path.to_path_buf(),
+            found: version.version,
+        });
+    }
+    let table = serde_json::from_slice(&bytes).map_err(|source| PositionsError::Parse {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(Loaded::Table(table))
+}
+
+/// Moves an unreadable positions file aside (`positions.json.corrupt-<unix seconds>`) so that the
+/// agent can start, and returns where it went.
+pub fn quarantine(data_dir: &Path) -> io::Result<PathBuf> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to = data_dir.join(format!("{FILE_NAME}.corrupt-{secs}"));
+    fs::rename(data_dir.join(FILE_NAME), &to)?;
+    let _ = fs::remove_file(data_dir.join(TMP_NAME));
+    Ok(to)
+}
+
+/// Writes the table atomically: temporary file, fsync, rename over the old one, fsync the
+/// directory (so the rename itself survives a power loss).
+pub fn store(data_dir: &Path, table: &PositionsFile) -> Result<(), PositionsError> {
+    let tmp = data_dir.join(TMP_NAME);
+    let path = data_dir.join(FILE_NAME);
+    let write = || -> io::Result<()> {
+        let mut body = serde_json::to_vec_pretty(table).map_err(io::Error::other)?;
+        body.push(b'\n');
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&body)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, &path)?;
+        fs::File::open(data_dir)?.sync_all()
+    };
+    write().map_err(|source| PositionsError::Write { path, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(dev: u64, inode: u64, crc32: u32) -> FileIdentity {
+        FileIdentity {
+            dev,
+            inode,
+            fingerprint: Fingerprint { len: 256, crc32 },
+        }
+    }
+
+    #[test]
+    fn acks_move_positions_only_through_contiguous_prefix() {
+        let p = Positions::new();
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
+        p.ack(AckToken {
+            file: FileKey(1),
+            start: 100,
+            end: 200,
+        });
+        assert_eq!(
+            p.lookup(1, 10),
+            Some((Fingerprint { len: 256, crc32: 7 }, 0))
+        );
+        p.ack(AckToken {
+            file: FileKey(1),
+            start: 0,
+            end: 100,
+        });
+        assert_eq!(p.lookup(1, 10).unwrap().1, 200);
+    }
+
+    #[test]
+    fn stale_generation_does_not_move_truncated_file() {
+        let p = Positions::new();
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
+        // Truncated: a new generation starts at 0 while the old one still has acks in flight.
+        p.register(FileKey(2), id(1, 10, 8), Path::new("/a.log"), 0);
+        p.ack(AckToken {
+            file: FileKey(1),
+            start: 0,
+            end: 5000,
+        });
+        assert_eq!(p.lookup(1, 10).unwrap().1, 0);
+        p.ack(AckToken {
+            file: FileKey(2),
+            start: 0,
+            end: 30,
+        });
+        assert_eq!(p.lookup(1, 10).unwrap().1, 30);
+    }
+
+    #[test]
+    fn released_files_are_collected_after_grace() {
+        let p = Positions::new();
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
+        p.register(FileKey(2), id(1, 11, 7), Path::new("/b.log"), 0);
+        p.release(FileKey(1), 0);
+        assert_eq!(p.collect_garbage(Duration::from_secs(3600)), 0);
+        assert_eq!(
+            p.collect_garbage(Duration::ZERO),
+            1,
+            "only the released file goes"
+        );
+        assert!(p.lookup(1, 10).is_none());
+        assert!(p.lookup(1, 11).is_some());
+    }
+
+    #[test]
+    fn acks_after_release_still_count() {
+        let p = Positions::new();
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
+        p.release(FileKey(1), 42);
+        assert_eq!(
+            p.collect_garbage(Duration::ZERO),
+            0,
+            "in flight: not collectable"
+        );
+        p.ack(AckToken {
+            file: FileKey(1),
+            start: 0,
+            end: 42,
+        });
+        assert_eq!(
+            p.lookup(1, 10).unwrap().1,
+            42,
+            "batches in flight at release still move it"
+        );
+        assert_eq!(
+            p.acked(FileKey(1)),
+            None,
+            "the finished generation is forgotten"
+        );
+        assert_eq!(p.collect_garbage(Duration::ZERO), 1);
+    }
+
+    #[test]
+    fn store_and_load_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Positions::new();
+        p.register(
+            FileKey(1),
+            id(3, 10, 7),
+            Path::new("/var/log/containers/a.log"),
+            0,
+        );
+        p.ack(AckToken {
+            file: FileKey(1),
+            start: 0,
+            end: 1234,
+        });
+        let table = p.snapshot();
+        store(dir.path(), &table).unwrap();
+        let Loaded::Table(loaded) = load(dir.path()).unwrap() else {
+            panic!("missing")
+        };
+        assert_eq!(loaded, table);
+        let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
+        assert!(text.contains("\"offset\": 1234"), "human-readable: {text}");
+        assert!(!dir.path().join(TMP_NAME).exists());
+    }
+
+    #[test]
+    fn torn_temporary_file_is_ignored_and_complete_one_preferred() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut table = PositionsFile {
+            version: 1,
+            files: vec![],
+        };
+        store(dir.path(), &table).unwrap();
+        fs::write(dir.path().join(TMP_NAME), b"{\"version\":1,\"fil").unwrap();
+        let Loaded::Table(t) = load(dir.path()).unwrap() else {
+            panic!()
+        };
+        assert!(t.files.is_empty());
+        table.files.push(StoredPosition {
+            path: "/x".into(),
+            dev: 1,
+            inode: 2,
+            fingerprint: StoredFingerprint { len: 0, crc32: 0 },
+            offset: 9,
+            updated: 0,
+        });
+        fs::write(
+            dir.path().join(TMP_NAME),
+            serde_json::to_vec(&table).unwrap(),
+        )
+        .unwrap();
+        let Loaded::Table(t) = load(dir.path()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            t.files.len(),
+            1,
+            "a complete temporary file is newer than the main one"
+        );
+    }
+
+    #[test]
+    fn unknown_version_and_garbage_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(matches!(load(dir.path()).unwrap(), Loaded::Missing));
+        fs::write(dir.path().join(FILE_NAME), b"{\"version\":9,\"files\":[]}").unwrap();
+        assert!(matches!(
+            load(dir.path()),
+            Err(PositionsError::Version { found: 9, .. })
+        ));
+        fs::write(dir.path().join(FILE_NAME), b"garbage").unwrap();
+        let err = load(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("positions.json"), "{err}");
+        let moved = quarantine(dir.path()).unwrap();
+        assert!(moved.exists());
+        assert!(matches!(load(dir.path()).unwrap(), Loaded::Missing));
+    }
+}

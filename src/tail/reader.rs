@@ -1,0 +1,282 @@
+//! Reading one followed file: bytes -> physical lines -> the parser -> one batch per turn.
+//!
+//! A turn reads at most the read budget, so one file with a large backlog cannot hold the reader
+//! (the tailer gives every file a turn in round-robin order). Reads use `pread` at an explicit
+//! offset into the tailer's shared scratch buffer; the only per-file memory between turns is the
+//! incomplete last line, which is bounded by `max_line_bytes`: a longer line is handed to the
+//! parser in pieces.
+//!
+//! Acknowledgement ranges: every turn's batch covers `[ack_start, end)` where `end` is the start
+//! of the first byte not yet final — the incomplete line, or the parser's pending partial record.
+//! Consecutive batches are adjacent, so the ack path sees every byte exactly once.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::parse::{Line, LineParser, Piece};
+use crate::record::{Batch, FileKey};
+use crate::source::{FileIdentity, Source};
+use crate::telemetry::{self, metrics};
+use crate::timestamp::Timestamp;
+
+/// Whether the file is still the one its path names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// The path names this file.
+    Live,
+    /// Renamed away or deleted at `since`: read to the end, then let go after `rotate_wait`.
+    Detached { since: Instant },
+}
+
+/// One followed file generation.
+pub struct TailedFile {
+    pub key: FileKey,
+    /// The path it was discovered under.
+    pub path: PathBuf,
+    pub file: File,
+    pub identity: FileIdentity,
+    pub source: Arc<Source>,
+    pub parser: LineParser,
+    /// Offset of the next byte to read.
+    pub read_offset: u64,
+    /// Start of the next batch's ack range: the end of the previous one.
+    pub ack_start: u64,
+    /// The incomplete last line: file bytes `[read_offset - tail.len(), read_offset)`.
+    tail: Vec<u8>,
+    /// The incomplete line was already handed to the parser in pieces (it exceeded
+    /// `max_line_bytes`); `tail` holds only its unhanded rest.
+    in_piece: bool,
+    /// Whether a read may find bytes (the last turn stopped at the budget, or a poll saw growth).
+    pub readable: bool,
+    pub attachment: Attachment,
+    /// When bytes were last read, to know when a detached file has gone quiet.
+    pub last_read: Instant,
+}
+
+/// What one turn did.
+pub struct Turn {
+    /// The records read, with their ack range; may have no records but a range to acknowledge
+    /// (empty lines) or be empty altogether.
+    pub batch: Batch,
+    /// Bytes read from the file.
+    pub bytes: usize,
+    /// The read reached the end of the file.
+    pub eof: bool,
+}
+
+impl TailedFile {
+    pub fn new(
+        key: FileKey,
+        path: PathBuf,
+        file: File,
+        identity: FileIdentity,
+        source: Arc<Source>,
+        parser: LineParser,
+        offset: u64,
+    ) -> Self {
+        TailedFile {
+            key,
+            path,
+            file,
+            identity,
+            source,
+            parser,
+            read_offset: offset,
+            ack_start: offset,
+            tail: Vec::new(),
+            in_piece: false,
+            readable: true,
+            attachment: Attachment::Live,
+            last_read: Instant::now(),
+        }
+    }
+
+    /// Reads up to `budget` bytes and parses every complete line (and every full piece of an
+    /// over-long one). `scratch` is the tailer's buffer, reused across files and turns.
+    pub fn read_turn(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        budget: usize,
+        max_line: usize,
+    ) -> io::Result<Turn> {
+        let now = Timestamp::now();
+        let tail_len = self.tail.len();
+        scratch.clear();
+        scratch.extend_from_slice(&self.tail);
+        self.tail.clear();
+        scratch.resize(tail_len + budget, 0);
+        let mut filled = tail_len;
+        let mut eof = false;
+        let result = loop {
+            if filled == scratch.len() {
+                break Ok(());
+            }
+            match self.file.read_at(&mut scratch[filled..], self.read_offset) {
+                Ok(0) => {
+                    eof = true;
+                    break Ok(());
+                }
+                Ok(n) => {
+                    filled += n;
+                    self.read_offset += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(e),
+            }
+        };
+        scratch.truncate(filled);
+        let bytes = filled - tail_len;
+        if bytes > 0 {
+            self.last_read = Instant::now();
+        }
+        telemetry::add(&metrics().bytes_read, bytes as u64);
+
+        let base = self.read_offset - filled as u64;
+        let mut batch = Batch::new(Arc::clone(&self.source), self.key, self.ack_start);
+        batch.text.reserve(filled);
+        let mut pos = 0;
+        while let Some(nl) = memchr::memchr(b'\n', &scratch[pos..]) {
+            let line_end = pos + nl;
+            self.emit_line(
+                &scratch[pos..line_end],
+                base + pos as u64,
+                true,
+                max_line,
+                now,
+                &mut batch,
+            );
+            pos = line_end + 1;
+        }
+        // The incomplete rest: hand over full pieces so no more than max_line bytes wait here.
+        let rest = &scratch[pos..];
+        let whole_pieces = rest.len() / max_line * max_line;
+        if whole_pieces > 0 {
+            self.emit_line(
+                &rest[..whole_pieces],
+                base + pos as u64,
+                false,
+                max_line,
+                now,
+                &mut batch,
+            );
+            pos += whole_pieces;
+        }
+        self.tail.extend_from_slice(&scratch[pos..]);
+        if self.tail.is_empty() && self.tail.capacity() > 4096 {
+            // Thousands of idle files must not each keep a line buffer.
+            self.tail = Vec::new();
+        }
+        self.close_batch(&mut batch);
+        if !eof {
+            result?;
+        }
+        // An error after some bytes were read still delivers them; the error is reported next turn.
+        Ok(Turn { batch, bytes, eof })
+    }
+
+    /// Hands a line (complete: its newline follows `bytes`) or the full pieces of an incomplete
+    /// one to the parser, cutting anything longer than `max_line` into pieces.
+    fn emit_line(
+        &mut self,
+        bytes: &[u8],
+        offset: u64,
+        complete: bool,
+        max_line: usize,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) {
+        let mut at = 0;
+        // Pieces while more than max_line remains (or all of it, for an incomplete line's
+        // whole pieces); the last piece of a complete line carries the newline.
+        while bytes.len() - at > max_line || (!complete && at < bytes.len()) {
+            let piece = if self.in_piece {
+                Piece::Middle
+            } else {
+                Piece::First
+            };
+            let chunk = &bytes[at..at + max_line];
+            let start = offset + at as u64;
+            self.parser.push(
+                Line {
+                    bytes: chunk,
+                    piece,
+                    offset: start,
+                    end: start + max_line as u64,
+                },
+                now,
+                batch,
+            );
+            self.in_piece = true;
+            at += max_line;
+        }
+        if complete {
+            let piece = if self.in_piece {
+                Piece::Last
+            } else {
+                Piece::Whole
+            };
+            let start = offset + at as u64;
+            let end = offset + bytes.len() as u64 + 1;
+            self.parser.push(
+                Line {
+                    bytes: &bytes[at..],
+                    piece,
+                    offset: start,
+                    end,
+                },
+                now,
+                batch,
+            );
+            self.in_piece = false;
+        }
+    }
+
+    /// Ends the batch's ack range at the first byte that is not final yet.
+    fn close_batch(&mut self, batch: &mut Batch) {
+        let consumed = self.read_offset - self.tail.len() as u64;
+        let end = self
+            .parser
+            .pending_start()
+            .map_or(consumed, |p| p.min(consumed))
+            .max(self.ack_start);
+        batch.ack.end = end;
+        self.ack_start = end;
+    }
+
+    /// The file is let go: its incomplete last line (no newline will come) and any pending
+    /// partial record are emitted, and the batch acknowledges everything read.
+    pub fn finish(&mut self, max_line: usize) -> Batch {
+        let now = Timestamp::now();
+        let mut batch = Batch::new(Arc::clone(&self.source), self.key, self.ack_start);
+        if !self.tail.is_empty() || self.in_piece {
+            let tail = std::mem::take(&mut self.tail);
+            let offset = self.read_offset - tail.len() as u64;
+            self.emit_line(&tail, offset, true, max_line, now, &mut batch);
+        }
+        self.parser.flush(now, &mut batch);
+        batch.ack.end = self.read_offset.max(self.ack_start);
+        self.ack_start = batch.ack.end;
+        batch
+    }
+
+    /// Bytes of the incomplete last line held in memory.
+    pub fn held_bytes(&self) -> usize {
+        self.tail.capacity()
+    }
+
+    /// Starts over at offset 0 as generation `key` (the file was truncated).
+    pub fn restart(&mut self, key: FileKey, identity: FileIdentity, parser: LineParser) {
+        self.key = key;
+        self.identity = identity;
+        self.parser = parser;
+        self.read_offset = 0;
+        self.ack_start = 0;
+        self.tail = Vec::new();
+        self.in_piece = false;
+        self.readable = true;
+    }
+}
