@@ -55,8 +55,9 @@ pub struct Agent {
     positions: Positions,
     stop_reading: CancellationToken,
     wake_tailer: std::sync::mpsc::SyncSender<()>,
-    tailer_done: oneshot::Receiver<()>,
-    sink: JoinHandle<()>,
+    /// Taken once it completed (a finished receiver or handle must not be polled again).
+    tailer_done: Option<oneshot::Receiver<()>>,
+    sink: Option<JoinHandle<()>>,
     flusher_stop: CancellationToken,
     flusher: JoinHandle<()>,
     shutdown_timeout: Duration,
@@ -114,8 +115,8 @@ impl Agent {
             positions,
             stop_reading,
             wake_tailer: wake_tx,
-            tailer_done,
-            sink,
+            tailer_done: Some(tailer_done),
+            sink: Some(sink),
             flusher_stop,
             flusher,
             shutdown_timeout: settings.shutdown_timeout,
@@ -129,13 +130,18 @@ impl Agent {
 
     /// Runs until `shutdown` is cancelled (or a stage dies), then drains.
     pub async fn run_until(mut self, shutdown: CancellationToken) {
+        let (Some(sink), Some(tailer_done)) = (self.sink.as_mut(), self.tailer_done.as_mut()) else {
+            return self.shutdown().await;
+        };
         tokio::select! {
             _ = shutdown.cancelled() => {}
-            _ = &mut self.sink => {
+            _ = sink => {
                 tracing::error!("The sink stopped unexpectedly; shutting down.");
+                self.sink = None;
             }
-            _ = &mut self.tailer_done => {
+            _ = tailer_done => {
                 tracing::error!("The tailer stopped unexpectedly; shutting down.");
+                self.tailer_done = None;
             }
         }
         self.shutdown().await;
@@ -159,8 +165,12 @@ impl Agent {
         // Keep a margin of the grace period for the final positions write.
         let drain_for = shutdown_timeout.saturating_sub(shutdown_timeout / 5);
         let drained = tokio::time::timeout(drain_for, async {
-            let _ = tailer_done.await;
-            let _ = sink.await;
+            if let Some(tailer_done) = tailer_done {
+                let _ = tailer_done.await;
+            }
+            if let Some(sink) = sink {
+                let _ = sink.await;
+            }
         })
         .await;
         if drained.is_err() {
@@ -207,7 +217,7 @@ async fn flush_positions(
     let mut written = u64::MAX;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut gc = tokio::time::interval(GC_INTERVAL);
+    let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + GC_INTERVAL, GC_INTERVAL);
     loop {
         let stopping = tokio::select! {
             _ = stop.cancelled() => true,

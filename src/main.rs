@@ -1,1 +1,109 @@
-fn main() {}
+//! The `logship` binary: parse the command line, load and validate the configuration (reporting
+//! every error at once and exiting 64), then run the agent until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use logship::agent::Agent;
+use logship::config::{self, LoadOptions, Loaded};
+
+/// Exit code for a configuration that does not validate (EX_USAGE, as linkerd2-proxy does).
+const EXIT_CONFIG: u8 = 64;
+/// Exit code for a failure to start (data directory, positions file).
+const EXIT_START: u8 = 70;
+
+/// A node log agent: tails container logs, and ships every line exactly once.
+#[derive(Debug, Parser)]
+#[command(name = "logship", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (TOML, or YAML by extension). Without it, the built-in defaults.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Follow files matching this glob instead of `tail.include` (repeatable).
+    #[arg(long, global = true, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Where positions are kept, instead of `data_dir`.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Where records go, instead of `output.type`: stdout, file or blackhole.
+    #[arg(long, global = true, value_name = "TYPE")]
+    output: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the agent (the default).
+    Run,
+    /// Validate the configuration, print the effective configuration (secrets masked), and exit
+    /// non-zero if anything is wrong.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let loaded = match config::load(&load_options(&cli)) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("logship: invalid configuration:\n{e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => {
+            print!("{}", loaded.effective_toml());
+            eprintln!("logship: configuration is valid.");
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(loaded),
+    }
+}
+
+fn load_options(cli: &Cli) -> LoadOptions {
+    let mut overrides = Vec::new();
+    if !cli.include.is_empty() {
+        overrides.push(("tail.include".to_string(), cli.include.join(",")));
+    }
+    if let Some(dir) = &cli.data_dir {
+        overrides.push(("data_dir".to_string(), dir.display().to_string()));
+    }
+    if let Some(output) = &cli.output {
+        overrides.push(("output.type".to_string(), output.clone()));
+    }
+    LoadOptions { path: cli.config.clone(), overrides, env: std::env::vars().collect() }
+}
+
+fn run(loaded: Loaded) -> ExitCode {
+    let settings = loaded.settings;
+    logship::telemetry::init_logging(&settings.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("logship").enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "Cannot start the runtime.");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    runtime.block_on(async move {
+        let shutdown = match logship::shutdown::on_signal() {
+            Ok(token) => token,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot install signal handlers.");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %settings.node_name, "Starting logship.");
+        match Agent::start(settings) {
+            Ok(agent) => {
+                agent.run_until(shutdown).await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot start.");
+                ExitCode::from(EXIT_START)
+            }
+        }
+    })
+}

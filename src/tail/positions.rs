@@ -74,6 +74,11 @@ pub struct PositionsFile {
 pub struct StoredPosition {
     /// The path the file was last followed under (informational: identity is what matches).
     pub path: PathBuf,
+    /// The file that path resolved to (kubelet's `/var/log/pods/...` file behind the
+    /// `/var/log/containers` link). After a restart, a file that was renamed by rotation before it
+    /// was read to its end is looked for next to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<PathBuf>,
     pub dev: u64,
     pub inode: u64,
     /// Length and CRC-32 of the first bytes, to tell a reused inode from the same file.
@@ -110,6 +115,7 @@ struct Table {
 #[derive(Debug)]
 struct Entry {
     path: PathBuf,
+    target: Option<PathBuf>,
     fingerprint: Fingerprint,
     offset: u64,
     /// The generation whose acks move this entry; a truncation replaces it with a new one.
@@ -139,12 +145,15 @@ impl Positions {
         let positions = Positions::new();
         {
             let mut table = positions.lock();
+            // The grace period of an entry whose file is not found again counts from this start,
+            // not from its last change: an idle file keeps its position across a long restart.
+            let updated = SystemTime::now();
             for p in file.files {
-                let updated = UNIX_EPOCH + Duration::from_secs(p.updated);
                 table.entries.insert(
                     (p.dev, p.inode),
                     Entry {
                         path: p.path,
+                        target: p.target,
                         fingerprint: Fingerprint {
                             len: p.fingerprint.len,
                             crc32: p.fingerprint.crc32,
@@ -175,7 +184,7 @@ impl Positions {
     /// Starts tracking generation `key` of the file `identity`, read from `start`. Replaces any
     /// entry of the same (dev, inode): either it is this file (resumed), or the inode was reused
     /// (the old file is gone), or the file was truncated and restarts at 0.
-    pub fn register(&self, key: FileKey, identity: FileIdentity, path: &Path, start: u64) {
+    pub fn register(&self, key: FileKey, identity: FileIdentity, path: &Path, target: Option<&Path>, start: u64) {
         let mut table = self.lock();
         let dev_ino = (identity.dev, identity.inode);
         table.keys.insert(
@@ -190,6 +199,7 @@ impl Positions {
             dev_ino,
             Entry {
                 path: path.to_path_buf(),
+                target: target.map(Path::to_path_buf),
                 fingerprint: identity.fingerprint,
                 offset: start,
                 current: Some(key),
@@ -285,6 +295,13 @@ impl Positions {
         removed
     }
 
+    /// Entries no generation is following (files not found since the start), with where their
+    /// file was: candidates for recovering a rotated file after a restart.
+    pub fn unfollowed(&self) -> Vec<StoredPosition> {
+        let followed: std::collections::HashSet<(u64, u64)> = self.lock().keys.values().map(|g| g.dev_ino).collect();
+        self.snapshot().files.into_iter().filter(|p| !followed.contains(&(p.dev, p.inode))).collect()
+    }
+
     /// A counter that changes whenever the table does.
     pub fn generation(&self) -> u64 {
         self.lock().generation
@@ -298,6 +315,7 @@ impl Positions {
             .iter()
             .map(|(&(dev, inode), e)| StoredPosition {
                 path: e.path.clone(),
+                target: e.target.clone(),
                 dev,
                 inode,
                 fingerprint: StoredFingerprint {
@@ -440,7 +458,7 @@ mod tests {
     #[test]
     fn acks_move_positions_only_through_contiguous_prefix() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
         p.ack(AckToken {
             file: FileKey(1),
             start: 100,
@@ -461,9 +479,9 @@ mod tests {
     #[test]
     fn stale_generation_does_not_move_truncated_file() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
         // Truncated: a new generation starts at 0 while the old one still has acks in flight.
-        p.register(FileKey(2), id(1, 10, 8), Path::new("/a.log"), 0);
+        p.register(FileKey(2), id(1, 10, 8), Path::new("/a.log"), None, 0);
         p.ack(AckToken {
             file: FileKey(1),
             start: 0,
@@ -481,8 +499,8 @@ mod tests {
     #[test]
     fn released_files_are_collected_after_grace() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
-        p.register(FileKey(2), id(1, 11, 7), Path::new("/b.log"), 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
+        p.register(FileKey(2), id(1, 11, 7), Path::new("/b.log"), None, 0);
         p.release(FileKey(1), 0);
         assert_eq!(p.collect_garbage(Duration::from_secs(3600)), 0);
         assert_eq!(
@@ -497,7 +515,7 @@ mod tests {
     #[test]
     fn acks_after_release_still_count() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
         p.release(FileKey(1), 42);
         assert_eq!(
             p.collect_garbage(Duration::ZERO),
@@ -563,6 +581,7 @@ mod tests {
         assert!(t.files.is_empty());
         table.files.push(StoredPosition {
             path: "/x".into(),
+            target: None,
             dev: 1,
             inode: 2,
             fingerprint: StoredFingerprint { len: 0, crc32: 0 },

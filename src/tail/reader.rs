@@ -37,6 +37,8 @@ pub struct TailedFile {
     pub key: FileKey,
     /// The path it was discovered under.
     pub path: PathBuf,
+    /// What `path` resolved to when opened (the file behind a symlink), if different.
+    pub target: Option<PathBuf>,
     pub file: File,
     pub identity: FileIdentity,
     pub source: Arc<Source>,
@@ -66,6 +68,8 @@ pub struct Turn {
     pub bytes: usize,
     /// The read reached the end of the file.
     pub eof: bool,
+    /// A read failed after the bytes above; they are still in the batch.
+    pub error: Option<io::Error>,
 }
 
 impl TailedFile {
@@ -81,6 +85,7 @@ impl TailedFile {
         TailedFile {
             key,
             path,
+            target: None,
             file,
             identity,
             source,
@@ -102,7 +107,7 @@ impl TailedFile {
         scratch: &mut Vec<u8>,
         budget: usize,
         max_line: usize,
-    ) -> io::Result<Turn> {
+    ) -> Turn {
         let now = Timestamp::now();
         let tail_len = self.tail.len();
         scratch.clear();
@@ -111,21 +116,21 @@ impl TailedFile {
         scratch.resize(tail_len + budget, 0);
         let mut filled = tail_len;
         let mut eof = false;
-        let result = loop {
+        let error = loop {
             if filled == scratch.len() {
-                break Ok(());
+                break None;
             }
             match self.file.read_at(&mut scratch[filled..], self.read_offset) {
                 Ok(0) => {
                     eof = true;
-                    break Ok(());
+                    break None;
                 }
                 Ok(n) => {
                     filled += n;
                     self.read_offset += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(e),
+                Err(e) => break Some(e),
             }
         };
         scratch.truncate(filled);
@@ -171,11 +176,8 @@ impl TailedFile {
             self.tail = Vec::new();
         }
         self.close_batch(&mut batch);
-        if !eof {
-            result?;
-        }
-        // An error after some bytes were read still delivers them; the error is reported next turn.
-        Ok(Turn { batch, bytes, eof })
+        // Bytes read before an error are delivered all the same.
+        Turn { batch, bytes, eof, error }
     }
 
     /// Hands a line (complete: its newline follows `bytes`) or the full pieces of an incomplete

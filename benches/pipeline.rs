@@ -1,0 +1,145 @@
+//! End to end: pre-written CRI files of 200-byte lines -> agent (tail, parse, encode) -> a sink
+//! that encodes and counts (`blackhole`). Reports lines/s and MB/s of input (criterion), and
+//! prints CPU seconds, lines per CPU second and heap allocations per line for one run.
+//!
+//! Allocations are counted by a wrapping global allocator: benches are the one place where that
+//! needs `unsafe` (GlobalAlloc is an unsafe trait); it only forwards to the system allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use logship::agent::Agent;
+use logship::config::{self, LoadOptions};
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+static ALLOCATED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        ALLOCATED_BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+const FILES: usize = 4;
+const LINES_PER_FILE: usize = 250_000;
+const LINE_BYTES: usize = 200;
+
+/// Writes the input once: FILES kubelet-named CRI files of 200-byte lines.
+fn write_input(dir: &Path) -> u64 {
+    let mut total = 0;
+    for f in 0..FILES {
+        let name = format!("web-{f}_shop_nginx-{:064x}.log", f + 1);
+        let mut body = Vec::with_capacity(LINES_PER_FILE * LINE_BYTES);
+        for i in 0..LINES_PER_FILE {
+            let head = format!("2026-11-22T10:00:00.{i:09}Z stdout F GET /api/v1/items/{i} 200 ");
+            body.extend_from_slice(head.as_bytes());
+            body.resize(body.len() + LINE_BYTES - head.len() - 1, b'x');
+            body.push(b'\n');
+        }
+        total += body.len() as u64;
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    total
+}
+
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// One run of the whole agent over the input; returns (wall time, cpu seconds, allocations).
+fn run_once(runtime: &tokio::runtime::Runtime, logs: &Path, data: PathBuf, total_bytes: u64) -> (Duration, f64, u64) {
+    let mut env = std::collections::HashMap::new();
+    env.insert("LOGSHIP_LOG__LEVEL".to_string(), "warn".to_string());
+    let options = LoadOptions {
+        path: None,
+        overrides: vec![
+            ("tail.include".into(), format!("{}/*.log", logs.display())),
+            ("data_dir".into(), data.display().to_string()),
+            ("output.type".into(), "blackhole".into()),
+        ],
+        env,
+    };
+    let settings = config::load(&options).expect("bench config").settings;
+    runtime.block_on(async move {
+        let cpu0 = cpu_seconds();
+        let alloc0 = ALLOCATIONS.load(Ordering::Relaxed);
+        let start = Instant::now();
+        let agent = Agent::start(settings).unwrap();
+        let positions = agent.positions().clone();
+        loop {
+            let done: u64 = positions.snapshot().files.iter().map(|f| f.offset).sum();
+            if done >= total_bytes {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let wall = start.elapsed();
+        let allocs = ALLOCATIONS.load(Ordering::Relaxed) - alloc0;
+        let cpu = cpu_seconds() - cpu0;
+        agent.shutdown().await;
+        (wall, cpu, allocs)
+    })
+}
+
+fn pipeline(c: &mut Criterion) {
+    let input = tempfile::tempdir().unwrap();
+    let logs = input.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let total_bytes = write_input(&logs);
+    let lines = (FILES * LINES_PER_FILE) as u64;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+
+    // One measured run for the figures criterion does not give.
+    let (wall, cpu, allocs) = run_once(&runtime, &logs, input.path().join("data-probe"), total_bytes);
+    println!(
+        "pipeline: {lines} lines, {:.1} MB in {:.3} s wall, {:.3} s CPU: {:.0} lines/s, {:.1} MB/s, {:.0} lines per CPU second, {:.3} allocations per line",
+        total_bytes as f64 / 1e6,
+        wall.as_secs_f64(),
+        cpu,
+        lines as f64 / wall.as_secs_f64(),
+        total_bytes as f64 / 1e6 / wall.as_secs_f64(),
+        lines as f64 / cpu,
+        allocs as f64 / lines as f64,
+    );
+
+    let mut group = c.benchmark_group("pipeline");
+    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(1));
+    group.throughput(Throughput::Elements(lines));
+    let mut run = 0;
+    group.bench_function("cri_200b_lines_to_blackhole", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                run += 1;
+                total += run_once(&runtime, &logs, input.path().join(format!("data-{run}")), total_bytes).0;
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, pipeline);
+criterion_main!(benches);

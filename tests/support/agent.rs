@@ -1,0 +1,190 @@
+//! Runs the real `logship` binary against real files in a temporary directory.
+//!
+//! A [`Fixture`] owns a directory with `logs/` (what the agent follows), `data/` (its positions)
+//! and `out.ndjson` (the file sink). Settings beyond the base config are passed the way a user
+//! would: `LOGSHIP_*` environment variables.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub logs: PathBuf,
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Fixture {
+    /// A fresh directory and a config that follows `logs/*.log` with fast intervals.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let logs = dir.path().join("logs");
+        let data = dir.path().join("data");
+        fs::create_dir_all(&logs).unwrap();
+        let out = dir.path().join("out.ndjson");
+        let config = dir.path().join("logship.toml");
+        let text = format!(
+            r#"
+data_dir = "{data}"
+node_name = "test-node"
+shutdown_timeout = "10s"
+[log]
+level = "info"
+[tail]
+include = ["{logs}/*.log"]
+poll_interval = "20ms"
+rescan_interval = "1s"
+rotate_wait = "300ms"
+[positions]
+flush_interval = "50ms"
+[output]
+type = "file"
+[output.file]
+path = "{out}"
+"#,
+            data = data.display(),
+            logs = logs.display(),
+            out = out.display()
+        );
+        fs::write(&config, text).unwrap();
+        Fixture { dir, logs, data, out, config }
+    }
+
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.logs.join(name)
+    }
+
+    /// Starts the agent with extra `LOGSHIP_*` variables.
+    pub fn spawn(&self, env: &[(&str, &str)]) -> AgentProcess {
+        let stderr = self.dir.path().join(format!("agent-{}.log", Instant::now().elapsed().as_nanos()));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logship"));
+        cmd.arg("--config").arg(&self.config);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let err = fs::File::create(&stderr).unwrap();
+        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).spawn().expect("spawn logship");
+        AgentProcess { child, stderr }
+    }
+
+    /// Every record the file sink wrote, in order.
+    pub fn records(&self) -> Vec<Value> {
+        read_records(&self.out)
+    }
+
+    /// The messages of every record, in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.records().iter().map(|r| r["message"].as_str().unwrap_or_default().to_string()).collect()
+    }
+
+    /// Waits until at least `n` records are written.
+    pub fn wait_for_records(&self, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || count_lines(&self.out) >= n)
+    }
+
+    /// The positions file as JSON.
+    pub fn positions(&self) -> Value {
+        serde_json::from_slice(&fs::read(self.data.join("positions.json")).expect("positions.json")).unwrap()
+    }
+}
+
+pub struct AgentProcess {
+    pub child: Child,
+    pub stderr: PathBuf,
+}
+
+impl AgentProcess {
+    /// SIGTERM, then waits for the exit (at most 20 s).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+        self.wait(Duration::from_secs(20)).expect("agent did not exit after SIGTERM")
+    }
+
+    /// SIGKILL: a crash, no draining, no final positions write.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// What the agent logged.
+    pub fn logs(&self) -> String {
+        fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_records(path: &Path) -> Vec<Value> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("sink wrote invalid JSON {l:?}: {e}")))
+        .collect()
+}
+
+fn count_lines(path: &Path) -> usize {
+    fs::read(path).map(|b| memchr::memchr_iter(b'\n', &b).count()).unwrap_or(0)
+}
+
+pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
+}
+
+/// Appends `text` to a file (creating it).
+pub fn append(path: &Path, text: &[u8]) {
+    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    f.write_all(text).unwrap();
+}
+
+/// A CRI line as containerd writes it.
+pub fn cri(stream: &str, flag: char, message: &str) -> String {
+    format!("2026-11-22T10:00:00.123456789Z {stream} {flag} {message}\n")
+}
+
+/// Kubelet's rotation: rename `path` to `path.<suffix>`, and the runtime creates a new file.
+pub fn kubelet_rotate(path: &Path, suffix: &str) -> PathBuf {
+    let rotated = PathBuf::from(format!("{}.{suffix}", path.display()));
+    fs::rename(path, &rotated).unwrap();
+    fs::File::create(path).unwrap();
+    rotated
+}
+
+/// Kubelet's compression of an older generation: gzip it next to itself and delete it.
+pub fn kubelet_compress(rotated: &Path) {
+    let data = fs::read(rotated).unwrap();
+    let gz = fs::File::create(format!("{}.gz", rotated.display())).unwrap();
+    let mut enc = flate2::write::GzEncoder::new(gz, flate2::Compression::fast());
+    enc.write_all(&data).unwrap();
+    enc.finish().unwrap();
+    fs::remove_file(rotated).unwrap();
+}

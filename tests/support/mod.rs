@@ -1,0 +1,4 @@
+//! Test infrastructure shared by the integration tests. Each test binary uses only part of it.
+#![allow(dead_code)]
+
+pub mod agent;

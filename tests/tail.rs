@@ -1,0 +1,331 @@
+//! The agent against real files: rotation, truncation, deletion, restarts, odd input.
+//! Each test runs the real binary with the file sink and checks what a user would see in it.
+
+mod support;
+
+use std::collections::HashMap;
+use std::fs;
+use std::time::Duration;
+
+use support::agent::{append, cri, kubelet_compress, kubelet_rotate, wait_until, Fixture};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// Asserts every message in `expected` appears exactly once, and in the given order.
+fn assert_exactly_once_in_order(got: &[String], expected: &[String]) {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for m in got {
+        *counts.entry(m.as_str()).or_default() += 1;
+    }
+    for e in expected {
+        assert_eq!(counts.get(e.as_str()).copied().unwrap_or(0), 1, "{e:?} should appear exactly once");
+    }
+    let positions: Vec<usize> = expected.iter().map(|e| got.iter().position(|g| g == e).unwrap()).collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "out of order");
+}
+
+#[test]
+fn reads_existing_and_new_files_and_resumes_after_restart() {
+    let fx = Fixture::new();
+    let a = fx.log("a.log");
+    append(&a, cri("stdout", 'F', "a1").as_bytes());
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(1, WAIT));
+    append(&fx.log("b.log"), cri("stderr", 'F', "b1").as_bytes());
+    append(&a, cri("stdout", 'F', "a2").as_bytes());
+    assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+
+    // Lines written while the agent is down are shipped once after it restarts, and nothing
+    // already shipped comes again.
+    append(&a, cri("stdout", 'F', "a3").as_bytes());
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(4, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    let msgs = fx.messages();
+    assert_exactly_once_in_order(&msgs, &["a1".into(), "a2".into(), "a3".into()]);
+    assert_eq!(msgs.len(), 4, "{msgs:?}");
+    let b = fx.records().into_iter().find(|r| r["message"] == "b1").unwrap();
+    assert_eq!(b["stream"], "stderr");
+    assert_eq!(b["host"]["name"], "test-node");
+    assert_eq!(b["@timestamp"], "2026-11-22T10:00:00.123456789Z");
+}
+
+#[test]
+fn kubelet_rotation_with_gzip_and_delete_loses_and_doubles_nothing() {
+    let fx = Fixture::new();
+    let path = fx.log("web_shop_nginx-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log");
+    let mut agent = fx.spawn(&[]);
+    let mut expected = Vec::new();
+    let mut previous = None;
+    for generation in 0..5 {
+        for i in 0..200 {
+            let m = format!("g{generation}-{i}");
+            append(&path, cri("stdout", 'F', &m).as_bytes());
+            expected.push(m);
+        }
+        // Rotate right after writing: the agent is still reading the old file.
+        let rotated = kubelet_rotate(&path, &format!("2026112210000{generation}"));
+        if let Some(old) = previous.replace(rotated) {
+            kubelet_compress(&old);
+        }
+    }
+    append(&path, cri("stdout", 'F', "last").as_bytes());
+    expected.push("last".into());
+    assert!(fx.wait_for_records(expected.len(), WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.terminate().success());
+    let msgs = fx.messages();
+    assert_exactly_once_in_order(&msgs, &expected);
+    assert_eq!(msgs.len(), expected.len());
+    let r = &fx.records()[0];
+    assert_eq!(r["kubernetes"]["namespace"], "shop");
+    assert_eq!(r["kubernetes"]["pod"]["name"], "web");
+    assert_eq!(r["kubernetes"]["container"]["name"], "nginx");
+}
+
+#[test]
+fn file_deleted_while_open_is_read_to_its_end() {
+    let fx = Fixture::new();
+    let path = fx.log("gone.log");
+    append(&path, cri("stdout", 'F', "first").as_bytes());
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(1, WAIT));
+    let mut expected = vec!["first".to_string()];
+    let mut body = String::new();
+    for i in 0..5000 {
+        let m = format!("before-delete-{i}");
+        body.push_str(&cri("stdout", 'F', &m));
+        expected.push(m);
+    }
+    append(&path, body.as_bytes());
+    fs::remove_file(&path).unwrap();
+    assert!(fx.wait_for_records(expected.len(), WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert_exactly_once_in_order(&fx.messages(), &expected);
+}
+
+#[test]
+fn copytruncate_restarts_at_zero_with_a_warning() {
+    let fx = Fixture::new();
+    let path = fx.log("app.log");
+    append(&path, b"one\ntwo\nthree\n");
+    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw")]);
+    assert!(fx.wait_for_records(3, WAIT));
+    fs::copy(&path, fx.dir.path().join("app.log.1")).unwrap();
+    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    append(&path, b"four\n");
+    assert!(fx.wait_for_records(4, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert_eq!(fx.messages(), ["one", "two", "three", "four"]);
+    assert!(agent.logs().contains("truncated"), "{}", agent.logs());
+}
+
+#[test]
+fn new_file_reusing_an_old_inode_starts_at_zero() {
+    let fx = Fixture::new();
+    let path = fx.log("reuse.log");
+    append(&path, b"old file line that is long enough to matter\n");
+    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw")]);
+    assert!(fx.wait_for_records(1, WAIT));
+    assert!(agent.terminate().success());
+    // Rewrite the file in place: same inode, different first bytes. To the agent this is what a
+    // new file on a reused inode looks like.
+    fs::write(&path, b"NEW\n").unwrap();
+    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw")]);
+    assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert_eq!(fx.messages(), ["old file line that is long enough to matter", "NEW"]);
+}
+
+#[test]
+fn crash_loses_nothing_and_repeats_only_the_unacknowledged_tail() {
+    let fx = Fixture::new();
+    let path = fx.log("crash.log");
+    let mut expected = Vec::new();
+    let mut body = String::new();
+    for i in 0..20_000 {
+        let m = format!("line-{i}");
+        body.push_str(&cri("stdout", 'F', &m));
+        expected.push(m);
+    }
+    append(&path, body.as_bytes());
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(1000, WAIT));
+    agent.kill9();
+    let shipped_before_crash = fx.messages().len();
+    for i in 20_000..20_100 {
+        let m = format!("line-{i}");
+        append(&path, cri("stdout", 'F', &m).as_bytes());
+        expected.push(m);
+    }
+    let mut agent = fx.spawn(&[]);
+    assert!(wait_until(WAIT, || {
+        let msgs = fx.messages();
+        msgs.last().map(String::as_str) == Some("line-20099")
+    }), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    let msgs = fx.messages();
+    let mut seen = std::collections::HashSet::new();
+    for m in &msgs {
+        seen.insert(m.as_str());
+    }
+    for e in &expected {
+        assert!(seen.contains(e.as_str()), "{e} lost");
+    }
+    let repeated = msgs.len() - expected.len();
+    assert!(repeated <= shipped_before_crash, "repeated {repeated} > shipped before the crash");
+}
+
+#[test]
+fn incomplete_line_waits_for_its_newline() {
+    let fx = Fixture::new();
+    let path = fx.log("partial.log");
+    append(&path, b"complete\nhalf a li");
+    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw")]);
+    assert!(fx.wait_for_records(1, WAIT));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(fx.messages(), ["complete"]);
+    append(&path, b"ne\n");
+    assert!(fx.wait_for_records(2, WAIT));
+    assert!(agent.terminate().success());
+    assert_eq!(fx.messages(), ["complete", "half a line"]);
+}
+
+#[test]
+fn cri_partials_and_docker_splits_are_joined() {
+    let fx = Fixture::new();
+    let mut cri_text = cri("stdout", 'P', "part one, ");
+    cri_text.push_str(&cri("stderr", 'F', "interleaved"));
+    cri_text.push_str(&cri("stdout", 'F', "part two"));
+    append(&fx.log("cri.log"), cri_text.as_bytes());
+    let big = "x".repeat(16 * 1024);
+    let docker = format!(
+        "{{\"log\":\"{big}\",\"stream\":\"stdout\",\"time\":\"2026-11-22T10:00:00.5Z\"}}\n{{\"log\":\"tail\\n\",\"stream\":\"stdout\",\"time\":\"2026-11-22T10:00:00.6Z\"}}\n"
+    );
+    append(&fx.log("docker.log"), docker.as_bytes());
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(agent.terminate().success());
+    let msgs = fx.messages();
+    assert!(msgs.contains(&"part one, part two".to_string()), "{msgs:?}");
+    assert!(msgs.contains(&"interleaved".to_string()));
+    assert!(msgs.contains(&format!("{big}tail")));
+    assert_eq!(msgs.len(), 3);
+}
+
+#[test]
+fn long_lines_are_split_and_bad_bytes_replaced_without_losing_neighbours() {
+    let fx = Fixture::new();
+    let path = fx.log("odd.log");
+    let long = "L".repeat(5000);
+    let mut body = Vec::new();
+    body.extend_from_slice(b"before\n");
+    body.extend_from_slice(long.as_bytes());
+    body.push(b'\n');
+    body.extend_from_slice(b"bad \xff\xfe bytes and a \0 nul\n");
+    body.extend_from_slice(b"after\n");
+    append(&path, &body);
+    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw"), ("LOGSHIP_TAIL__MAX_LINE_BYTES", "2KiB")]);
+    assert!(fx.wait_for_records(6, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(agent.terminate().success());
+    let msgs = fx.messages();
+    assert_eq!(msgs.first().unwrap(), "before");
+    assert_eq!(msgs.last().unwrap(), "after");
+    let pieces: Vec<&String> = msgs.iter().filter(|m| m.starts_with('L')).collect();
+    assert_eq!(pieces.len(), 3, "5000 bytes in pieces of at most 2048");
+    assert!(pieces.iter().all(|p| p.len() <= 2048));
+    assert_eq!(pieces.iter().map(|p| p.len()).sum::<usize>(), 5000);
+    assert!(msgs.contains(&"bad \u{fffd}\u{fffd} bytes and a \0 nul".to_string()), "{msgs:?}");
+    // Pieces of one line have distinct offsets (they become distinct document ids).
+    let offsets: std::collections::HashSet<u64> =
+        fx.records().iter().map(|r| r["log"]["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets.len(), msgs.len());
+}
+
+#[test]
+fn thousands_of_files() {
+    let fx = Fixture::new();
+    let files = 2000;
+    for f in 0..files {
+        let mut body = String::new();
+        for i in 0..5 {
+            body.push_str(&cri("stdout", 'F', &format!("f{f}-{i}")));
+        }
+        append(&fx.log(&format!("f{f}.log")), body.as_bytes());
+    }
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(files * 5, Duration::from_secs(60)), "{}", agent.logs());
+    // New lines in a few of them still arrive.
+    for f in (0..files).step_by(500) {
+        append(&fx.log(&format!("f{f}.log")), cri("stdout", 'F', &format!("f{f}-late")).as_bytes());
+    }
+    assert!(fx.wait_for_records(files * 5 + 4, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    let msgs = fx.messages();
+    assert_eq!(msgs.len(), files * 5 + 4);
+    let unique: std::collections::HashSet<&String> = msgs.iter().collect();
+    assert_eq!(unique.len(), msgs.len());
+}
+
+#[test]
+fn read_from_tail_skips_history_only_at_start_up() {
+    let fx = Fixture::new();
+    append(&fx.log("old.log"), b"history 1\nhistory 2\n");
+    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__READ_FROM", "tail"), ("LOGSHIP_TAIL__FORMAT", "raw")]);
+    std::thread::sleep(Duration::from_millis(500));
+    append(&fx.log("old.log"), b"fresh\n");
+    append(&fx.log("new.log"), b"new file from its head\n");
+    assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(agent.terminate().success());
+    let mut msgs = fx.messages();
+    msgs.sort();
+    assert_eq!(msgs, ["fresh", "new file from its head"]);
+}
+
+#[test]
+fn a_large_backlog_does_not_delay_another_files_new_lines() {
+    let fx = Fixture::new();
+    let backlog = fx.log("noisy.log");
+    let line = cri("stdout", 'F', &"n".repeat(150));
+    let body = line.repeat(400_000); // ~80 MB
+    append(&backlog, body.as_bytes());
+    append(&fx.log("quiet.log"), b"");
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(1, WAIT));
+    append(&fx.log("quiet.log"), cri("stdout", 'F', "quiet line").as_bytes());
+    assert!(wait_until(WAIT, || fx.messages().iter().any(|m| m == "quiet line")), "{}", agent.logs());
+    let shipped_when_quiet_arrived = fx.messages().len();
+    assert!(agent.terminate().success());
+    assert!(
+        shipped_when_quiet_arrived < 400_000,
+        "the quiet file's line waited for the whole backlog ({shipped_when_quiet_arrived} records first)"
+    );
+}
+
+#[test]
+fn sigterm_drains_writes_positions_and_exits_zero() {
+    let fx = Fixture::new();
+    let mut body = String::new();
+    for i in 0..50_000 {
+        body.push_str(&cri("stdout", 'F', &format!("m{i}")));
+    }
+    append(&fx.log("busy.log"), body.as_bytes());
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(100, WAIT));
+    let status = agent.terminate();
+    assert!(status.success(), "{status:?}\n{}", agent.logs());
+    // Whatever was shipped is in the positions; a restart ships the rest, no duplicates.
+    let shipped = fx.messages().len();
+    let positions = fx.positions();
+    assert_eq!(positions["version"], 1);
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(50_000, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(agent.terminate().success());
+    assert_eq!(fx.messages().len(), 50_000, "first run shipped {shipped}");
+}
