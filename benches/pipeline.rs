@@ -63,13 +63,23 @@ fn write_input(dir: &Path) -> u64 {
 
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / 100.0
 }
 
 /// One run of the whole agent over the input; returns (wall time, cpu seconds, allocations).
-fn run_once(runtime: &tokio::runtime::Runtime, logs: &Path, data: PathBuf, total_bytes: u64) -> (Duration, f64, u64) {
+fn run_once(
+    runtime: &tokio::runtime::Runtime,
+    logs: &Path,
+    data: PathBuf,
+    total_bytes: u64,
+) -> (Duration, f64, u64) {
     let mut env = std::collections::HashMap::new();
     env.insert("LOGSHIP_LOG__LEVEL".to_string(), "warn".to_string());
     let options = LoadOptions {
@@ -109,10 +119,19 @@ fn pipeline(c: &mut Criterion) {
     std::fs::create_dir_all(&logs).unwrap();
     let total_bytes = write_input(&logs);
     let lines = (FILES * LINES_PER_FILE) as u64;
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
 
     // One measured run for the figures criterion does not give.
-    let (wall, cpu, allocs) = run_once(&runtime, &logs, input.path().join("data-probe"), total_bytes);
+    let (wall, cpu, allocs) = run_once(
+        &runtime,
+        &logs,
+        input.path().join("data-probe"),
+        total_bytes,
+    );
     println!(
         "pipeline: {lines} lines, {:.1} MB in {:.3} s wall, {:.3} s CPU: {:.0} lines/s, {:.1} MB/s, {:.0} lines per CPU second, {:.3} allocations per line",
         total_bytes as f64 / 1e6,
@@ -125,7 +144,10 @@ fn pipeline(c: &mut Criterion) {
     );
 
     let mut group = c.benchmark_group("pipeline");
-    group.sample_size(10).measurement_time(Duration::from_secs(20)).warm_up_time(Duration::from_secs(1));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20))
+        .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(lines));
     let mut run = 0;
     group.bench_function("cri_200b_lines_to_blackhole", |b| {
@@ -133,7 +155,13 @@ fn pipeline(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 run += 1;
-                total += run_once(&runtime, &logs, input.path().join(format!("data-{run}")), total_bytes).0;
+                total += run_once(
+                    &runtime,
+                    &logs,
+                    input.path().join(format!("data-{run}")),
+                    total_bytes,
+                )
+                .0;
             }
             total
         })

@@ -130,7 +130,8 @@ impl Agent {
 
     /// Runs until `shutdown` is cancelled (or a stage dies), then drains.
     pub async fn run_until(mut self, shutdown: CancellationToken) {
-        let (Some(sink), Some(tailer_done)) = (self.sink.as_mut(), self.tailer_done.as_mut()) else {
+        let (Some(sink), Some(tailer_done)) = (self.sink.as_mut(), self.tailer_done.as_mut())
+        else {
             return self.shutdown().await;
         };
         tokio::select! {

@@ -73,13 +73,22 @@ fn load_options(cli: &Cli) -> LoadOptions {
     if let Some(output) = &cli.output {
         overrides.push(("output.type".to_string(), output.clone()));
     }
-    LoadOptions { path: cli.config.clone(), overrides, env: std::env::vars().collect() }
+    LoadOptions {
+        path: cli.config.clone(),
+        overrides,
+        env: std::env::vars().collect(),
+    }
 }
 
 fn run(loaded: Loaded) -> ExitCode {
     let settings = loaded.settings;
     logship::telemetry::init_logging(&settings.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("logship").enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("logship")
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "Cannot start the runtime.");

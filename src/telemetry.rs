@@ -167,8 +167,12 @@ mod tests {
 /// `RUST_LOG`, when set, overrides the configured level.
 pub fn init_logging(settings: &crate::config::LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
     let result = match settings.format {
         crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
         crate::config::LogFormat::Text => builder.try_init(),

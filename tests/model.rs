@@ -13,7 +13,9 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, FileFailurePersistence};
 
-use support::agent::{append, cri, kubelet_compress, kubelet_rotate, wait_until, AgentProcess, Fixture};
+use support::agent::{
+    append, cri, kubelet_compress, kubelet_rotate, wait_until, AgentProcess, Fixture,
+};
 
 const STREAMS: usize = 2;
 
@@ -55,7 +57,9 @@ impl Model {
     fn all_shipped(&self) -> bool {
         let msgs = self.fx.messages();
         let got: std::collections::HashSet<&str> = msgs.iter().map(String::as_str).collect();
-        self.written.iter().all(|(_, _, m)| got.contains(m.as_str()))
+        self.written
+            .iter()
+            .all(|(_, _, m)| got.contains(m.as_str()))
     }
 
     fn apply(&mut self, op: &Op) {
@@ -63,7 +67,10 @@ impl Model {
             Op::Write { stream, lines } => {
                 let mut body = String::new();
                 for _ in 0..lines {
-                    let m = format!("s{stream}-g{}-{}", self.generation[stream], self.seq[stream]);
+                    let m = format!(
+                        "s{stream}-g{}-{}",
+                        self.generation[stream], self.seq[stream]
+                    );
                     self.seq[stream] += 1;
                     body.push_str(&cri("stdout", 'F', &m));
                     self.written.push((stream, self.generation[stream], m));
@@ -83,10 +90,19 @@ impl Model {
             Op::CopyTruncate { stream } => {
                 // logrotate's copytruncate loses what was written between its copy and its
                 // truncate; like a careful user, truncate only once everything was shipped.
-                assert!(wait_until(Duration::from_secs(30), || self.all_shipped()), "{}", self.agent.logs());
+                assert!(
+                    wait_until(Duration::from_secs(30), || self.all_shipped()),
+                    "{}",
+                    self.agent.logs()
+                );
                 let path = self.path(stream);
                 if path.exists() {
-                    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .unwrap()
+                        .set_len(0)
+                        .unwrap();
                     self.generation[stream] += 1;
                 }
             }
@@ -103,7 +119,11 @@ impl Model {
     }
 
     fn check(mut self) -> Result<(), TestCaseError> {
-        prop_assert!(wait_until(Duration::from_secs(60), || self.all_shipped()), "not everything shipped: {}", self.agent.logs());
+        prop_assert!(
+            wait_until(Duration::from_secs(60), || self.all_shipped()),
+            "not everything shipped: {}",
+            self.agent.logs()
+        );
         std::thread::sleep(Duration::from_millis(300));
         prop_assert!(self.agent.terminate().success());
         let msgs = self.fx.messages();
@@ -119,10 +139,18 @@ impl Model {
                 prop_assert_eq!(n, 1, "{} should appear exactly once", m);
             }
         }
-        prop_assert_eq!(counts.len(), self.written.len(), "records that were never written");
+        prop_assert_eq!(
+            counts.len(),
+            self.written.len(),
+            "records that were never written"
+        );
         // In order within each file generation: first appearances follow write order.
-        let first_seen: HashMap<&str, usize> =
-            msgs.iter().enumerate().rev().map(|(i, m)| (m.as_str(), i)).collect();
+        let first_seen: HashMap<&str, usize> = msgs
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, m)| (m.as_str(), i))
+            .collect();
         let mut last: HashMap<(usize, usize), usize> = HashMap::new();
         for (stream, generation, m) in &self.written {
             let at = first_seen[m.as_str()];

@@ -18,9 +18,16 @@ fn assert_exactly_once_in_order(got: &[String], expected: &[String]) {
         *counts.entry(m.as_str()).or_default() += 1;
     }
     for e in expected {
-        assert_eq!(counts.get(e.as_str()).copied().unwrap_or(0), 1, "{e:?} should appear exactly once");
+        assert_eq!(
+            counts.get(e.as_str()).copied().unwrap_or(0),
+            1,
+            "{e:?} should appear exactly once"
+        );
     }
-    let positions: Vec<usize> = expected.iter().map(|e| got.iter().position(|g| g == e).unwrap()).collect();
+    let positions: Vec<usize> = expected
+        .iter()
+        .map(|e| got.iter().position(|g| g == e).unwrap())
+        .collect();
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "out of order");
 }
 
@@ -46,7 +53,11 @@ fn reads_existing_and_new_files_and_resumes_after_restart() {
     let msgs = fx.messages();
     assert_exactly_once_in_order(&msgs, &["a1".into(), "a2".into(), "a3".into()]);
     assert_eq!(msgs.len(), 4, "{msgs:?}");
-    let b = fx.records().into_iter().find(|r| r["message"] == "b1").unwrap();
+    let b = fx
+        .records()
+        .into_iter()
+        .find(|r| r["message"] == "b1")
+        .unwrap();
     assert_eq!(b["stream"], "stderr");
     assert_eq!(b["host"]["name"], "test-node");
     assert_eq!(b["@timestamp"], "2026-11-22T10:00:00.123456789Z");
@@ -55,7 +66,8 @@ fn reads_existing_and_new_files_and_resumes_after_restart() {
 #[test]
 fn kubelet_rotation_with_gzip_and_delete_loses_and_doubles_nothing() {
     let fx = Fixture::new();
-    let path = fx.log("web_shop_nginx-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log");
+    let path = fx
+        .log("web_shop_nginx-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log");
     let mut agent = fx.spawn(&[]);
     let mut expected = Vec::new();
     let mut previous = None;
@@ -73,7 +85,11 @@ fn kubelet_rotation_with_gzip_and_delete_loses_and_doubles_nothing() {
     }
     append(&path, cri("stdout", 'F', "last").as_bytes());
     expected.push("last".into());
-    assert!(fx.wait_for_records(expected.len(), WAIT), "{}", agent.logs());
+    assert!(
+        fx.wait_for_records(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert!(agent.terminate().success());
     let msgs = fx.messages();
@@ -101,7 +117,11 @@ fn file_deleted_while_open_is_read_to_its_end() {
     }
     append(&path, body.as_bytes());
     fs::remove_file(&path).unwrap();
-    assert!(fx.wait_for_records(expected.len(), WAIT), "{}", agent.logs());
+    assert!(
+        fx.wait_for_records(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
     assert!(agent.terminate().success());
     assert_exactly_once_in_order(&fx.messages(), &expected);
 }
@@ -114,7 +134,12 @@ fn copytruncate_restarts_at_zero_with_a_warning() {
     let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw")]);
     assert!(fx.wait_for_records(3, WAIT));
     fs::copy(&path, fx.dir.path().join("app.log.1")).unwrap();
-    fs::OpenOptions::new().write(true).open(&path).unwrap().set_len(0).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
     append(&path, b"four\n");
     assert!(fx.wait_for_records(4, WAIT), "{}", agent.logs());
     assert!(agent.terminate().success());
@@ -136,7 +161,10 @@ fn new_file_reusing_an_old_inode_starts_at_zero() {
     let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw")]);
     assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
     assert!(agent.terminate().success());
-    assert_eq!(fx.messages(), ["old file line that is long enough to matter", "NEW"]);
+    assert_eq!(
+        fx.messages(),
+        ["old file line that is long enough to matter", "NEW"]
+    );
 }
 
 #[test]
@@ -161,10 +189,14 @@ fn crash_loses_nothing_and_repeats_only_the_unacknowledged_tail() {
         expected.push(m);
     }
     let mut agent = fx.spawn(&[]);
-    assert!(wait_until(WAIT, || {
-        let msgs = fx.messages();
-        msgs.last().map(String::as_str) == Some("line-20099")
-    }), "{}", agent.logs());
+    assert!(
+        wait_until(WAIT, || {
+            let msgs = fx.messages();
+            msgs.last().map(String::as_str) == Some("line-20099")
+        }),
+        "{}",
+        agent.logs()
+    );
     assert!(agent.terminate().success());
     let msgs = fx.messages();
     let mut seen = std::collections::HashSet::new();
@@ -175,7 +207,10 @@ fn crash_loses_nothing_and_repeats_only_the_unacknowledged_tail() {
         assert!(seen.contains(e.as_str()), "{e} lost");
     }
     let repeated = msgs.len() - expected.len();
-    assert!(repeated <= shipped_before_crash, "repeated {repeated} > shipped before the crash");
+    assert!(
+        repeated <= shipped_before_crash,
+        "repeated {repeated} > shipped before the crash"
+    );
 }
 
 #[test]
@@ -228,7 +263,10 @@ fn long_lines_are_split_and_bad_bytes_replaced_without_losing_neighbours() {
     body.extend_from_slice(b"bad \xff\xfe bytes and a \0 nul\n");
     body.extend_from_slice(b"after\n");
     append(&path, &body);
-    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__FORMAT", "raw"), ("LOGSHIP_TAIL__MAX_LINE_BYTES", "2KiB")]);
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_TAIL__FORMAT", "raw"),
+        ("LOGSHIP_TAIL__MAX_LINE_BYTES", "2KiB"),
+    ]);
     assert!(fx.wait_for_records(6, WAIT), "{}", agent.logs());
     std::thread::sleep(Duration::from_millis(200));
     assert!(agent.terminate().success());
@@ -239,10 +277,16 @@ fn long_lines_are_split_and_bad_bytes_replaced_without_losing_neighbours() {
     assert_eq!(pieces.len(), 3, "5000 bytes in pieces of at most 2048");
     assert!(pieces.iter().all(|p| p.len() <= 2048));
     assert_eq!(pieces.iter().map(|p| p.len()).sum::<usize>(), 5000);
-    assert!(msgs.contains(&"bad \u{fffd}\u{fffd} bytes and a \0 nul".to_string()), "{msgs:?}");
+    assert!(
+        msgs.contains(&"bad \u{fffd}\u{fffd} bytes and a \0 nul".to_string()),
+        "{msgs:?}"
+    );
     // Pieces of one line have distinct offsets (they become distinct document ids).
-    let offsets: std::collections::HashSet<u64> =
-        fx.records().iter().map(|r| r["log"]["offset"].as_u64().unwrap()).collect();
+    let offsets: std::collections::HashSet<u64> = fx
+        .records()
+        .iter()
+        .map(|r| r["log"]["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!(offsets.len(), msgs.len());
 }
 
@@ -258,10 +302,17 @@ fn thousands_of_files() {
         append(&fx.log(&format!("f{f}.log")), body.as_bytes());
     }
     let mut agent = fx.spawn(&[]);
-    assert!(fx.wait_for_records(files * 5, Duration::from_secs(60)), "{}", agent.logs());
+    assert!(
+        fx.wait_for_records(files * 5, Duration::from_secs(60)),
+        "{}",
+        agent.logs()
+    );
     // New lines in a few of them still arrive.
     for f in (0..files).step_by(500) {
-        append(&fx.log(&format!("f{f}.log")), cri("stdout", 'F', &format!("f{f}-late")).as_bytes());
+        append(
+            &fx.log(&format!("f{f}.log")),
+            cri("stdout", 'F', &format!("f{f}-late")).as_bytes(),
+        );
     }
     assert!(fx.wait_for_records(files * 5 + 4, WAIT), "{}", agent.logs());
     assert!(agent.terminate().success());
@@ -275,7 +326,10 @@ fn thousands_of_files() {
 fn read_from_tail_skips_history_only_at_start_up() {
     let fx = Fixture::new();
     append(&fx.log("old.log"), b"history 1\nhistory 2\n");
-    let mut agent = fx.spawn(&[("LOGSHIP_TAIL__READ_FROM", "tail"), ("LOGSHIP_TAIL__FORMAT", "raw")]);
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_TAIL__READ_FROM", "tail"),
+        ("LOGSHIP_TAIL__FORMAT", "raw"),
+    ]);
     std::thread::sleep(Duration::from_millis(500));
     append(&fx.log("old.log"), b"fresh\n");
     append(&fx.log("new.log"), b"new file from its head\n");
@@ -297,8 +351,15 @@ fn a_large_backlog_does_not_delay_another_files_new_lines() {
     append(&fx.log("quiet.log"), b"");
     let mut agent = fx.spawn(&[]);
     assert!(fx.wait_for_records(1, WAIT));
-    append(&fx.log("quiet.log"), cri("stdout", 'F', "quiet line").as_bytes());
-    assert!(wait_until(WAIT, || fx.messages().iter().any(|m| m == "quiet line")), "{}", agent.logs());
+    append(
+        &fx.log("quiet.log"),
+        cri("stdout", 'F', "quiet line").as_bytes(),
+    );
+    assert!(
+        wait_until(WAIT, || fx.messages().iter().any(|m| m == "quiet line")),
+        "{}",
+        agent.logs()
+    );
     let shipped_when_quiet_arrived = fx.messages().len();
     assert!(agent.terminate().success());
     assert!(

@@ -218,21 +218,41 @@ impl Tailer {
     }
 
     /// Starts following an open file from `offset`. `path` is the name its records carry.
-    fn follow(&mut self, path: &Path, file: File, identity: FileIdentity, offset: u64, attachment: Attachment) {
+    fn follow(
+        &mut self,
+        path: &Path,
+        file: File,
+        identity: FileIdentity,
+        offset: u64,
+        attachment: Attachment,
+    ) {
         let key = FileKey(self.next_key);
         self.next_key += 1;
         let kubelet = KubeletName::from_path(path);
         let fragment = self.encoder.source_fragment(path, kubelet.as_ref());
-        let source = Arc::new(Source { path: path.to_path_buf(), kubelet, fragment });
+        let source = Arc::new(Source {
+            path: path.to_path_buf(),
+            kubelet,
+            fragment,
+        });
         let parser = self.new_parser(path);
         let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
-        self.positions.register(key, identity, path, target.as_deref(), offset);
+        self.positions
+            .register(key, identity, path, target.as_deref(), offset);
         tracing::info!(path = %path.display(), offset, inode = identity.inode, "Following log file.");
         telemetry::add(&metrics().files_opened, 1);
         if attachment == Attachment::Live {
             self.by_path.insert(path.to_path_buf(), key);
         }
-        let mut tailed = TailedFile::new(key, path.to_path_buf(), file, identity, source, parser, offset);
+        let mut tailed = TailedFile::new(
+            key,
+            path.to_path_buf(),
+            file,
+            identity,
+            source,
+            parser,
+            offset,
+        );
         tailed.target = target;
         tailed.attachment = attachment;
         self.files.push(tailed);
@@ -244,27 +264,50 @@ impl Tailer {
     fn recover_rotated(&mut self) {
         for entry in self.positions.unfollowed() {
             let was = entry.target.clone().unwrap_or_else(|| entry.path.clone());
-            let (Some(dir), Some(name)) = (was.parent(), was.file_name()) else { continue };
+            let (Some(dir), Some(name)) = (was.parent(), was.file_name()) else {
+                continue;
+            };
             let prefix = format!("{}.", name.to_string_lossy());
-            let Ok(siblings) = std::fs::read_dir(dir) else { continue };
+            let Ok(siblings) = std::fs::read_dir(dir) else {
+                continue;
+            };
             for sibling in siblings.flatten() {
                 let candidate_name = sibling.file_name().to_string_lossy().into_owned();
                 if !candidate_name.starts_with(&prefix) || candidate_name.ends_with(".gz") {
                     continue;
                 }
                 let candidate = sibling.path();
-                let Ok(meta) = std::fs::metadata(&candidate) else { continue };
-                if (meta.dev(), meta.ino()) != (entry.dev, entry.inode) || meta.len() <= entry.offset {
+                let Ok(meta) = std::fs::metadata(&candidate) else {
+                    continue;
+                };
+                if (meta.dev(), meta.ino()) != (entry.dev, entry.inode)
+                    || meta.len() <= entry.offset
+                {
                     continue;
                 }
-                let stored = Fingerprint { len: entry.fingerprint.len, crc32: entry.fingerprint.crc32 };
-                let Ok(file) = File::open(&candidate) else { continue };
+                let stored = Fingerprint {
+                    len: entry.fingerprint.len,
+                    crc32: entry.fingerprint.crc32,
+                };
+                let Ok(file) = File::open(&candidate) else {
+                    continue;
+                };
                 if !fingerprint::matches(&file, stored).unwrap_or(false) {
                     continue;
                 }
-                let Ok(identity) = fingerprint::identify(&file) else { continue };
+                let Ok(identity) = fingerprint::identify(&file) else {
+                    continue;
+                };
                 tracing::info!(path = %entry.path.display(), rotated = %candidate.display(), offset = entry.offset, "Recovering a rotated log file that was not read to its end before the restart.");
-                self.follow(&entry.path, file, identity, entry.offset, Attachment::Detached { since: Instant::now() });
+                self.follow(
+                    &entry.path,
+                    file,
+                    identity,
+                    entry.offset,
+                    Attachment::Detached {
+                        since: Instant::now(),
+                    },
+                );
                 break;
             }
         }
@@ -349,7 +392,9 @@ impl Tailer {
             });
             match change {
                 Change::Idle => {}
-                Change::Grew if !fingerprint::matches(&f.file, f.identity.fingerprint).unwrap_or(true) => {
+                Change::Grew
+                    if !fingerprint::matches(&f.file, f.identity.fingerprint).unwrap_or(true) =>
+                {
                     // Truncated and written past the old offset between two polls: only the
                     // changed first bytes tell.
                     self.truncated(i);
@@ -405,7 +450,8 @@ impl Tailer {
         if self.by_path.contains_key(&f.path) {
             self.by_path.insert(f.path.clone(), key);
         }
-        self.positions.register(key, identity, &f.path, f.target.as_deref(), 0);
+        self.positions
+            .register(key, identity, &f.path, f.target.as_deref(), 0);
     }
 
     fn discovery_now(&self) {
@@ -424,7 +470,11 @@ impl Tailer {
             if !f.readable {
                 continue;
             }
-            let turn = f.read_turn(&mut self.scratch, self.settings.read_budget, self.settings.max_line_bytes);
+            let turn = f.read_turn(
+                &mut self.scratch,
+                self.settings.read_budget,
+                self.settings.max_line_bytes,
+            );
             f.readable = !turn.eof && turn.error.is_none();
             more |= f.readable;
             if let Some(e) = &turn.error {

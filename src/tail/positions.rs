@@ -184,7 +184,14 @@ impl Positions {
     /// Starts tracking generation `key` of the file `identity`, read from `start`. Replaces any
     /// entry of the same (dev, inode): either it is this file (resumed), or the inode was reused
     /// (the old file is gone), or the file was truncated and restarts at 0.
-    pub fn register(&self, key: FileKey, identity: FileIdentity, path: &Path, target: Option<&Path>, start: u64) {
+    pub fn register(
+        &self,
+        key: FileKey,
+        identity: FileIdentity,
+        path: &Path,
+        target: Option<&Path>,
+        start: u64,
+    ) {
         let mut table = self.lock();
         let dev_ino = (identity.dev, identity.inode);
         table.keys.insert(
@@ -298,8 +305,13 @@ impl Positions {
     /// Entries no generation is following (files not found since the start), with where their
     /// file was: candidates for recovering a rotated file after a restart.
     pub fn unfollowed(&self) -> Vec<StoredPosition> {
-        let followed: std::collections::HashSet<(u64, u64)> = self.lock().keys.values().map(|g| g.dev_ino).collect();
-        self.snapshot().files.into_iter().filter(|p| !followed.contains(&(p.dev, p.inode))).collect()
+        let followed: std::collections::HashSet<(u64, u64)> =
+            self.lock().keys.values().map(|g| g.dev_ino).collect();
+        self.snapshot()
+            .files
+            .into_iter()
+            .filter(|p| !followed.contains(&(p.dev, p.inode)))
+            .collect()
     }
 
     /// A counter that changes whenever the table does.
@@ -548,6 +560,7 @@ mod tests {
             FileKey(1),
             id(3, 10, 7),
             Path::new("/var/log/containers/a.log"),
+            None,
             0,
         );
         p.ack(AckToken {

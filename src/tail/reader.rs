@@ -102,12 +102,7 @@ impl TailedFile {
 
     /// Reads up to `budget` bytes and parses every complete line (and every full piece of an
     /// over-long one). `scratch` is the tailer's buffer, reused across files and turns.
-    pub fn read_turn(
-        &mut self,
-        scratch: &mut Vec<u8>,
-        budget: usize,
-        max_line: usize,
-    ) -> Turn {
+    pub fn read_turn(&mut self, scratch: &mut Vec<u8>, budget: usize, max_line: usize) -> Turn {
         let now = Timestamp::now();
         let tail_len = self.tail.len();
         scratch.clear();
@@ -177,7 +172,12 @@ impl TailedFile {
         }
         self.close_batch(&mut batch);
         // Bytes read before an error are delivered all the same.
-        Turn { batch, bytes, eof, error }
+        Turn {
+            batch,
+            bytes,
+            eof,
+            error,
+        }
     }
 
     /// Hands a line (complete: its newline follows `bytes`) or the full pieces of an incomplete

@@ -53,7 +53,13 @@ path = "{out}"
             out = out.display()
         );
         fs::write(&config, text).unwrap();
-        Fixture { dir, logs, data, out, config }
+        Fixture {
+            dir,
+            logs,
+            data,
+            out,
+            config,
+        }
     }
 
     pub fn log(&self, name: &str) -> PathBuf {
@@ -62,14 +68,22 @@ path = "{out}"
 
     /// Starts the agent with extra `LOGSHIP_*` variables.
     pub fn spawn(&self, env: &[(&str, &str)]) -> AgentProcess {
-        let stderr = self.dir.path().join(format!("agent-{}.log", Instant::now().elapsed().as_nanos()));
+        let stderr = self
+            .dir
+            .path()
+            .join(format!("agent-{}.log", Instant::now().elapsed().as_nanos()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logship"));
         cmd.arg("--config").arg(&self.config);
         for (k, v) in env {
             cmd.env(k, v);
         }
         let err = fs::File::create(&stderr).unwrap();
-        let child = cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err).spawn().expect("spawn logship");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .expect("spawn logship");
         AgentProcess { child, stderr }
     }
 
@@ -80,7 +94,10 @@ path = "{out}"
 
     /// The messages of every record, in order.
     pub fn messages(&self) -> Vec<String> {
-        self.records().iter().map(|r| r["message"].as_str().unwrap_or_default().to_string()).collect()
+        self.records()
+            .iter()
+            .map(|r| r["message"].as_str().unwrap_or_default().to_string())
+            .collect()
     }
 
     /// Waits until at least `n` records are written.
@@ -90,7 +107,8 @@ path = "{out}"
 
     /// The positions file as JSON.
     pub fn positions(&self) -> Value {
-        serde_json::from_slice(&fs::read(self.data.join("positions.json")).expect("positions.json")).unwrap()
+        serde_json::from_slice(&fs::read(self.data.join("positions.json")).expect("positions.json"))
+            .unwrap()
     }
 }
 
@@ -103,8 +121,12 @@ impl AgentProcess {
     /// SIGTERM, then waits for the exit (at most 20 s).
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
-        self.wait(Duration::from_secs(20)).expect("agent did not exit after SIGTERM")
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill -TERM");
+        self.wait(Duration::from_secs(20))
+            .expect("agent did not exit after SIGTERM")
     }
 
     /// SIGKILL: a crash, no draining, no final positions write.
@@ -141,12 +163,16 @@ pub fn read_records(path: &Path) -> Vec<Value> {
     let text = fs::read_to_string(path).unwrap_or_default();
     text.lines()
         .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("sink wrote invalid JSON {l:?}: {e}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("sink wrote invalid JSON {l:?}: {e}"))
+        })
         .collect()
 }
 
 fn count_lines(path: &Path) -> usize {
-    fs::read(path).map(|b| memchr::memchr_iter(b'\n', &b).count()).unwrap_or(0)
+    fs::read(path)
+        .map(|b| memchr::memchr_iter(b'\n', &b).count())
+        .unwrap_or(0)
 }
 
 pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -162,7 +188,11 @@ pub fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 /// Appends `text` to a file (creating it).
 pub fn append(path: &Path, text: &[u8]) {
-    let mut f = fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
     f.write_all(text).unwrap();
 }
 
