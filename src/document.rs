@@ -1,24 +1,239 @@
-// TEMPORARY stand-in until the parse branch lands.
+//! Records -> JSON documents (the ECS-style schema of DESIGN.md), the bytes every sink writes.
+//!
+//! Most of a document is the same for every record of a file: its path, what the kubelet name
+//! says, the host. That part is rendered once per file into a [`Source::fragment`] when the file is
+//! opened, and each record only writes what is its own (timestamp, message, stream, offset) before
+//! splicing the fragment in. Encoding a record allocates nothing: it appends to the caller's
+//! reused buffer.
+//!
+//! Field order is fixed and documented in the README:
+//!
+//! ```json
+//! {"@timestamp":"…","message":"…","stream":"stdout","log":{"offset":0,"file":{"path":"…"}},
+//!  "kubernetes":{"namespace":"…","pod":{"name":"…"},"container":{"name":"…"}},
+//!  "container":{"id":"…"},"host":{"name":"…"}}
+//! ```
+//!
+//! `stream` is left out for raw files, `kubernetes` and `container` for files whose name is not a
+//! kubelet name.
+//!
+//! [`Source::fragment`]: crate::source::Source::fragment
+
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
 use crate::record::{Batch, Record};
 use crate::source::KubeletName;
-use std::path::Path;
+
+/// Renders documents. One per agent, shared by the tailer (fragments) and the sinks (records).
+#[derive(Debug)]
 pub struct Encoder {
-    host: String,
+    /// `"host":{"name":"<node>"}`, already escaped: the tail of every fragment.
+    host: Box<str>,
 }
+
 impl Encoder {
+    /// An encoder whose documents carry `host.name = host_name`.
     pub fn new(host_name: &str) -> Self {
-        Encoder {
-            host: host_name.to_string(),
+        let host = format!("\"host\":{}", json!({ "name": host_name }));
+        Encoder { host: host.into() }
+    }
+
+    /// The per-file rest of every document of the file at `path`, from `"file"` (inside `log`)
+    /// to the document's closing brace.
+    pub fn source_fragment(&self, path: &Path, kubelet: Option<&KubeletName>) -> Box<str> {
+        let mut out = String::with_capacity(256);
+        out.push_str("\"file\":");
+        out.push_str(&json!({ "path": path.to_string_lossy() }).to_string());
+        out.push_str("},");
+        if let Some(k) = kubelet {
+            let mut pod = Map::new();
+            pod.insert("name".into(), Value::from(k.pod.as_str()));
+            if let Some(uid) = &k.pod_uid {
+                pod.insert("uid".into(), Value::from(uid.as_str()));
+            }
+            let kubernetes = json!({
+                "namespace": k.namespace,
+                "pod": pod,
+                "container": { "name": k.container },
+            });
+            out.push_str("\"kubernetes\":");
+            out.push_str(&kubernetes.to_string());
+            out.push(',');
+            if let Some(id) = &k.container_id {
+                out.push_str("\"container\":");
+                out.push_str(&json!({ "id": id }).to_string());
+                out.push(',');
+            }
+        }
+        out.push_str(&self.host);
+        out.push('}');
+        out.into_boxed_str()
+    }
+
+    /// Appends the document of `record` (which belongs to `batch`) to `out`, without a newline.
+    pub fn encode(&self, batch: &Batch, record: &Record, out: &mut Vec<u8>) {
+        out.extend_from_slice(b"{\"@timestamp\":\"");
+        record.timestamp.write_rfc3339(out);
+        out.extend_from_slice(b"\",\"message\":");
+        write_json_str(out, batch.message(record));
+        if let Some(stream) = record.stream.as_str() {
+            out.extend_from_slice(b",\"stream\":\"");
+            out.extend_from_slice(stream.as_bytes());
+            out.push(b'"');
+        }
+        out.extend_from_slice(b",\"log\":{\"offset\":");
+        write_u64(out, record.offset);
+        out.push(b',');
+        out.extend_from_slice(batch.source.fragment.as_bytes());
+    }
+}
+
+/// Appends `s` as a JSON string literal. Runs of bytes that need no escaping (nearly all of a
+/// log line) are copied in one go.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if escape.is_empty() {
+            out.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ]);
+        } else {
+            out.extend_from_slice(escape);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Appends the decimal digits of `n`.
+fn write_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    pub fn source_fragment(&self, path: &Path, _k: Option<&KubeletName>) -> Box<str> {
-        format!("{}|{}", path.display(), self.host).into()
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{FileKey, Stream};
+    use crate::source::Source;
+    use crate::timestamp::Timestamp;
+    use std::sync::Arc;
+
+    fn batch(encoder: &Encoder, path: &str) -> Batch {
+        let kubelet = KubeletName::from_path(Path::new(path));
+        let fragment = encoder.source_fragment(Path::new(path), kubelet.as_ref());
+        let source = Arc::new(Source {
+            path: path.into(),
+            kubelet,
+            fragment,
+        });
+        Batch::new(source, FileKey(1), 0)
     }
-    pub fn encode(&self, batch: &Batch, record: &Record, out: &mut Vec<u8>) {
-        serde_json::to_writer(
-            &mut *out,
-            &serde_json::json!({"message": batch.message(record), "offset": record.offset}),
-        )
-        .unwrap();
+
+    fn encode_all(encoder: &Encoder, batch: &Batch) -> Vec<Value> {
+        batch
+            .records
+            .iter()
+            .map(|r| {
+                let mut out = Vec::new();
+                encoder.encode(batch, r, &mut out);
+                serde_json::from_slice(&out)
+                    .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn kubelet_file_document() {
+        let encoder = Encoder::new("node-1");
+        let id = "3f2a9c0d1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b";
+        let path = format!("/var/log/containers/web-7d4b9_shop_nginx-{id}.log");
+        let mut b = batch(&encoder, &path);
+        b.push(
+            Timestamp(1_795_341_600_123_456_789),
+            Stream::Stdout,
+            "GET /healthz 200",
+            123_456,
+            123_500,
+        );
+        let docs = encode_all(&encoder, &b);
+        assert_eq!(
+            docs[0],
+            json!({
+                "@timestamp": "2026-11-22T10:00:00.123456789Z",
+                "message": "GET /healthz 200",
+                "stream": "stdout",
+                "log": { "offset": 123456, "file": { "path": path } },
+                "kubernetes": { "namespace": "shop", "pod": { "name": "web-7d4b9" }, "container": { "name": "nginx" } },
+                "container": { "id": id },
+                "host": { "name": "node-1" }
+            })
+        );
+    }
+
+    #[test]
+    fn raw_file_document_and_escaping() {
+        let encoder = Encoder::new("vm \"1\"");
+        let mut b = batch(&encoder, "/var/log/odd \"name\".log");
+        let nasty = "quote \" backslash \\ tab \t nl \n cr \r nul \0 bell \u{7} é 😀 \u{fffd}";
+        b.push(Timestamp(0), Stream::Unknown, nasty, 0, 10);
+        b.push(Timestamp(-1), Stream::Stderr, "", u64::MAX, u64::MAX);
+        let docs = encode_all(&encoder, &b);
+        assert_eq!(
+            docs[0],
+            json!({
+                "@timestamp": "1970-01-01T00:00:00.000000000Z",
+                "message": nasty,
+                "log": { "offset": 0, "file": { "path": "/var/log/odd \"name\".log" } },
+                "host": { "name": "vm \"1\"" }
+            })
+        );
+        assert_eq!(docs[1]["@timestamp"], "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(docs[1]["stream"], "stderr");
+        assert_eq!(docs[1]["log"]["offset"], u64::MAX);
+    }
+
+    #[test]
+    fn pods_layout_carries_the_pod_uid() {
+        let encoder = Encoder::new("n");
+        let mut b = batch(&encoder, "/var/log/pods/shop_web_6a1f/nginx/0.log");
+        b.push(Timestamp(0), Stream::Stdout, "x", 0, 2);
+        let doc = &encode_all(&encoder, &b)[0];
+        assert_eq!(
+            doc["kubernetes"]["pod"],
+            json!({ "name": "web", "uid": "6a1f" })
+        );
+        assert!(doc.get("container").is_none());
     }
 }
