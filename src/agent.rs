@@ -87,6 +87,7 @@ impl Agent {
             stop: stop_reading.clone(),
             wake: (wake_tx.clone(), wake_rx),
             start_policy,
+            node_name: settings.node_name.clone(),
         });
         let (done_tx, tailer_done) = oneshot::channel();
         std::thread::Builder::new()

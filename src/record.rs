@@ -53,6 +53,14 @@ pub struct AckToken {
     pub end: u64,
 }
 
+/// The part of every record's document id that names the file *generation* it came from: a hash
+/// of the node name, the file's device, inode and birth time, the CRC-32 of its first line, and
+/// how many times it was truncated. With the record's offset appended it is the record's
+/// idempotent `_id`: the same after a restart or a rotation (renaming changes none of it),
+/// different for a new file on a reused inode or a file truncated and written again.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IdPrefix(pub [u8; 12]);
+
 /// One log record: a line, or several physical lines joined (CRI partials, docker splits).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Record {
@@ -79,6 +87,8 @@ pub struct Batch {
     pub text: String,
     /// The bytes this batch acknowledges once the sink is done with it.
     pub ack: AckToken,
+    /// The file generation part of the records' document ids.
+    pub id_prefix: IdPrefix,
     /// The share of the memory budget this batch holds; released when the batch is dropped,
     /// which is after the sink has acknowledged it.
     pub permit: Option<Permit>,
@@ -96,6 +106,7 @@ impl Batch {
                 start,
                 end: start,
             },
+            id_prefix: IdPrefix::default(),
             permit: None,
         }
     }

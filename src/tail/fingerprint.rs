@@ -10,6 +10,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 
+use crate::record::IdPrefix;
 use crate::source::{FileIdentity, Fingerprint};
 
 /// How many leading bytes the fingerprint covers once the file has them.
@@ -67,6 +68,61 @@ pub fn extend(file: &File, current: Fingerprint, size: u64) -> io::Result<Option
     Ok((longer.len > current.len).then_some(longer))
 }
 
+/// When the file was created (its birth time, from `statx`), in nanoseconds since the epoch; 0
+/// where the filesystem does not record it. Distinguishes a new file on a reused inode.
+pub fn born(meta: &std::fs::Metadata) -> i64 {
+    meta.created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// CRC-32 of the file's first line (newline included), or of its first [`FINGERPRINT_BYTES`]
+/// bytes if the line is longer. Stable once a record of the file exists: records are only made
+/// of complete lines or of pieces at least `max_line_bytes` (more than 256 bytes) long.
+pub fn first_line_crc(file: &File) -> io::Result<u32> {
+    let mut buf = [0u8; FINGERPRINT_BYTES as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let line = memchr::memchr(b'\n', &buf[..got]).map_or(got, |i| i + 1);
+    let mut crc = flate2::Crc::new();
+    crc.update(&buf[..line]);
+    Ok(crc.sum())
+}
+
+/// The document id prefix of a file generation (see [`IdPrefix`]). SipHash-1-3 with fixed keys
+/// is specified, so ids stay the same across logship versions and platforms.
+pub fn id_prefix(
+    node: &str,
+    identity: &FileIdentity,
+    born: i64,
+    first_line_crc: u32,
+    truncations: u32,
+) -> IdPrefix {
+    use siphasher::sip128::{Hasher128, SipHasher13};
+    use std::hash::Hasher;
+    let mut h = SipHasher13::new_with_keys(0x6c6f_6773_6869_7031, 0x646f_6369_6473_2131);
+    h.write(node.as_bytes());
+    // Explicit little-endian bytes: `Hasher::write_u64` hashes native-endian ones.
+    h.write(&[0xff]);
+    h.write(&identity.dev.to_le_bytes());
+    h.write(&identity.inode.to_le_bytes());
+    h.write(&born.to_le_bytes());
+    h.write(&first_line_crc.to_le_bytes());
+    h.write(&truncations.to_le_bytes());
+    let hash = h.finish128().as_bytes();
+    let mut prefix = [0u8; 12];
+    prefix.copy_from_slice(&hash[..12]);
+    IdPrefix(prefix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +148,60 @@ mod tests {
         let grown = extend(&file, young.fingerprint, 511).unwrap().unwrap();
         assert_eq!(grown.len, FINGERPRINT_BYTES);
         assert!(extend(&file, grown, 511).unwrap().is_none());
+    }
+
+    #[test]
+    fn id_prefix_tells_generations_apart_and_is_stable() {
+        let id = |inode| FileIdentity {
+            dev: 1,
+            inode,
+            fingerprint: Fingerprint::default(),
+        };
+        let a = id_prefix("node-1", &id(10), 5, 7, 0);
+        assert_eq!(a, id_prefix("node-1", &id(10), 5, 7, 0), "deterministic");
+        // Pinned: ids must not change between versions, or a restart after an upgrade duplicates.
+        assert_eq!(
+            a.0,
+            [182, 92, 185, 205, 117, 100, 120, 145, 118, 105, 135, 170],
+            "{:?}",
+            a.0
+        );
+        for other in [
+            id_prefix("node-2", &id(10), 5, 7, 0),
+            id_prefix("node-1", &id(11), 5, 7, 0),
+            id_prefix("node-1", &id(10), 6, 7, 0),
+            id_prefix("node-1", &id(10), 5, 8, 0),
+            id_prefix("node-1", &id(10), 5, 7, 1),
+        ] {
+            assert_ne!(a, other);
+        }
+    }
+
+    #[test]
+    fn first_line_crc_covers_the_first_line_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, b"first\n").unwrap();
+        let file = File::open(&path).unwrap();
+        let crc = first_line_crc(&file).unwrap();
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        w.write_all(b"second line\n").unwrap();
+        assert_eq!(
+            first_line_crc(&file).unwrap(),
+            crc,
+            "later lines change nothing"
+        );
+        std::fs::write(&path, [b'x'; 1000]).unwrap();
+        let long = first_line_crc(&file).unwrap();
+        std::fs::write(&path, [b'x'; 2000]).unwrap();
+        assert_eq!(
+            first_line_crc(&file).unwrap(),
+            long,
+            "a long first line: 256 bytes"
+        );
     }
 
     #[test]

@@ -37,7 +37,7 @@ use crate::source::{FileIdentity, Fingerprint, KubeletName, Source};
 use crate::telemetry::{self, metrics, Throttle};
 
 use discovery::Discovery;
-use positions::Positions;
+use positions::{Positions, Resume};
 use reader::{Attachment, TailedFile};
 use rotation::{Change, Observation};
 
@@ -66,6 +66,15 @@ pub struct TailerParts {
     pub stop: CancellationToken,
     pub wake: (std::sync::mpsc::SyncSender<()>, Receiver<()>),
     pub start_policy: StartPolicy,
+    /// This node's name: part of every record's document id (see [`IdPrefix`]).
+    pub node_name: String,
+}
+
+/// Where a file starts being read, and how many truncations its generation has seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Start {
+    offset: u64,
+    truncations: u32,
 }
 
 /// The tailer's state; run it with [`Tailer::run`] on its own thread.
@@ -84,7 +93,8 @@ pub struct Tailer {
     by_path: HashMap<PathBuf, FileKey>,
     /// Files let go, with the fingerprint and offset they were read to: if a scan finds one again
     /// (its rotated name matches a pattern) it resumes there, not at a position still in flight.
-    released: HashMap<(u64, u64), (Fingerprint, u64)>,
+    released: HashMap<(u64, u64), Resume>,
+    node_name: String,
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
@@ -109,6 +119,7 @@ impl Tailer {
             wake: wake_rx,
             discovery,
             start_policy: parts.start_policy,
+            node_name: parts.node_name,
             files: Vec::new(),
             by_path: HashMap::new(),
             released: HashMap::new(),
@@ -212,8 +223,8 @@ impl Tailer {
             return Ok(());
         }
         let size = file.metadata()?.len();
-        let offset = self.resume_offset(&file, path, identity, size, first_scan)?;
-        self.follow(path, file, identity, offset, Attachment::Live);
+        let start = self.resume_offset(&file, path, identity, size, first_scan)?;
+        self.follow(path, file, identity, start, Attachment::Live);
         Ok(())
     }
 
@@ -223,9 +234,10 @@ impl Tailer {
         path: &Path,
         file: File,
         identity: FileIdentity,
-        offset: u64,
+        start: Start,
         attachment: Attachment,
     ) {
+        let offset = start.offset;
         let key = FileKey(self.next_key);
         self.next_key += 1;
         let kubelet = KubeletName::from_path(path);
@@ -237,8 +249,14 @@ impl Tailer {
         });
         let parser = self.new_parser(path);
         let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
-        self.positions
-            .register(key, identity, path, target.as_deref(), offset);
+        self.positions.register(
+            key,
+            identity,
+            path,
+            target.as_deref(),
+            offset,
+            start.truncations,
+        );
         tracing::info!(path = %path.display(), offset, inode = identity.inode, "Following log file.");
         telemetry::add(&metrics().files_opened, 1);
         if attachment == Attachment::Live {
@@ -255,6 +273,7 @@ impl Tailer {
         );
         tailed.target = target;
         tailed.attachment = attachment;
+        tailed.truncations = start.truncations;
         self.files.push(tailed);
     }
 
@@ -303,7 +322,10 @@ impl Tailer {
                     &entry.path,
                     file,
                     identity,
-                    entry.offset,
+                    Start {
+                        offset: entry.offset,
+                        truncations: entry.truncations,
+                    },
                     Attachment::Detached {
                         since: Instant::now(),
                     },
@@ -330,30 +352,42 @@ impl Tailer {
         identity: FileIdentity,
         size: u64,
         first_scan: bool,
-    ) -> io::Result<u64> {
+    ) -> io::Result<Start> {
         let dev_ino = (identity.dev, identity.inode);
         let remembered = self
             .released
             .remove(&dev_ino)
             .or_else(|| self.positions.lookup(dev_ino.0, dev_ino.1));
-        if let Some((stored, offset)) = remembered {
-            if fingerprint::matches(file, stored)? {
+        if let Some(resume) = remembered {
+            if fingerprint::matches(file, resume.fingerprint)? {
+                let offset = resume.offset;
                 if offset > size {
                     tracing::warn!(path = %path.display(), offset, size, "Log file is shorter than its stored position (truncated while logship was not running); reading it from the start.");
                     telemetry::add(&metrics().files_truncated, 1);
-                    return Ok(0);
+                    return Ok(Start {
+                        offset: 0,
+                        truncations: resume.truncations.wrapping_add(1),
+                    });
                 }
-                return Ok(offset);
+                return Ok(Start {
+                    offset,
+                    truncations: resume.truncations,
+                });
             }
             tracing::info!(path = %path.display(), inode = identity.inode, "Inode reused by a new file; reading it from the start.");
         }
-        if first_scan
+        let offset = if first_scan
             && self.start_policy == StartPolicy::Configured
             && self.settings.read_from == ReadFrom::Tail
         {
-            return tail_offset(file, size, self.settings.max_line_bytes);
-        }
-        Ok(0)
+            tail_offset(file, size, self.settings.max_line_bytes)?
+        } else {
+            0
+        };
+        Ok(Start {
+            offset,
+            truncations: 0,
+        })
     }
 
     /// Looks at every file that is not known to be readable: growth, truncation, rotation,
@@ -450,8 +484,14 @@ impl Tailer {
         if self.by_path.contains_key(&f.path) {
             self.by_path.insert(f.path.clone(), key);
         }
-        self.positions
-            .register(key, identity, &f.path, f.target.as_deref(), 0);
+        self.positions.register(
+            key,
+            identity,
+            &f.path,
+            f.target.as_deref(),
+            0,
+            f.truncations,
+        );
     }
 
     fn discovery_now(&self) {
@@ -481,7 +521,9 @@ impl Tailer {
                 telemetry::add(&metrics().read_errors, 1);
                 tracing::warn!(path = %f.path.display(), offset = f.read_offset, error = %e, "Error reading log file; retrying at the next poll.");
             }
-            self.send(turn.batch)?;
+            let mut batch = turn.batch;
+            f.stamp(&mut batch, &self.node_name);
+            self.send(batch)?;
         }
         if self.scratch.capacity() > 2 * (self.settings.read_budget + self.settings.max_line_bytes)
         {
@@ -511,8 +553,14 @@ impl Tailer {
             let end = batch.ack.end;
             self.released.insert(
                 (f.identity.dev, f.identity.inode),
-                (f.identity.fingerprint, f.read_offset),
+                Resume {
+                    fingerprint: f.identity.fingerprint,
+                    offset: f.read_offset,
+                    truncations: f.truncations,
+                },
             );
+            let mut batch = batch;
+            f.stamp(&mut batch, &self.node_name);
             self.send(batch)?;
             self.positions.release(f.key, end);
             telemetry::add(&metrics().files_released, 1);

@@ -85,8 +85,25 @@ pub struct StoredPosition {
     pub fingerprint: StoredFingerprint,
     /// Every byte before this offset was acknowledged.
     pub offset: u64,
+    /// How many times the file was truncated while followed (part of its records' ids, so that
+    /// a file written again after a truncation never reuses the ids of what it held before).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub truncations: u32,
     /// When the entry last changed, in seconds since the Unix epoch (for garbage collection).
     pub updated: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// What the table remembers of a file, to resume it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Resume {
+    /// The fingerprint the offset was stored with; the caller checks it against the file.
+    pub fingerprint: Fingerprint,
+    pub offset: u64,
+    pub truncations: u32,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -118,6 +135,7 @@ struct Entry {
     target: Option<PathBuf>,
     fingerprint: Fingerprint,
     offset: u64,
+    truncations: u32,
     /// The generation whose acks move this entry; a truncation replaces it with a new one.
     current: Option<FileKey>,
     updated: SystemTime,
@@ -159,6 +177,7 @@ impl Positions {
                             crc32: p.fingerprint.crc32,
                         },
                         offset: p.offset,
+                        truncations: p.truncations,
                         current: None,
                         updated,
                     },
@@ -174,11 +193,12 @@ impl Positions {
 
     /// The stored position of the file at (dev, inode), with the fingerprint it was stored with.
     /// The caller checks the fingerprint against the file before trusting the offset.
-    pub fn lookup(&self, dev: u64, inode: u64) -> Option<(Fingerprint, u64)> {
-        self.lock()
-            .entries
-            .get(&(dev, inode))
-            .map(|e| (e.fingerprint, e.offset))
+    pub fn lookup(&self, dev: u64, inode: u64) -> Option<Resume> {
+        self.lock().entries.get(&(dev, inode)).map(|e| Resume {
+            fingerprint: e.fingerprint,
+            offset: e.offset,
+            truncations: e.truncations,
+        })
     }
 
     /// Starts tracking generation `key` of the file `identity`, read from `start`. Replaces any
@@ -191,6 +211,7 @@ impl Positions {
         path: &Path,
         target: Option<&Path>,
         start: u64,
+        truncations: u32,
     ) {
         let mut table = self.lock();
         let dev_ino = (identity.dev, identity.inode);
@@ -209,6 +230,7 @@ impl Positions {
                 target: target.map(Path::to_path_buf),
                 fingerprint: identity.fingerprint,
                 offset: start,
+                truncations,
                 current: Some(key),
                 updated: SystemTime::now(),
             },
@@ -335,6 +357,7 @@ impl Positions {
                     crc32: e.fingerprint.crc32,
                 },
                 offset: e.offset,
+                truncations: e.truncations,
                 updated: e
                     .updated
                     .duration_since(UNIX_EPOCH)
@@ -470,7 +493,7 @@ mod tests {
     #[test]
     fn acks_move_positions_only_through_contiguous_prefix() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
         p.ack(AckToken {
             file: FileKey(1),
             start: 100,
@@ -478,41 +501,45 @@ mod tests {
         });
         assert_eq!(
             p.lookup(1, 10),
-            Some((Fingerprint { len: 256, crc32: 7 }, 0))
+            Some(Resume {
+                fingerprint: Fingerprint { len: 256, crc32: 7 },
+                offset: 0,
+                truncations: 0
+            })
         );
         p.ack(AckToken {
             file: FileKey(1),
             start: 0,
             end: 100,
         });
-        assert_eq!(p.lookup(1, 10).unwrap().1, 200);
+        assert_eq!(p.lookup(1, 10).unwrap().offset, 200);
     }
 
     #[test]
     fn stale_generation_does_not_move_truncated_file() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
         // Truncated: a new generation starts at 0 while the old one still has acks in flight.
-        p.register(FileKey(2), id(1, 10, 8), Path::new("/a.log"), None, 0);
+        p.register(FileKey(2), id(1, 10, 8), Path::new("/a.log"), None, 0, 0);
         p.ack(AckToken {
             file: FileKey(1),
             start: 0,
             end: 5000,
         });
-        assert_eq!(p.lookup(1, 10).unwrap().1, 0);
+        assert_eq!(p.lookup(1, 10).unwrap().offset, 0);
         p.ack(AckToken {
             file: FileKey(2),
             start: 0,
             end: 30,
         });
-        assert_eq!(p.lookup(1, 10).unwrap().1, 30);
+        assert_eq!(p.lookup(1, 10).unwrap().offset, 30);
     }
 
     #[test]
     fn released_files_are_collected_after_grace() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
-        p.register(FileKey(2), id(1, 11, 7), Path::new("/b.log"), None, 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
+        p.register(FileKey(2), id(1, 11, 7), Path::new("/b.log"), None, 0, 0);
         p.release(FileKey(1), 0);
         assert_eq!(p.collect_garbage(Duration::from_secs(3600)), 0);
         assert_eq!(
@@ -527,7 +554,7 @@ mod tests {
     #[test]
     fn acks_after_release_still_count() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0);
+        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
         p.release(FileKey(1), 42);
         assert_eq!(
             p.collect_garbage(Duration::ZERO),
@@ -540,7 +567,7 @@ mod tests {
             end: 42,
         });
         assert_eq!(
-            p.lookup(1, 10).unwrap().1,
+            p.lookup(1, 10).unwrap().offset,
             42,
             "batches in flight at release still move it"
         );
@@ -561,6 +588,7 @@ mod tests {
             id(3, 10, 7),
             Path::new("/var/log/containers/a.log"),
             None,
+            0,
             0,
         );
         p.ack(AckToken {
@@ -599,6 +627,7 @@ mod tests {
             inode: 2,
             fingerprint: StoredFingerprint { len: 0, crc32: 0 },
             offset: 9,
+            truncations: 0,
             updated: 0,
         });
         fs::write(

@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::parse::{Line, LineParser, Piece};
-use crate::record::{Batch, FileKey};
+use crate::record::{Batch, FileKey, IdPrefix};
 use crate::source::{FileIdentity, Source};
+use crate::tail::fingerprint;
 use crate::telemetry::{self, metrics};
 use crate::timestamp::Timestamp;
 
@@ -57,6 +58,11 @@ pub struct TailedFile {
     pub attachment: Attachment,
     /// When bytes were last read, to know when a detached file has gone quiet.
     pub last_read: Instant,
+    /// Truncations this file went through while followed (see [`IdPrefix`]).
+    pub truncations: u32,
+    /// This generation's document id prefix, computed when its first record is sent (only then
+    /// is its first line complete).
+    id_prefix: Option<IdPrefix>,
 }
 
 /// What one turn did.
@@ -97,6 +103,8 @@ impl TailedFile {
             readable: true,
             attachment: Attachment::Live,
             last_read: Instant::now(),
+            truncations: 0,
+            id_prefix: None,
         }
     }
 
@@ -265,6 +273,27 @@ impl TailedFile {
         batch
     }
 
+    /// Marks `batch` with this generation's document id prefix.
+    pub fn stamp(&mut self, batch: &mut Batch, node_name: &str) {
+        if batch.records.is_empty() {
+            return;
+        }
+        let prefix = match self.id_prefix {
+            Some(p) => p,
+            None => {
+                // An unreadable first line (an I/O error) still gets a stable prefix from the
+                // other parts; the CRC only separates reused inodes.
+                let crc = fingerprint::first_line_crc(&self.file).unwrap_or(0);
+                let born = self.file.metadata().map_or(0, |m| fingerprint::born(&m));
+                let p =
+                    fingerprint::id_prefix(node_name, &self.identity, born, crc, self.truncations);
+                self.id_prefix = Some(p);
+                p
+            }
+        };
+        batch.id_prefix = prefix;
+    }
+
     /// Bytes of the incomplete last line held in memory.
     pub fn held_bytes(&self) -> usize {
         self.tail.capacity()
@@ -280,5 +309,7 @@ impl TailedFile {
         self.tail = Vec::new();
         self.in_piece = false;
         self.readable = true;
+        self.truncations = self.truncations.wrapping_add(1);
+        self.id_prefix = None;
     }
 }
