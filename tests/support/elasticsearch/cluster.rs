@@ -1,0 +1,748 @@
+//! The stored data of the test cluster: indices, data streams, documents, templates, pipelines;
+//! and the execution of bulk operations against them.
+//!
+//! Semantics follow a single-node Elasticsearch with one primary shard per index and one
+//! unassigned replica (so `_shards` reads `total: 2, successful: 1`): `_seq_no` grows per index,
+//! `_version` per document (surviving deletes, as tombstones do), indices and data streams are
+//! created on first write from the highest-priority matching index template (the built-in `logs`
+//! template makes `logs-*-*` a data stream on 7.9+ and 8.x), and an item's failure never affects
+//! the others. Everything is kept in memory for the life of the server.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{json, Map, Value};
+
+use super::bulk::{Action, Op};
+use super::errors::{self, EsError};
+use super::faults::{Faults, ItemView};
+use super::mapping::{self, Mapping};
+use super::Flavor;
+
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub source: Value,
+    pub version: u64,
+    pub seq_no: u64,
+}
+
+#[derive(Debug)]
+pub struct Index {
+    pub name: String,
+    pub uuid: String,
+    pub docs: HashMap<String, Doc>,
+    /// Versions of deleted documents: a later write continues from them.
+    deleted: HashMap<String, u64>,
+    next_seq_no: u64,
+    pub mapping: Mapping,
+    /// The data stream this is the backing index of.
+    pub data_stream: Option<String>,
+}
+
+/// The outcome of one bulk item: its status and its entry in `items`.
+pub struct ItemOutcome {
+    pub status: u16,
+    pub failed: bool,
+    pub json: Value,
+}
+
+pub struct Cluster {
+    pub flavor: Flavor,
+    /// Concrete indices (backing indices included), by name.
+    pub indices: BTreeMap<String, Index>,
+    /// Data streams: name -> write (backing) index.
+    pub data_streams: BTreeMap<String, String>,
+    pub index_templates: BTreeMap<String, Value>,
+    pub legacy_templates: BTreeMap<String, Value>,
+    pub pipelines: BTreeMap<String, Value>,
+    /// `index.mapping.total_fields.limit` of new indices, unless a template sets it.
+    pub total_fields_limit: usize,
+    rng: u64,
+    ids: u64,
+}
+
+/// Where an operation writes.
+struct Target {
+    /// The concrete index.
+    index: String,
+}
+
+impl Cluster {
+    pub fn new(flavor: Flavor, seed: u64) -> Self {
+        Cluster {
+            flavor,
+            indices: BTreeMap::new(),
+            data_streams: BTreeMap::new(),
+            index_templates: BTreeMap::new(),
+            legacy_templates: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+            total_fields_limit: 1000,
+            rng: seed | 1,
+            ids: 0,
+        }
+    }
+
+    fn random(&mut self) -> u64 {
+        // xorshift64*: ids and uuids only need to look like Elasticsearch's and not collide.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn base64url(&mut self, chars: usize) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        (0..chars)
+            .map(|_| ALPHABET[(self.random() % 64) as usize] as char)
+            .collect()
+    }
+
+    /// A 20-character id like Elasticsearch's time-based UUIDs, unique for this server.
+    fn auto_id(&mut self) -> String {
+        self.ids += 1;
+        let mut id = self.base64url(12);
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut n = self.ids;
+        for _ in 0..8 {
+            id.push(ALPHABET[(n % 64) as usize] as char);
+            n /= 64;
+        }
+        id
+    }
+
+    /// The documents of an index, or of a data stream's backing indices, by `_id`.
+    pub fn documents(&self, name: &str) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for index in self.indices.values() {
+            if index.name == name || index.data_stream.as_deref() == Some(name) {
+                for (id, doc) in &index.docs {
+                    out.insert(id.clone(), doc.source.clone());
+                }
+            }
+        }
+        out
+    }
+
+    pub fn doc_count(&self) -> usize {
+        self.indices.values().map(|i| i.docs.len()).sum()
+    }
+
+    /// The index a name resolves to for reading (a data stream resolves to its write index).
+    pub fn index(&self, name: &str) -> Option<&Index> {
+        let concrete = self.data_streams.get(name).map_or(name, String::as_str);
+        self.indices.get(concrete)
+    }
+
+    fn item(&self, action: Action, fields: Vec<(&str, Value)>) -> Value {
+        let mut map = Map::new();
+        for (k, v) in fields {
+            map.insert(k.to_string(), v);
+            if k == "_index" && self.flavor == Flavor::Elasticsearch7 {
+                map.insert("_type".into(), json!("_doc"));
+            }
+        }
+        json!({ action.name(): map })
+    }
+
+    fn failure(
+        &self,
+        action: Action,
+        index: &str,
+        id: Option<&str>,
+        error: EsError,
+    ) -> ItemOutcome {
+        let json = self.item(
+            action,
+            vec![
+                ("_index", json!(index)),
+                ("_id", id.map_or(Value::Null, |i| json!(i))),
+                ("status", json!(error.status)),
+                ("error", error.item()),
+            ],
+        );
+        ItemOutcome {
+            status: error.status,
+            failed: true,
+            json,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn success(
+        &self,
+        action: Action,
+        index: &str,
+        id: &str,
+        version: u64,
+        result: &str,
+        seq_no: u64,
+        status: u16,
+        refresh: bool,
+    ) -> ItemOutcome {
+        let noop = result == "noop";
+        let mut fields = vec![
+            ("_index", json!(index)),
+            ("_id", json!(id)),
+            ("_version", json!(version)),
+            ("result", json!(result)),
+        ];
+        if refresh && !noop {
+            fields.push(("forced_refresh", json!(true)));
+        }
+        let shards = if noop {
+            json!({"total": 0, "successful": 0, "failed": 0})
+        } else {
+            json!({"total": 2, "successful": 1, "failed": 0})
+        };
+        fields.extend([
+            ("_shards", shards),
+            ("_seq_no", json!(seq_no)),
+            ("_primary_term", json!(1)),
+            ("status", json!(status)),
+        ]);
+        ItemOutcome {
+            status,
+            failed: false,
+            json: self.item(action, fields),
+        }
+    }
+
+    /// Executes one operation. `faults` may reject it (429 and the like) before it is applied.
+    pub fn execute(&mut self, op: &Op<'_>, refresh: bool, faults: &mut Faults) -> ItemOutcome {
+        let action = op.action;
+        let name = op.index.clone().unwrap_or_default();
+        let creates = action == Action::Create || (action == Action::Index && op.create);
+        let target = match self.resolve(&name, action, creates, op.require_alias) {
+            Ok(t) => t,
+            Err(e) => return self.failure(action, &name, op.id.as_deref(), e),
+        };
+        let id = match &op.id {
+            Some(id) => id.clone(),
+            None => self.auto_id(),
+        };
+        if let Some(p) = op.pipeline.as_deref() {
+            if p != "_none" && !self.pipelines.contains_key(p) {
+                return self.failure(
+                    action,
+                    &target.index,
+                    Some(&id),
+                    errors::pipeline_missing(p),
+                );
+            }
+        }
+        let source_value = op
+            .source
+            .and_then(|s| serde_json::from_slice::<Value>(s).ok())
+            .or_else(|| op.update.as_ref().and_then(|u| u.doc.clone()))
+            .unwrap_or(Value::Null);
+        let view = ItemView {
+            action: action.name(),
+            index: &name,
+            id: op.id.as_deref().unwrap_or(""),
+            source: &source_value,
+        };
+        if let Some(status) = faults.item_rejection(&view) {
+            let bytes = op.source.map_or(64, <[u8]>::len) + 64;
+            let error = match status {
+                429 => errors::rejected_item(self.flavor, &target.index, bytes),
+                503 => errors::unavailable_item(&target.index, 1),
+                s => {
+                    let mut e = errors::internal("failed to execute bulk item");
+                    e.status = s;
+                    e
+                }
+            };
+            return self.failure(action, &target.index, Some(&id), error);
+        }
+        match action {
+            Action::Create | Action::Index => {
+                let source = op.source.unwrap_or_default();
+                self.write(
+                    action, &target, &id, source, creates, op, refresh, "created",
+                )
+            }
+            Action::Update => self.update(op, &target, &id, refresh),
+            Action::Delete => self.delete(&target, &id, refresh),
+        }
+    }
+
+    /// Parses `source` into the index's mapping and stores it under `id`.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        action: Action,
+        target: &Target,
+        id: &str,
+        source: &[u8],
+        creates: bool,
+        op: &Op<'_>,
+        refresh: bool,
+        new_result: &str,
+    ) -> ItemOutcome {
+        let flavor = self.flavor;
+        let index = self.indices.get_mut(&target.index).expect("resolved");
+        let uuid = index.uuid.clone();
+        let parsed = index.mapping.index_document(flavor, id, source);
+        let value = match parsed {
+            Ok(v) => v,
+            Err(e) => return self.failure(action, &target.index, Some(id), e),
+        };
+        let index = self.indices.get_mut(&target.index).expect("resolved");
+        let existing = index.docs.get(id).map(|d| (d.version, d.seq_no));
+        if creates {
+            if let Some((version, _)) = existing {
+                let e = errors::version_conflict_exists(id, version, &target.index, &uuid);
+                return self.failure(action, &target.index, Some(id), e);
+            }
+        }
+        if let (Some(seq), Some(term)) = (op.if_seq_no, op.if_primary_term) {
+            let matches = existing.is_some_and(|(_, s)| s as i64 == seq) && term == 1;
+            if !matches {
+                let current = existing.map(|(_, s)| (s, 1));
+                let e =
+                    errors::version_conflict_seq_no(id, (seq, term), current, &target.index, &uuid);
+                return self.failure(action, &target.index, Some(id), e);
+            }
+        }
+        let version = existing
+            .map(|(v, _)| v)
+            .or_else(|| index.deleted.get(id).copied())
+            .unwrap_or(0)
+            + 1;
+        let seq_no = index.next_seq_no;
+        index.next_seq_no += 1;
+        index.deleted.remove(id);
+        index.docs.insert(
+            id.to_string(),
+            Doc {
+                source: value,
+                version,
+                seq_no,
+            },
+        );
+        let (result, status) = if existing.is_some() {
+            ("updated", 200)
+        } else {
+            (new_result, 201)
+        };
+        self.success(
+            action,
+            &target.index,
+            id,
+            version,
+            result,
+            seq_no,
+            status,
+            refresh,
+        )
+    }
+
+    fn update(&mut self, op: &Op<'_>, target: &Target, id: &str, refresh: bool) -> ItemOutcome {
+        let body = op.update.clone().unwrap_or_default();
+        let flavor = self.flavor;
+        let index = self.indices.get(&target.index).expect("resolved");
+        let uuid = index.uuid.clone();
+        if body.script {
+            let e = errors::illegal_argument(
+                "scripted updates are not supported by this server (it runs no scripts)",
+            );
+            return self.failure(Action::Update, &target.index, Some(id), e);
+        }
+        let merged = match (index.docs.get(id), &body.doc) {
+            (Some(existing), Some(doc)) => {
+                let mut merged = existing.source.clone();
+                merge_docs(&mut merged, doc);
+                if body.detect_noop && merged == existing.source {
+                    let (version, seq_no) = (existing.version, existing.seq_no);
+                    return self.success(
+                        Action::Update,
+                        &target.index,
+                        id,
+                        version,
+                        "noop",
+                        seq_no,
+                        200,
+                        false,
+                    );
+                }
+                merged
+            }
+            (Some(existing), None) => existing.source.clone(),
+            (None, doc) => match (&body.upsert, body.doc_as_upsert, doc) {
+                (Some(upsert), _, _) => upsert.clone(),
+                (None, true, Some(doc)) => doc.clone(),
+                _ => {
+                    let e = errors::document_missing(flavor, id, &target.index, &uuid);
+                    return self.failure(Action::Update, &target.index, Some(id), e);
+                }
+            },
+        };
+        let source = serde_json::to_vec(&merged).unwrap_or_default();
+        let plain = Op {
+            if_seq_no: op.if_seq_no,
+            if_primary_term: op.if_primary_term,
+            ..op.clone()
+        };
+        self.write(
+            Action::Update,
+            target,
+            id,
+            &source,
+            false,
+            &plain,
+            refresh,
+            "created",
+        )
+    }
+
+    fn delete(&mut self, target: &Target, id: &str, refresh: bool) -> ItemOutcome {
+        let index = self.indices.get_mut(&target.index).expect("resolved");
+        let seq_no = index.next_seq_no;
+        index.next_seq_no += 1;
+        match index.docs.remove(id) {
+            Some(doc) => {
+                index.deleted.insert(id.to_string(), doc.version + 1);
+                let v = doc.version + 1;
+                self.success(
+                    Action::Delete,
+                    &target.index,
+                    id,
+                    v,
+                    "deleted",
+                    seq_no,
+                    200,
+                    refresh,
+                )
+            }
+            None => {
+                let v = index.deleted.get(id).map_or(1, |v| v + 1);
+                if index.deleted.contains_key(id) {
+                    index.deleted.insert(id.to_string(), v);
+                }
+                self.success(
+                    Action::Delete,
+                    &target.index,
+                    id,
+                    v,
+                    "not_found",
+                    seq_no,
+                    404,
+                    refresh,
+                )
+            }
+        }
+    }
+
+    /// Resolves the index or data stream an operation names, creating it when the operation may.
+    fn resolve(
+        &mut self,
+        name: &str,
+        action: Action,
+        creates: bool,
+        require_alias: bool,
+    ) -> Result<Target, EsError> {
+        if require_alias {
+            return Err(EsError::new(
+                404,
+                "index_not_found_exception",
+                format!("no such index [{name}] and [require_alias] request flag is [true] and [{name}] is not an alias"),
+            )
+            .with("index_uuid", "_na_")
+            .with("index", name));
+        }
+        let only_create = || {
+            errors::illegal_argument(
+                "only write ops with an op_type of create are allowed in data streams",
+            )
+        };
+        if let Some(backing) = self.data_streams.get(name) {
+            if !creates {
+                return Err(only_create());
+            }
+            return Ok(Target {
+                index: backing.clone(),
+            });
+        }
+        if self.indices.contains_key(name) {
+            return Ok(Target {
+                index: name.to_string(),
+            });
+        }
+        validate_index_name(name)?;
+        if action == Action::Delete {
+            return Err(EsError::new(
+                404,
+                "index_not_found_exception",
+                format!("no such index [{name}]"),
+            )
+            .with("resource.type", "index_expression")
+            .with("resource.id", name)
+            .with("index_uuid", "_na_")
+            .with("index", name));
+        }
+        let (data_stream, mapping) = self.plan_new_index(name);
+        if data_stream && !creates {
+            return Err(only_create());
+        }
+        let uuid = self.base64url(22);
+        let concrete = if data_stream {
+            let date = chrono::Utc::now().format("%Y.%m.%d");
+            let backing = format!(".ds-{name}-{date}-000001");
+            self.data_streams.insert(name.to_string(), backing.clone());
+            backing
+        } else {
+            name.to_string()
+        };
+        self.indices.insert(
+            concrete.clone(),
+            Index {
+                name: concrete.clone(),
+                uuid,
+                docs: HashMap::new(),
+                deleted: HashMap::new(),
+                next_seq_no: 0,
+                mapping,
+                data_stream: data_stream.then(|| name.to_string()),
+            },
+        );
+        Ok(Target { index: concrete })
+    }
+
+    /// Whether a new index of this name is a data stream, and its initial mapping, from the
+    /// templates that match it: the highest-priority composable template (built-in `logs` at
+    /// priority 100 on Elasticsearch), else the legacy templates in `order`.
+    fn plan_new_index(&self, name: &str) -> (bool, Mapping) {
+        let mut best: Option<(i64, Option<&Value>)> = None;
+        if self.flavor != Flavor::OpenSearch2 && simple_match("logs-*-*", name) {
+            best = Some((100, None));
+        }
+        for template in self.index_templates.values() {
+            if patterns(template).iter().any(|p| simple_match(p, name)) {
+                let priority = template
+                    .get("priority")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+                if best.is_none_or(|(p, _)| priority > p) {
+                    best = Some((priority, Some(template)));
+                }
+            }
+        }
+        match best {
+            Some((_, None)) => (
+                true,
+                Mapping::builtin_logs(self.flavor, self.total_fields_limit),
+            ),
+            Some((_, Some(template))) => {
+                let body = template.get("template");
+                let mut m = Mapping::new(self.total_fields_limit);
+                if let Some(settings) = body.and_then(|t| t.get("settings")) {
+                    apply_settings(&mut m, settings);
+                }
+                if let Some(mappings) = body.and_then(|t| t.get("mappings")) {
+                    m.apply_template(mappings, self.flavor);
+                }
+                let data_stream = template.get("data_stream").is_some();
+                if data_stream {
+                    m.make_data_stream();
+                }
+                (data_stream, m)
+            }
+            None => {
+                let mut m = Mapping::new(self.total_fields_limit);
+                let mut legacy: Vec<&Value> = self
+                    .legacy_templates
+                    .values()
+                    .filter(|t| patterns(t).iter().any(|p| simple_match(p, name)))
+                    .collect();
+                legacy.sort_by_key(|t| t.get("order").and_then(Value::as_i64).unwrap_or(0));
+                for t in legacy {
+                    if let Some(settings) = t.get("settings") {
+                        apply_settings(&mut m, settings);
+                    }
+                    if let Some(mappings) = t.get("mappings") {
+                        m.apply_template(mappings, self.flavor);
+                    }
+                }
+                (false, m)
+            }
+        }
+    }
+
+    /// Stores a composable index template after Elasticsearch's checks.
+    pub fn put_index_template(&mut self, name: &str, body: Value) -> Result<(), EsError> {
+        let pats = patterns(&body);
+        if pats.is_empty() {
+            return Err(errors::validation(&["index patterns are missing".into()]));
+        }
+        if let Some(mappings) = body.get("template").and_then(|t| t.get("mappings")) {
+            mapping::parse_mappings(mappings, self.flavor)?;
+        }
+        let priority = body.get("priority").and_then(Value::as_i64).unwrap_or(0);
+        let mut others: Vec<(String, Vec<String>, i64)> = self
+            .index_templates
+            .iter()
+            .filter(|(n, _)| n.as_str() != name)
+            .map(|(n, t)| {
+                let p = t.get("priority").and_then(Value::as_i64).unwrap_or(0);
+                (n.clone(), patterns(t), p)
+            })
+            .collect();
+        if self.flavor != Flavor::OpenSearch2 {
+            others.push(("logs".into(), vec!["logs-*-*".into()], 100));
+        }
+        for (other, other_pats, p) in others {
+            let overlap = pats.iter().any(|a| {
+                other_pats
+                    .iter()
+                    .any(|b| simple_match(a, b) || simple_match(b, a))
+            });
+            if overlap && p == priority {
+                return Err(errors::illegal_argument(format!(
+                    "index template [{name}] has index patterns {} matching patterns from existing templates [{other}] with patterns ({other} => {}) that have the same priority [{priority}], multiple index templates may not match during index creation, please use a different priority",
+                    bracket(&pats),
+                    bracket(&other_pats)
+                )));
+            }
+        }
+        self.index_templates.insert(name.to_string(), body);
+        Ok(())
+    }
+
+    pub fn put_legacy_template(&mut self, name: &str, body: Value) -> Result<(), EsError> {
+        if patterns(&body).is_empty() {
+            return Err(errors::validation(&["index patterns are missing".into()]));
+        }
+        if let Some(mappings) = body.get("mappings") {
+            mapping::parse_mappings(mappings, self.flavor)?;
+        }
+        self.legacy_templates.insert(name.to_string(), body);
+        Ok(())
+    }
+}
+
+fn bracket(items: &[String]) -> String {
+    format!("[{}]", items.join(", "))
+}
+
+/// `index_patterns` as a list (a single string is accepted, as Elasticsearch does).
+fn patterns(template: &Value) -> Vec<String> {
+    match template.get("index_patterns") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_string)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// Index settings as dotted keys, whether written nested or flat.
+fn flatten_settings(prefix: &str, v: &Value, out: &mut BTreeMap<String, Value>) {
+    match v {
+        Value::Object(map) => {
+            for (k, child) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_settings(&key, child, out);
+            }
+        }
+        other => {
+            let key = prefix.strip_prefix("index.").unwrap_or(prefix).to_string();
+            out.insert(key, other.clone());
+        }
+    }
+}
+
+fn apply_settings(m: &mut Mapping, settings: &Value) {
+    let mut flat = BTreeMap::new();
+    flatten_settings("", settings, &mut flat);
+    let as_bool = |v: &Value| v.as_bool().or_else(|| v.as_str().map(|s| s == "true"));
+    let as_usize = |v: &Value| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            .map(|n| n as usize)
+    };
+    if let Some(n) = flat.get("mapping.total_fields.limit").and_then(as_usize) {
+        m.total_fields_limit = n;
+    }
+    if let Some(b) = flat
+        .get("mapping.total_fields.ignore_dynamic_beyond_limit")
+        .and_then(as_bool)
+    {
+        m.ignore_dynamic_beyond_limit = b;
+    }
+    if let Some(b) = flat.get("mapping.ignore_malformed").and_then(as_bool) {
+        m.ignore_malformed = b;
+    }
+}
+
+/// Elasticsearch's `Regex.simpleMatch`: `*` matches any run of characters.
+pub fn simple_match(pattern: &str, s: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == s;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !s.starts_with(first) || s.len() < first.len() + last.len() || !s.ends_with(last) {
+        return false;
+    }
+    let mut rest = &s[first.len()..s.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
+        match rest.find(part) {
+            Some(i) => rest = &rest[i + part.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// `MetadataCreateIndexService.validateIndexName`.
+fn validate_index_name(name: &str) -> Result<(), EsError> {
+    const INVALID: &[char] = &['\\', '/', '*', '?', '"', '<', '>', '|', ' ', ','];
+    let why = if name.contains(INVALID) {
+        Some(
+            "must not contain the following characters ['\\','/','*','?','\"','<','>','|',' ',',']"
+                .to_string(),
+        )
+    } else if name.contains('#') {
+        Some("must not contain '#'".to_string())
+    } else if name.contains(':') {
+        Some("must not contain ':'".to_string())
+    } else if name.starts_with(['_', '-', '+']) {
+        Some("must not start with '_', '-', or '+'".to_string())
+    } else if name.len() > 255 {
+        Some(format!("index name is too long, ({} > 255)", name.len()))
+    } else if name == "." || name == ".." {
+        Some("must not be '.' or '..'".to_string())
+    } else if name.to_lowercase() != name {
+        Some("must be lowercase".to_string())
+    } else {
+        None
+    };
+    match why {
+        Some(why) => Err(errors::invalid_index_name(name, &why)),
+        None => Ok(()),
+    }
+}
+
+/// A partial update: objects merge recursively, anything else replaces.
+fn merge_docs(into: &mut Value, doc: &Value) {
+    match (into, doc) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(existing) if existing.is_object() && v.is_object() => {
+                        merge_docs(existing, v)
+                    }
+                    _ => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (slot, doc) => *slot = doc.clone(),
+    }
+}
