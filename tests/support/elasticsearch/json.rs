@@ -232,6 +232,7 @@ impl Reader<'_> {
             b'"' => Kind::String(self.string()?),
             b'-' | b'0'..=b'9' => self.number()?,
             b't' | b'f' | b'n' => self.literal()?,
+            b'}' | b']' | b',' => return Err(self.unexpected(b, "expected a value")),
             _ => {
                 if b.is_ascii_alphabetic() {
                     return Err(self.unrecognized());
