@@ -3,12 +3,18 @@
 //! it from the real thing.
 //!
 //! # Layout
-//! - this file: [`TestEs`], the handle a synchronous test holds; the server's own thread and tokio
-//!   runtime; the accept loop, which can stop listening and start again on the same port.
-//! - `http`: routes and the front layer (body limits, gzip, faults, authentication, recording).
+//! - this file: [`TestEs`], the handle a synchronous test holds, and the types of its API. The
+//!   server runs on its own tokio runtime (one worker thread) owned by the handle.
+//! - `server`: the shared state behind one lock; the accept loop, which can stop listening and
+//!   start again on the same port; per-connection serving that a fault can cut.
+//! - `http`: routes, the front layer (body limit after gunzip, faults, authentication, recording),
+//!   the banner and `_bulk`. `render`: `filter_path`, `pretty`, product header. `auth`: 401s.
+//!   `admin`: index templates, legacy templates, ingest pipelines.
 //! - `bulk`: reading NDJSON bulk bodies as Elasticsearch's `BulkRequestParser` does.
-//! - `cluster`: indices, data streams, documents, templates, and executing bulk operations.
-//! - `mapping`: dynamic mappings and the document parser that enforces them.
+//! - `cluster`: indices, data streams, documents, and executing bulk operations on them.
+//!   `templates`: which template a first write creates an index or data stream from.
+//! - `mapping`: per-index mappings and template mappings. `document`: parsing a document against
+//!   a mapping as dynamic mapping does, dotted keys and conflicts included.
 //! - `json`: a JSON reader that keeps byte positions for Elasticsearch's `[line:column]` errors.
 //! - `errors`: the error objects, worded per flavour.
 //! - `faults`: what a test can inject, and when each fault fires.
@@ -17,31 +23,33 @@
 //! Every method of the handle may be called at any time, from any thread, while the agent under
 //! test is talking to the server.
 
+mod admin;
+mod auth;
 mod bulk;
 mod cluster;
+mod document;
 mod errors;
 mod faults;
 mod http;
 mod json;
 mod mapping;
+mod render;
+mod server;
+mod templates;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::http::{HeaderMap, Method, Uri};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
-use tokio::sync::{watch, Notify};
 
 // Part of the handle's API; a test binary may use none of them.
 #[allow(unused_imports)]
 pub use self::faults::{DropPoint, ItemRule, ItemView};
-use self::faults::{Faults, Lasting, Reply, RequestFault};
+use self::faults::{Lasting, Reply, RequestFault};
+use self::server::{Serving, Shared, State, DEFAULT_MAX_CONTENT_LENGTH};
 
 /// Which server to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,13 +94,13 @@ impl Credentials {
             Credentials::Basic { user, password } => {
                 format!(
                     "Basic {}",
-                    http::base64_encode(format!("{user}:{password}").as_bytes())
+                    auth::base64_encode(format!("{user}:{password}").as_bytes())
                 )
             }
             Credentials::ApiKey { id, key } => {
                 format!(
                     "ApiKey {}",
-                    http::base64_encode(format!("{id}:{key}").as_bytes())
+                    auth::base64_encode(format!("{id}:{key}").as_bytes())
                 )
             }
             Credentials::Bearer(token) => format!("Bearer {token}"),
@@ -127,110 +135,6 @@ impl RequestRecord {
     }
 }
 
-/// Most requests the server remembers; older ones are forgotten (and counted).
-const REQUEST_LOG_CAPACITY: usize = 100_000;
-
-/// Everything the server holds, behind one lock. Handlers never hold it across an `await`.
-struct State {
-    cluster: cluster::Cluster,
-    faults: Faults,
-    /// Empty: security disabled.
-    credentials: Vec<Credentials>,
-    requests: VecDeque<(u64, RequestRecord)>,
-    requests_forgotten: u64,
-    next_request: u64,
-    statuses: BTreeMap<u16, u64>,
-    item_statuses: BTreeMap<u16, u64>,
-    /// `http.max_content_length`, measured after decompression.
-    max_content_length: usize,
-    delay: Duration,
-}
-
-impl State {
-    fn begin_request(
-        &mut self,
-        method: &Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        encoding: Option<&str>,
-    ) -> u64 {
-        let header = |name: &str| {
-            headers
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let seq = self.next_request;
-        self.next_request += 1;
-        if self.requests.len() == REQUEST_LOG_CAPACITY {
-            self.requests.pop_front();
-            self.requests_forgotten += 1;
-        }
-        self.requests.push_back((
-            seq,
-            RequestRecord {
-                method: method.to_string(),
-                path: uri.path().to_string(),
-                query: uri.query().map(str::to_string),
-                content_type: header("content-type"),
-                authorization: header("authorization"),
-                gzip: matches!(encoding, Some("gzip" | "x-gzip")),
-                wire_bytes: 0,
-                body_bytes: 0,
-                items: None,
-                status: None,
-            },
-        ));
-        seq
-    }
-
-    fn record(&mut self, seq: u64) -> Option<&mut RequestRecord> {
-        self.requests
-            .iter_mut()
-            .rev()
-            .find(|(s, _)| *s == seq)
-            .map(|(_, r)| r)
-    }
-
-    fn set_body_size(&mut self, seq: u64, wire: usize, decoded: usize) {
-        if let Some(r) = self.record(seq) {
-            r.wire_bytes = wire;
-            r.body_bytes = decoded;
-        }
-    }
-
-    fn end_request(&mut self, seq: u64, status: Option<u16>, items: Option<usize>) {
-        if let Some(s) = status {
-            *self.statuses.entry(s).or_insert(0) += 1;
-        }
-        if let Some(r) = self.record(seq) {
-            r.status = status;
-            r.items = items;
-        }
-    }
-}
-
-/// What the handle and the server share.
-struct Shared {
-    flavor: Flavor,
-    cluster_uuid: String,
-    state: Mutex<State>,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        // A panicking handler must not take every later request down with it.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// The accept loop now running.
-struct Serving {
-    stop: watch::Sender<bool>,
-    /// Disconnects when the accept loop has closed the listener and every connection.
-    stopped: mpsc::Receiver<()>,
-}
-
 /// The handle on a running test Elasticsearch. See the module documentation.
 pub struct TestEs {
     addr: SocketAddr,
@@ -246,30 +150,7 @@ impl TestEs {
             .duration_since(UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64)
             ^ u64::from(std::process::id());
-        let mut cluster = cluster::Cluster::new(flavor, seed);
-        let cluster_uuid: String = (0..22)
-            .map(|i| {
-                let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-                alphabet[((seed >> (i % 10 * 6)) as usize + i * 7) % 64] as char
-            })
-            .collect();
-        cluster.total_fields_limit = 1000;
-        let shared = Arc::new(Shared {
-            flavor,
-            cluster_uuid,
-            state: Mutex::new(State {
-                cluster,
-                faults: Faults::default(),
-                credentials: Vec::new(),
-                requests: VecDeque::new(),
-                requests_forgotten: 0,
-                next_request: 0,
-                statuses: BTreeMap::new(),
-                item_statuses: BTreeMap::new(),
-                max_content_length: 100 * 1024 * 1024,
-                delay: Duration::ZERO,
-            }),
-        });
+        let shared = Arc::new(Shared::new(flavor, seed));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("test-elasticsearch")
@@ -284,23 +165,9 @@ impl TestEs {
             runtime: Some(runtime),
             serving: Mutex::new(None),
         };
-        let serving = es.serve(listener);
+        let serving = server::serve(es.runtime.as_ref().expect("running"), &es.shared, listener);
         *es.serving.lock().unwrap() = Some(serving);
         es
-    }
-
-    fn serve(&self, listener: StdListener) -> Serving {
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let (stop, stop_rx) = watch::channel(false);
-        let (stopped_tx, stopped) = mpsc::channel();
-        let router = http::router(self.shared.clone());
-        self.runtime
-            .as_ref()
-            .expect("running")
-            .spawn(accept_loop(listener, router, stop_rx, stopped_tx));
-        Serving { stop, stopped }
     }
 
     /// `http://127.0.0.1:<port>`.
@@ -393,7 +260,7 @@ impl TestEs {
         let mut st = self.state();
         st.faults.clear();
         st.delay = Duration::ZERO;
-        st.max_content_length = 100 * 1024 * 1024;
+        st.max_content_length = DEFAULT_MAX_CONTENT_LENGTH;
     }
 
     /// Stops listening and closes every open connection: connecting is refused until
@@ -423,7 +290,11 @@ impl TestEs {
                 Err(e) => panic!("rebinding {}: {e}", self.addr),
             }
         };
-        *serving = Some(self.serve(listener));
+        *serving = Some(server::serve(
+            self.runtime.as_ref().expect("running"),
+            &self.shared,
+            listener,
+        ));
     }
 
     pub fn is_up(&self) -> bool {
@@ -555,48 +426,5 @@ impl Drop for TestEs {
             // Never blocks, even if the handle is dropped inside another runtime.
             runtime.shutdown_background();
         }
-    }
-}
-
-async fn accept_loop(
-    listener: StdListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-    stopped: mpsc::Sender<()>,
-) {
-    let listener = TcpListener::from_std(listener).expect("tokio listener");
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stop.changed() => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => {
-                if let Ok((stream, _)) = accepted {
-                    connections.spawn(serve_connection(stream, router.clone(), stop.clone()));
-                }
-            }
-        }
-    }
-    // Refuse new connections first, then close the open ones, as a stopped node does.
-    drop(listener);
-    connections.shutdown().await;
-    drop(stopped);
-}
-
-async fn serve_connection(
-    stream: TcpStream,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) {
-    let _ = stream.set_nodelay(true);
-    let kill = Arc::new(Notify::new());
-    let service = http::with_conn(router, http::Conn { kill: kill.clone() });
-    let connection = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-    // Dropping the connection future closes the socket, answered or not.
-    tokio::select! {
-        _ = connection => {}
-        _ = kill.notified() => {}
-        _ = stop.changed() => {}
     }
 }

@@ -1,4 +1,5 @@
-//! The HTTP face of the test cluster: routes, and the front layer every request passes through.
+//! The HTTP face of the test cluster: routes, the front layer every request passes through, the
+//! banner and the `_bulk` endpoint.
 //!
 //! The front layer does what happens before Elasticsearch's handlers run, in the same order: the
 //! body is read and decompressed (`Content-Encoding: gzip` or `deflate`) and measured against
@@ -16,19 +17,25 @@ use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::header::{
     HeaderMap, HeaderValue, ALLOW, AUTHORIZATION, CONNECTION, CONTENT_ENCODING, CONTENT_LENGTH,
-    CONTENT_TYPE, WWW_AUTHENTICATE,
+    CONTENT_TYPE,
 };
 use axum::http::{Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Router};
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::Notify;
 
+use super::admin::{
+    delete_index_template, get_index_template, get_legacy_template, get_pipeline,
+    put_index_template, put_legacy_template, put_pipeline,
+};
+use super::auth::{authenticate, unauthorized};
 use super::errors::{self, EsError};
 use super::faults::Reply;
-use super::{bulk, json as js, Credentials, Flavor, Shared};
+use super::render::{query_params, Render};
+use super::{bulk, Flavor, Shared};
 
 /// Lets a handler close its own connection without answering.
 #[derive(Clone)]
@@ -66,226 +73,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(shared.clone(), front))
         .with_state(shared)
-}
-
-fn is_elasticsearch(flavor: Flavor) -> bool {
-    flavor != Flavor::OpenSearch2
-}
-
-/// The query string, decoded as Elasticsearch decodes it (`+` is a space).
-fn query_params(query: Option<&str>) -> Vec<(String, String)> {
-    let Some(q) = query else { return Vec::new() };
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (hex(b[i + 1]), hex(b[i + 2])) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 2;
-                    }
-                    _ => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-pub fn base64_encode(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in bytes.chunks(3) {
-        let n =
-            chunk.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b)) << (8 * (3 - chunk.len()));
-        for i in 0..=chunk.len() {
-            out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-        }
-        for _ in chunk.len()..3 {
-            out.push('=');
-        }
-    }
-    out
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            _ => return None,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
-/// How the answer to this request is rendered: `filter_path`, `pretty`, and the media type
-/// (the versioned one when the client asked for API compatibility).
-struct Render {
-    flavor: Flavor,
-    filter: Vec<String>,
-    pretty: bool,
-    compatible: Option<String>,
-}
-
-impl Render {
-    fn of(flavor: Flavor, params: &[(String, String)], headers: &HeaderMap) -> Self {
-        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let compatible = [headers.get("accept"), headers.get(CONTENT_TYPE)]
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(|v| {
-                v.split("compatible-with=")
-                    .nth(1)
-                    .map(|n| n.trim().to_string())
-            });
-        Render {
-            flavor,
-            filter: get("filter_path")
-                .map(|f| f.split(',').map(str::trim).map(str::to_string).collect())
-                .unwrap_or_default(),
-            pretty: get("pretty").is_some_and(|v| v != "false"),
-            compatible: compatible.filter(|_| flavor == Flavor::Elasticsearch8),
-        }
-    }
-
-    fn json(&self, status: u16, value: &Value) -> Response {
-        let value = if self.filter.is_empty() {
-            value.clone()
-        } else {
-            filter_path(value, &self.filter).unwrap_or_else(|| json!({}))
-        };
-        let mut text = if self.pretty {
-            serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
-        } else {
-            value.to_string()
-        };
-        if status == 404 && value == json!({}) && self.filter.is_empty() {
-            text = "{}".into();
-        }
-        let content_type = match &self.compatible {
-            Some(v) => format!("application/vnd.elasticsearch+json;compatible-with={v}"),
-            None => "application/json".to_string(),
-        };
-        let mut resp = Response::builder()
-            .status(status)
-            .header(CONTENT_TYPE, content_type)
-            .body(Body::from(text))
-            .expect("valid response");
-        if is_elasticsearch(self.flavor) {
-            resp.headers_mut().insert(
-                "x-elastic-product",
-                HeaderValue::from_static("Elasticsearch"),
-            );
-        }
-        resp
-    }
-
-    fn error(&self, e: &EsError) -> Response {
-        self.json(e.status, &e.body())
-    }
-}
-
-/// `filter_path`: keeps what the dotted patterns name (`*` within a name, `**` across levels,
-/// arrays traversed transparently); `None` when nothing is left.
-fn filter_path(value: &Value, patterns: &[String]) -> Option<Value> {
-    let (excludes, includes): (Vec<&String>, Vec<&String>) =
-        patterns.iter().partition(|p| p.starts_with('-'));
-    let mut value = value.clone();
-    if !includes.is_empty() {
-        let split: Vec<Vec<&str>> = includes.iter().map(|p| p.split('.').collect()).collect();
-        let refs: Vec<&[&str]> = split.iter().map(Vec::as_slice).collect();
-        value = include(&value, &refs)?;
-    }
-    for ex in excludes {
-        let parts: Vec<&str> = ex[1..].split('.').collect();
-        exclude(&mut value, &parts);
-    }
-    Some(value)
-}
-
-fn include(value: &Value, patterns: &[&[&str]]) -> Option<Value> {
-    if patterns.iter().any(|p| p.is_empty()) {
-        return Some(value.clone());
-    }
-    match value {
-        Value::Object(map) => {
-            let mut out = serde_json::Map::new();
-            for (k, child) in map {
-                let mut next: Vec<&[&str]> = Vec::new();
-                for p in patterns {
-                    if p[0] == "**" {
-                        next.push(p);
-                        next.push(&p[1..]);
-                        if p.len() > 1 && super::cluster::simple_match(p[1], k) {
-                            next.push(&p[2..]);
-                        }
-                    } else if super::cluster::simple_match(p[0], k) {
-                        next.push(&p[1..]);
-                    }
-                }
-                if next.is_empty() {
-                    continue;
-                }
-                if let Some(v) = include(child, &next) {
-                    out.insert(k.clone(), v);
-                }
-            }
-            (!out.is_empty()).then_some(Value::Object(out))
-        }
-        Value::Array(items) => {
-            let out: Vec<Value> = items.iter().filter_map(|i| include(i, patterns)).collect();
-            (!out.is_empty()).then_some(Value::Array(out))
-        }
-        _ => None,
-    }
-}
-
-fn exclude(value: &mut Value, parts: &[&str]) {
-    match value {
-        Value::Object(map) => {
-            if parts.len() == 1 {
-                map.retain(|k, _| !super::cluster::simple_match(parts[0], k));
-            } else {
-                for (k, child) in map.iter_mut() {
-                    if super::cluster::simple_match(parts[0], k) {
-                        exclude(child, &parts[1..]);
-                    }
-                }
-            }
-        }
-        Value::Array(items) => items.iter_mut().for_each(|i| exclude(i, parts)),
-        _ => {}
-    }
 }
 
 enum Decoded {
@@ -372,97 +159,6 @@ fn fault_reply(flavor: Flavor, reply: &Reply, render: &Render) -> Response {
             };
             render.error(&e)
         }
-    }
-}
-
-fn unauthorized(flavor: Flavor, reason: String) -> Response {
-    let mut builder = Response::builder().status(401);
-    for challenge in errors::challenges(flavor) {
-        builder = builder.header(WWW_AUTHENTICATE, challenge);
-    }
-    match flavor {
-        // The security plugin answers in plain text.
-        Flavor::OpenSearch2 => builder
-            .header(CONTENT_TYPE, "text/plain; charset=UTF-8")
-            .body(Body::from("Unauthorized")),
-        _ => builder
-            .header(CONTENT_TYPE, "application/json")
-            .body(Body::from(
-                errors::security(flavor, reason).body().to_string(),
-            )),
-    }
-    .expect("valid response")
-}
-
-/// Checks the `Authorization` header against the accepted credentials: the 401 when it fails.
-fn authenticate(
-    flavor: Flavor,
-    accepted: &[Credentials],
-    header: Option<&str>,
-    uri: &str,
-) -> Option<Response> {
-    if accepted.is_empty() {
-        return None;
-    }
-    let generic = "unable to authenticate with provided credentials and anonymous access is not allowed for this request";
-    let Some(header) = header else {
-        return Some(unauthorized(
-            flavor,
-            format!("missing authentication credentials for REST request [{uri}]"),
-        ));
-    };
-    let (scheme, value) = header.split_once(' ').unwrap_or((header, ""));
-    let value = value.trim();
-    let decoded = || base64_decode(value).and_then(|b| String::from_utf8(b).ok());
-    match scheme.to_ascii_lowercase().as_str() {
-        "basic" => {
-            let Some((user, password)) = decoded().and_then(|s| {
-                s.split_once(':')
-                    .map(|(u, p)| (u.to_string(), p.to_string()))
-            }) else {
-                return Some(unauthorized(
-                    flavor,
-                    "invalid basic authentication header value".into(),
-                ));
-            };
-            let ok = accepted.iter().any(|c| {
-                matches!(c, Credentials::Basic { user: u, password: p } if *u == user && *p == password)
-            });
-            if ok {
-                None
-            } else {
-                Some(unauthorized(
-                    flavor,
-                    format!("unable to authenticate user [{user}] for REST request [{uri}]"),
-                ))
-            }
-        }
-        "apikey" => {
-            let ok = decoded().is_some_and(|s| {
-                accepted.iter().any(
-                    |c| matches!(c, Credentials::ApiKey { id, key } if s == format!("{id}:{key}")),
-                )
-            });
-            if ok {
-                None
-            } else {
-                Some(unauthorized(flavor, generic.into()))
-            }
-        }
-        "bearer" => {
-            let ok = accepted
-                .iter()
-                .any(|c| matches!(c, Credentials::Bearer(t) if t == value));
-            if ok {
-                None
-            } else {
-                Some(unauthorized(flavor, generic.into()))
-            }
-        }
-        _ => Some(unauthorized(
-            flavor,
-            format!("missing authentication credentials for REST request [{uri}]"),
-        )),
     }
 }
 
@@ -635,7 +331,11 @@ async fn banner(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 /// Elasticsearch refuses a body whose media type it cannot read.
-fn content_type_rejection(flavor: Flavor, headers: &HeaderMap, ndjson: bool) -> Option<Response> {
+pub fn content_type_rejection(
+    flavor: Flavor,
+    headers: &HeaderMap,
+    ndjson: bool,
+) -> Option<Response> {
     let raw = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -792,200 +492,6 @@ async fn bulk(shared: Arc<Shared>, index: Option<String>, req: Request) -> Respo
     let mut resp = render.json(200, &body);
     resp.extensions_mut().insert(BulkItems(count));
     resp
-}
-
-/// A JSON request body, or the 400 Elasticsearch answers for it.
-fn json_body(flavor: Flavor, body: &[u8]) -> Result<Value, EsError> {
-    if body.is_empty() {
-        return Err(EsError::new(
-            400,
-            "parse_exception",
-            "request body is required",
-        ));
-    }
-    match js::parse_first(body) {
-        Ok(Some((node, _))) if matches!(node.value, js::Kind::Object(_)) => Ok(node.to_value()),
-        Ok(_) => Err(EsError::new(
-            400,
-            "parse_exception",
-            "request body is required",
-        )),
-        Err(e) => Err(errors::x_content(
-            flavor,
-            &js::location(body, e.at),
-            &e.message,
-        )),
-    }
-}
-
-async fn read_json(flavor: Flavor, req: Request) -> Result<(Value, Render), Response> {
-    let (parts, body) = req.into_parts();
-    let render = Render::of(flavor, &query_params(parts.uri.query()), &parts.headers);
-    if let Some(resp) = content_type_rejection(flavor, &parts.headers, false) {
-        return Err(resp);
-    }
-    let body = axum::body::to_bytes(body, usize::MAX)
-        .await
-        .unwrap_or_default();
-    match json_body(flavor, &body) {
-        Ok(v) => Ok((v, render)),
-        Err(e) => Err(render.error(&e)),
-    }
-}
-
-const INDEX_TEMPLATE_FIELDS: &[&str] = &[
-    "index_patterns",
-    "template",
-    "composed_of",
-    "priority",
-    "version",
-    "_meta",
-    "data_stream",
-    "allow_auto_create",
-    "ignore_missing_component_templates",
-    "deprecated",
-];
-
-async fn put_index_template(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
-    let flavor = shared.flavor;
-    let (body, render) = match read_json(flavor, req).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if let Some(unknown) = body.as_object().and_then(|o| {
-        o.keys()
-            .find(|k| !INDEX_TEMPLATE_FIELDS.contains(&k.as_str()))
-    }) {
-        return render.error(&errors::x_content(
-            flavor,
-            "1:2",
-            &format!("[index_template] unknown field [{unknown}]"),
-        ));
-    }
-    match shared.lock().cluster.put_index_template(&name, body) {
-        Ok(()) => render.json(200, &json!({"acknowledged": true})),
-        Err(e) => render.error(&e),
-    }
-}
-
-async fn get_index_template(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
-    let flavor = shared.flavor;
-    let render = Render::of(flavor, &query_params(req.uri().query()), req.headers());
-    let st = shared.lock();
-    let found: Vec<Value> = st
-        .cluster
-        .index_templates
-        .iter()
-        .filter(|(n, _)| super::cluster::simple_match(&name, n))
-        .map(|(n, t)| json!({"name": n, "index_template": t}))
-        .collect();
-    if found.is_empty() {
-        let e = EsError::new(
-            404,
-            "resource_not_found_exception",
-            format!("index template matching [{name}] not found"),
-        );
-        return render.error(&e);
-    }
-    render.json(200, &json!({ "index_templates": found }))
-}
-
-async fn delete_index_template(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
-    let render = Render::of(
-        shared.flavor,
-        &query_params(req.uri().query()),
-        req.headers(),
-    );
-    match shared.lock().cluster.index_templates.remove(&name) {
-        Some(_) => render.json(200, &json!({"acknowledged": true})),
-        None => render.error(&EsError::new(
-            404,
-            "resource_not_found_exception",
-            format!("index_template [{name}] missing"),
-        )),
-    }
-}
-
-async fn put_legacy_template(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
-    let (body, render) = match read_json(shared.flavor, req).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    match shared.lock().cluster.put_legacy_template(&name, body) {
-        Ok(()) => render.json(200, &json!({"acknowledged": true})),
-        Err(e) => render.error(&e),
-    }
-}
-
-async fn get_legacy_template(
-    State(shared): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    req: Request,
-) -> Response {
-    let render = Render::of(
-        shared.flavor,
-        &query_params(req.uri().query()),
-        req.headers(),
-    );
-    match shared.lock().cluster.legacy_templates.get(&name) {
-        Some(t) => render.json(200, &json!({ name: t })),
-        None => render.json(404, &json!({})),
-    }
-}
-
-async fn put_pipeline(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
-    let (body, render) = match read_json(shared.flavor, req).await {
-        Ok(v) => v,
-        Err(resp) => return resp,
-    };
-    if !body.get("processors").is_some_and(Value::is_array) {
-        return render.error(
-            &EsError::new(
-                400,
-                "parse_exception",
-                "[processors] required property is missing",
-            )
-            .with("property_name", "processors"),
-        );
-    }
-    shared.lock().cluster.pipelines.insert(id, body);
-    render.json(200, &json!({"acknowledged": true}))
-}
-
-async fn get_pipeline(
-    State(shared): State<Arc<Shared>>,
-    Path(id): Path<String>,
-    req: Request,
-) -> Response {
-    let render = Render::of(
-        shared.flavor,
-        &query_params(req.uri().query()),
-        req.headers(),
-    );
-    match shared.lock().cluster.pipelines.get(&id) {
-        Some(p) => render.json(200, &json!({ id: p })),
-        None => render.json(404, &json!({})),
-    }
 }
 
 async fn no_handler(State(shared): State<Arc<Shared>>, req: Request) -> Response {
