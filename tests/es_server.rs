@@ -836,11 +836,16 @@ fn a_status_fault_answers_for_its_window_then_the_server_recovers() {
     std::thread::sleep(Duration::from_millis(350));
     assert_eq!(bulk(&es, "/_bulk", &body).status, 200);
 
+    es.fail_next_with(1, 503, "text/plain", b"upstream connect error");
+    let resp = bulk(&es, "/_bulk", &body);
+    assert_eq!(resp.status, 503);
+    assert_eq!(resp.text(), "upstream connect error");
+
     es.fail_until_cleared(503);
     assert_eq!(request(&es, "GET", "/", &[], b"").status, 503);
     es.clear_faults();
     assert_eq!(request(&es, "GET", "/", &[], b"").status, 200);
-    assert_eq!(es.status_counts().get(&503), Some(&3));
+    assert_eq!(es.status_counts().get(&503), Some(&4));
 }
 
 #[test]
@@ -1190,4 +1195,81 @@ fn the_total_fields_limit_rejects_documents_that_would_pass_it() {
     );
     assert_eq!(item(&v, 2)["status"], 201);
     assert_eq!(es.field_count("a"), Some(5));
+}
+
+#[test]
+fn updates_merge_upsert_and_report_noops() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let v = bulk(
+        &es,
+        "/app/_bulk",
+        &ndjson(&[
+            json!({"update": {"_id": "u"}}),
+            json!({"doc": {"a": 1}}),
+            json!({"update": {"_id": "u"}}),
+            json!({"doc": {"a": 1}, "doc_as_upsert": true}),
+            json!({"update": {"_id": "u"}}),
+            json!({"doc": {"a": 1}}),
+            json!({"update": {"_id": "u"}}),
+            json!({"doc": {"b": {"c": 2}}}),
+        ]),
+    )
+    .json();
+    let missing = item(&v, 0);
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["error"]["type"], "document_missing_exception");
+    assert_eq!(missing["error"]["reason"], "[u]: document missing");
+    assert_eq!(item(&v, 1)["result"], "created");
+    assert_eq!(item(&v, 2)["result"], "noop");
+    assert_eq!(item(&v, 2)["_version"], 1);
+    assert_eq!(item(&v, 3)["result"], "updated");
+    assert_eq!(item(&v, 3)["_version"], 2);
+    assert_eq!(
+        es.document("app", "u"),
+        Some(json!({"a": 1, "b": {"c": 2}}))
+    );
+
+    let resp = bulk(&es, "/app/_bulk", "{\"update\":{}}\n{\"doc\":{}}\n");
+    assert_eq!(
+        resp.json()["error"]["reason"],
+        "Validation Failed: 1: id is missing;"
+    );
+}
+
+#[test]
+fn a_strict_template_refuses_unknown_fields() {
+    let es = TestEs::start(Flavor::Elasticsearch7);
+    let template = json!({
+        "index_patterns": ["strict-*"],
+        "template": {"mappings": {
+            "dynamic": "strict",
+            "properties": {"message": {"type": "text"}, "labels": {"type": "object", "dynamic": true}}
+        }}
+    });
+    let resp = request(
+        &es,
+        "PUT",
+        "/_index_template/strict",
+        &[("Content-Type", "application/json")],
+        template.to_string().as_bytes(),
+    );
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let v = bulk(
+        &es,
+        "/strict-1/_bulk",
+        &ndjson(&[
+            json!({"index": {}}),
+            json!({"message": "ok", "labels": {"app": "web"}}),
+            json!({"index": {}}),
+            json!({"message": "no", "extra": 1}),
+        ]),
+    )
+    .json();
+    assert_eq!(item(&v, 0)["status"], 201);
+    let refused = item(&v, 1);
+    assert_eq!(refused["error"]["type"], "strict_dynamic_mapping_exception");
+    assert_eq!(
+        refused["error"]["reason"],
+        "mapping set to strict, dynamic introduction of [extra] within [_doc] is not allowed"
+    );
 }

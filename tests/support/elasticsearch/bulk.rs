@@ -414,6 +414,9 @@ pub fn validate(ops: &[Op<'_>]) -> Result<(), EsError> {
         }
         match (&op.action, &op.id) {
             (Action::Update | Action::Delete, None) => problems.push("id is missing".into()),
+            (_, Some(id)) if id.is_empty() => {
+                problems.push("if _id is specified it must not be empty".into())
+            }
             (_, Some(id)) if id.len() > 512 => problems.push(format!(
                 "id [{id}] is too long, must be no longer than 512 bytes but was: {}",
                 id.len()

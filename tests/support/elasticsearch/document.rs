@@ -334,6 +334,7 @@ impl DocParser<'_> {
                 return Ok(());
             }
         }
+        let dynamic = cur.dynamic.unwrap_or(dynamic);
         let leaf = &parts[parts.len() - 1];
         self.value(cur, &cur_path, leaf, &m.key, &m.value, dynamic)
     }
