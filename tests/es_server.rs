@@ -189,6 +189,7 @@ fn the_banner_is_each_distributions_own() {
     let resp = request(&es8, "GET", "/", &[], b"");
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("x-elastic-product"), Some("Elasticsearch"));
+    assert_eq!(resp.header("content-type"), Some("application/json"));
     let banner = resp.json();
     assert!(banner["version"]["number"]
         .as_str()
@@ -1272,4 +1273,60 @@ fn a_strict_template_refuses_unknown_fields() {
         refused["error"]["reason"],
         "mapping set to strict, dynamic introduction of [extra] within [_doc] is not allowed"
     );
+}
+
+#[test]
+fn concurrent_clients_that_retry_what_failed_store_every_document_once() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.reject_items(ItemRule::FirstAttempts(1), 429);
+    es.reject_items(ItemRule::EveryKth(7), 503);
+    es.fail_next(5, 503);
+    let addr = es.addr();
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let mut client = Client::connect(addr).unwrap();
+                for batch in 0..10 {
+                    let mut pending: Vec<String> =
+                        (0..20).map(|i| format!("w{w}-b{batch}-{i}")).collect();
+                    let mut attempts = 0;
+                    while !pending.is_empty() {
+                        attempts += 1;
+                        assert!(attempts < 20, "no progress for {pending:?}");
+                        let mut lines = Vec::new();
+                        for id in &pending {
+                            lines.push(json!({"create": {"_index": "logs", "_id": id}}));
+                            lines.push(json!({"message": id}));
+                        }
+                        let resp = client
+                            .send("POST", "/_bulk", &[NDJSON], ndjson(&lines).as_bytes())
+                            .unwrap();
+                        if resp.status != 200 {
+                            continue;
+                        }
+                        let v = resp.json();
+                        pending = pending
+                            .iter()
+                            .enumerate()
+                            .filter(|(i, _)| {
+                                let status = item(&v, *i)["status"].as_u64().unwrap();
+                                status == 429 || status >= 500
+                            })
+                            .map(|(_, id)| id.clone())
+                            .collect();
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let docs = es.documents("logs");
+    assert_eq!(docs.len(), 800);
+    assert_eq!(es.doc_count(), 800);
+    for (id, doc) in docs {
+        assert_eq!(doc, json!({"message": id}));
+    }
+    assert_eq!(es.item_status_counts().get(&201), Some(&800));
 }

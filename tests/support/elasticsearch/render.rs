@@ -96,7 +96,9 @@ impl Render {
         };
         let content_type = match &self.compatible {
             Some(v) => format!("application/vnd.elasticsearch+json;compatible-with={v}"),
-            None => "application/json".to_string(),
+            // 8.x dropped the charset parameter that 7.x (and OpenSearch) still send.
+            None if self.flavor == Flavor::Elasticsearch8 => "application/json".to_string(),
+            None => "application/json; charset=UTF-8".to_string(),
         };
         let mut resp = Response::builder()
             .status(status)
