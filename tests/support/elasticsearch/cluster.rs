@@ -19,18 +19,24 @@ use super::Flavor;
 
 #[derive(Debug, Clone)]
 pub struct Doc {
+    /// The document as stored (`_source`).
     pub source: Value,
+    /// `_version`: 1 when created, +1 on every write and delete of the id.
     pub version: u64,
+    /// `_seq_no` of the write that stored it.
     pub seq_no: u64,
 }
 
 #[derive(Debug)]
 pub struct Index {
     pub name: String,
+    /// Reported in shard-level item errors (`index_uuid`).
     pub uuid: String,
+    /// Stored documents by `_id`.
     pub docs: HashMap<String, Doc>,
     /// Versions of deleted documents: a later write continues from them.
     deleted: HashMap<String, u64>,
+    /// The single shard's next `_seq_no`.
     next_seq_no: u64,
     pub mapping: Mapping,
     /// The data stream this is the backing index of.
@@ -50,12 +56,17 @@ pub struct Cluster {
     pub indices: BTreeMap<String, Index>,
     /// Data streams: name -> write (backing) index.
     pub data_streams: BTreeMap<String, String>,
+    /// Composable index templates (`_index_template`), as sent.
     pub index_templates: BTreeMap<String, Value>,
+    /// Legacy templates (`_template`), as sent.
     pub legacy_templates: BTreeMap<String, Value>,
+    /// Ingest pipelines, as sent: only their existence matters (processors are not run).
     pub pipelines: BTreeMap<String, Value>,
     /// `index.mapping.total_fields.limit` of new indices, unless a template sets it.
     pub total_fields_limit: usize,
+    /// xorshift state for uuids and ids.
     rng: u64,
+    /// Ids generated so far, folded into each new id so none repeats.
     ids: u64,
 }
 

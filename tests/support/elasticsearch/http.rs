@@ -440,6 +440,13 @@ async fn bulk(shared: Arc<Shared>, index: Option<String>, req: Request) -> Respo
         Flavor::Elasticsearch7 => allowed.push("type"),
         Flavor::OpenSearch2 => {}
     }
+    // Elasticsearch's REST layer checks the media type before the handler sees the request, and
+    // the handler checks its parameters before it reads the body.
+    if !body.is_empty() {
+        if let Some(resp) = content_type_rejection(flavor, &parts.headers, true) {
+            return resp;
+        }
+    }
     if let Err(e) = check_params(parts.uri.path(), &params, &allowed) {
         return render.error(&e);
     }
@@ -449,9 +456,6 @@ async fn bulk(shared: Arc<Shared>, index: Option<String>, req: Request) -> Respo
             "parse_exception",
             "request body is required",
         ));
-    }
-    if let Some(resp) = content_type_rejection(flavor, &parts.headers, true) {
-        return resp;
     }
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
     let refresh = match param("refresh") {

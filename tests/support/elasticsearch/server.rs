@@ -34,13 +34,19 @@ pub struct State {
     pub faults: Faults,
     /// Empty: security disabled.
     pub credentials: Vec<Credentials>,
+    /// The request log, each entry with its sequence number so the front layer can complete it
+    /// once answered; bounded by [`REQUEST_LOG_CAPACITY`].
     pub requests: VecDeque<(u64, RequestRecord)>,
+    /// Entries dropped from the front of the log.
     pub requests_forgotten: u64,
     pub next_request: u64,
+    /// Answers per HTTP status.
     pub statuses: BTreeMap<u16, u64>,
+    /// Bulk items per status.
     pub item_statuses: BTreeMap<u16, u64>,
     /// `http.max_content_length`, measured after decompression.
     pub max_content_length: usize,
+    /// Held before each request is handled.
     pub delay: Duration,
 }
 
