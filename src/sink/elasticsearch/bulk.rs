@@ -1,0 +1,195 @@
+//! Bulk request bodies: NDJSON action and document lines, gzip'ed as they are written.
+//!
+//! A [`BulkBuilder`] takes records one by one and writes `{"create":{"_index":…,"_id":…}}\n` and
+//! the document line straight into the (compressing) request buffer: the uncompressed body is
+//! never held in memory. It counts items and uncompressed bytes so the caller can close the
+//! request at `batch.max_bytes` or `batch.max_events`, and remembers which record every item is,
+//! in order, because Elasticsearch answers item by item in request order.
+//!
+//! Document ids: the record's file generation prefix (12 bytes, see [`IdPrefix`]) and its byte
+//! offset (8 bytes, big-endian), in unpadded base64url: 27 characters, about as long as
+//! Elasticsearch's own auto-generated ids.
+//!
+//! [`IdPrefix`]: crate::record::IdPrefix
+
+use std::io::{self, Write};
+
+use base64::Engine as _;
+use flate2::write::GzEncoder;
+
+use crate::record::IdPrefix;
+
+use super::retry::OpType;
+
+/// Length of a document id in base64url characters.
+pub const ID_LEN: usize = 27;
+
+/// A record's document id.
+pub fn doc_id(prefix: IdPrefix, offset: u64) -> [u8; ID_LEN] {
+    let mut raw = [0u8; 20];
+    raw[..12].copy_from_slice(&prefix.0);
+    raw[12..].copy_from_slice(&offset.to_be_bytes());
+    let mut out = [0u8; ID_LEN];
+    let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode_slice(raw, &mut out)
+        .unwrap_or(0);
+    debug_assert_eq!(n, ID_LEN);
+    out
+}
+
+/// Where the body goes while it is written.
+enum Body {
+    Plain(Vec<u8>),
+    Gzip(GzEncoder<Vec<u8>>),
+}
+
+/// One bulk request being written.
+pub struct BulkBuilder<R> {
+    body: Body,
+    /// Every item's reference, in request order.
+    items: Vec<R>,
+    /// Bytes written before compression.
+    raw_bytes: usize,
+    op: OpType,
+    /// Reused for each document, so a document is encoded once and measured before it is added.
+    doc: Vec<u8>,
+}
+
+/// A finished request body.
+pub struct BulkBody<R> {
+    /// Cheap to clone: a retried request sends the same bytes again.
+    pub bytes: bytes::Bytes,
+    pub gzip: bool,
+    pub items: Vec<R>,
+    /// Bytes before compression.
+    pub raw_bytes: usize,
+}
+
+impl<R> BulkBuilder<R> {
+    /// An empty request; `gzip` is the compression level, if any.
+    pub fn new(op: OpType, gzip: Option<u32>) -> Self {
+        let body = match gzip {
+            Some(level) => Body::Gzip(GzEncoder::new(
+                Vec::with_capacity(64 * 1024),
+                flate2::Compression::new(level),
+            )),
+            None => Body::Plain(Vec::with_capacity(64 * 1024)),
+        };
+        BulkBuilder {
+            body,
+            items: Vec::new(),
+            raw_bytes: 0,
+            op,
+            doc: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Bytes written so far, before compression.
+    pub fn raw_bytes(&self) -> usize {
+        self.raw_bytes
+    }
+
+    /// Adds one item: the action line for `index` and `id`, then the document `encode` writes
+    /// (one JSON object, no newline).
+    pub fn push(&mut self, index: &str, id: &[u8], item: R, encode: impl FnOnce(&mut Vec<u8>)) {
+        let doc = &mut self.doc;
+        doc.clear();
+        doc.extend_from_slice(b"{\"");
+        doc.extend_from_slice(self.op.as_str().as_bytes());
+        doc.extend_from_slice(b"\":{\"_index\":\"");
+        // Index names are checked when rendered (no quotes, backslashes or control characters),
+        // ids are base64url: neither needs escaping.
+        doc.extend_from_slice(index.as_bytes());
+        doc.extend_from_slice(b"\",\"_id\":\"");
+        doc.extend_from_slice(id);
+        doc.extend_from_slice(b"\"}}\n");
+        encode(doc);
+        doc.push(b'\n');
+        self.raw_bytes += doc.len();
+        // Writing to a Vec (compressed or not) cannot fail.
+        let _ = match &mut self.body {
+            Body::Plain(v) => {
+                v.extend_from_slice(doc);
+                Ok(())
+            }
+            Body::Gzip(gz) => gz.write_all(doc),
+        };
+        self.items.push(item);
+        if self.doc.capacity() > 1 << 20 {
+            self.doc = Vec::new();
+        }
+    }
+
+    /// Finishes the body.
+    pub fn finish(self) -> io::Result<BulkBody<R>> {
+        let (bytes, gzip) = match self.body {
+            Body::Plain(v) => (v, false),
+            Body::Gzip(gz) => (gz.finish()?, true),
+        };
+        Ok(BulkBody {
+            bytes: bytes.into(),
+            gzip,
+            items: self.items,
+            raw_bytes: self.raw_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn ids_are_27_url_safe_characters_and_distinct_per_offset() {
+        let p = IdPrefix([7; 12]);
+        let a = doc_id(p, 0);
+        let b = doc_id(p, 1);
+        assert_ne!(a, b);
+        assert_ne!(doc_id(IdPrefix([8; 12]), 0), a);
+        for id in [a, b, doc_id(p, u64::MAX)] {
+            assert!(id
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'));
+        }
+        assert_eq!(&a, b"BwcHBwcHBwcHBwcHAAAAAAAAAAA");
+    }
+
+    #[test]
+    fn bodies_are_ndjson_with_a_final_newline_plain_or_gzip() {
+        for gzip in [None, Some(1)] {
+            let mut b = BulkBuilder::new(OpType::Create, gzip);
+            b.push("logs", b"id1", 1u32, |out| out.extend_from_slice(b"{\"m\":1}"));
+            b.push("logs-x", b"id2", 2u32, |out| {
+                out.extend_from_slice(b"{\"m\":\"two\"}")
+            });
+            assert_eq!(b.len(), 2);
+            let raw = b.raw_bytes();
+            let body = b.finish().unwrap();
+            assert_eq!(body.items, vec![1, 2]);
+            let text = if body.gzip {
+                let mut s = String::new();
+                flate2::read::GzDecoder::new(&body.bytes[..])
+                    .read_to_string(&mut s)
+                    .unwrap();
+                s
+            } else {
+                String::from_utf8(body.bytes.to_vec()).unwrap()
+            };
+            assert_eq!(
+                text,
+                "{\"create\":{\"_index\":\"logs\",\"_id\":\"id1\"}}\n{\"m\":1}\n\
+                 {\"create\":{\"_index\":\"logs-x\",\"_id\":\"id2\"}}\n{\"m\":\"two\"}\n"
+            );
+            assert_eq!(raw, text.len());
+        }
+    }
+}

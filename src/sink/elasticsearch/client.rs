@@ -1,0 +1,561 @@
+//! The HTTP side of the Elasticsearch sink: hosts, authentication, TLS, one attempt at a time.
+//!
+//! [`Client`] sends one request to one host and reports what happened; it never retries (the
+//! request loop in `mod.rs` does, with the policy of `retry.rs`). It keeps the health of every
+//! host: hosts are used round-robin, a host that failed is taken out for a backoff that grows with
+//! its consecutive failures, and once that backoff has passed it is probed with `GET /` before
+//! bulk requests go to it again. When every host is out, callers wait for the first to come back:
+//! nothing is dropped because a cluster is unreachable.
+//!
+//! Secrets (passwords, API keys, tokens) live in [`Secret`], whose `Debug` prints `***`; they only
+//! leave it to become an `Authorization` header. A bearer token is read from a file and read again
+//! when the file changes (projected service account tokens and Vault agents rotate them).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
+use reqwest::Url;
+use serde::Deserialize;
+
+use super::bulk::BulkBody;
+use super::retry::Backoff;
+
+/// A secret string: masked in `Debug`, never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// How requests authenticate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Auth {
+    None,
+    /// HTTP basic authentication.
+    Basic { user: String, password: Secret },
+    /// `Authorization: ApiKey <value>`; the value is the base64 of `id:key`, as Elasticsearch's
+    /// create API key answer gives it in `encoded`.
+    ApiKey(Secret),
+    /// `Authorization: Bearer <token>`, the token read from a file and re-read when it changes.
+    Bearer { token_file: PathBuf },
+}
+
+/// TLS towards Elasticsearch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Extra trusted CA certificates (PEM), on top of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS, with its key.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accept any server certificate. Logged as a warning at start: it defeats TLS.
+    pub insecure_skip_verify: bool,
+}
+
+/// What the client needs.
+#[derive(Clone, Debug)]
+pub struct ClientSettings {
+    pub hosts: Vec<Url>,
+    pub auth: Auth,
+    pub tls: TlsSettings,
+    /// How long one request may take, connection included.
+    pub request_timeout: Duration,
+    /// How long a failing host stays out (grows with consecutive failures).
+    pub host_backoff: Backoff,
+    /// An ingest pipeline every bulk request goes through.
+    pub pipeline: Option<String>,
+}
+
+/// Errors building the client (reading certificates), or of one attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("reading {what} {path}: {source}")]
+    ReadFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} {path} is not valid PEM: {source}")]
+    Pem {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("building the HTTP client: {0}")]
+    Build(#[source] reqwest::Error),
+    #[error("{host}: {source}")]
+    Transport {
+        host: Url,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{host}: HTTP {status}: {body}")]
+    Status {
+        host: Url,
+        status: u16,
+        body: String,
+    },
+    #[error("{host}: unexpected answer to GET /: {source}")]
+    Banner {
+        host: Url,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("reading bearer token file {path}: {source}")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What `GET /` says about the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterInfo {
+    /// "elasticsearch" or "opensearch".
+    pub distribution: String,
+    pub version: String,
+    pub cluster_name: String,
+}
+
+impl ClusterInfo {
+    /// The major version number, if it parses.
+    pub fn major(&self) -> Option<u32> {
+        self.version.split('.').next()?.parse().ok()
+    }
+}
+
+/// Which host to use next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Use host `index`; `probe` if it is coming back from a failure and must answer `GET /`
+    /// first.
+    Use { index: usize, probe: bool },
+    /// Every host is out; the first comes back after this long.
+    Wait(Duration),
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct HostState {
+    failures: u32,
+    down_until: Option<Instant>,
+}
+
+/// Round-robin over hosts, skipping those that are out.
+#[derive(Debug)]
+pub struct Hosts {
+    urls: Vec<Url>,
+    states: Mutex<Vec<HostState>>,
+    next: AtomicUsize,
+    backoff: Backoff,
+}
+
+impl Hosts {
+    pub fn new(urls: Vec<Url>, backoff: Backoff) -> Self {
+        let states = Mutex::new(vec![HostState::default(); urls.len()]);
+        Hosts {
+            urls,
+            states,
+            next: AtomicUsize::new(0),
+            backoff,
+        }
+    }
+
+    pub fn url(&self, index: usize) -> &Url {
+        &self.urls[index]
+    }
+
+    pub fn len(&self) -> usize {
+        self.urls.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.urls.is_empty()
+    }
+
+    /// The next host to use at `now`.
+    pub fn pick(&self, now: Instant) -> Pick {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let n = states.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for k in 0..n {
+            let i = (start + k) % n;
+            if states[i].down_until.is_none() {
+                return Pick::Use {
+                    index: i,
+                    probe: false,
+                };
+            }
+        }
+        let mut soonest = None::<(usize, Instant)>;
+        for (i, s) in states.iter().enumerate() {
+            if let Some(until) = s.down_until {
+                if soonest.is_none_or(|(_, t)| until < t) {
+                    soonest = Some((i, until));
+                }
+            }
+        }
+        match soonest {
+            Some((i, until)) if until <= now => Pick::Use {
+                index: i,
+                probe: true,
+            },
+            Some((_, until)) => Pick::Wait(until - now),
+            None => Pick::Wait(Duration::from_millis(100)),
+        }
+    }
+
+    /// The host answered well.
+    pub fn succeeded(&self, index: usize) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        if states[index].down_until.is_some() {
+            tracing::info!(host = %self.urls[index], "Elasticsearch host is back.");
+        }
+        states[index] = HostState::default();
+    }
+
+    /// The host failed at `now`: out for a backoff that grows with its failures.
+    pub fn failed(&self, index: usize, now: Instant) {
+        let mut states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        let s = &mut states[index];
+        // At least a quarter of the cap, so a host that just failed is not picked again at once.
+        let cap = self.backoff.cap(s.failures);
+        let wait = cap / 4 + self.backoff.delay(s.failures) * 3 / 4;
+        s.failures = s.failures.saturating_add(1);
+        s.down_until = Some(now + wait);
+    }
+
+    /// How many hosts are in service.
+    pub fn healthy(&self) -> usize {
+        let states = self.states.lock().unwrap_or_else(|e| e.into_inner());
+        states.iter().filter(|s| s.down_until.is_none()).count()
+    }
+}
+
+/// The bearer token as last read, and the file's modification time then.
+#[derive(Debug, Default)]
+struct TokenCache {
+    modified: Option<SystemTime>,
+    header: Option<HeaderValue>,
+}
+
+/// Talks to the cluster.
+#[derive(Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    pub hosts: Hosts,
+    auth: Auth,
+    token: Mutex<TokenCache>,
+    pipeline: Option<String>,
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: bytes::Bytes,
+}
+
+impl Client {
+    /// Builds the HTTP client; reads the CA and client certificate files.
+    pub fn build(settings: &ClientSettings) -> Result<Client, ClientError> {
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.request_timeout)
+            .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(50))
+            .tcp_keepalive(Duration::from_secs(30))
+            .user_agent(concat!("logship/", env!("CARGO_PKG_VERSION")));
+        let tls = &settings.tls;
+        if let Some(path) = &tls.ca_file {
+            let pem = read(path, "CA file")?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
+                ClientError::Pem {
+                    what: "CA file",
+                    path: path.clone(),
+                    source,
+                }
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+            let mut pem = read(cert, "client certificate")?;
+            pem.push(b'\n');
+            pem.extend(read(key, "client key")?);
+            let identity =
+                reqwest::Identity::from_pem(&pem).map_err(|source| ClientError::Pem {
+                    what: "client certificate and key",
+                    path: cert.clone(),
+                    source,
+                })?;
+            builder = builder.identity(identity);
+        }
+        if tls.insecure_skip_verify {
+            tracing::warn!("elasticsearch.tls.insecure_skip_verify is on: server certificates are not checked, anyone on the path can read and change what is sent.");
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let http = builder.build().map_err(ClientError::Build)?;
+        Ok(Client {
+            http,
+            hosts: Hosts::new(settings.hosts.clone(), settings.host_backoff),
+            auth: settings.auth.clone(),
+            token: Mutex::new(TokenCache::default()),
+            pipeline: settings.pipeline.clone(),
+        })
+    }
+
+    fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, ClientError> {
+        Ok(match &self.auth {
+            Auth::None => req,
+            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
+            Auth::ApiKey(key) => req.header(AUTHORIZATION, format!("ApiKey {}", key.expose())),
+            Auth::Bearer { token_file } => req.header(AUTHORIZATION, self.bearer(token_file)?),
+        })
+    }
+
+    /// The bearer header, re-reading the token file when its modification time changed.
+    fn bearer(&self, path: &Path) -> Result<HeaderValue, ClientError> {
+        let token_error = |source| ClientError::Token {
+            path: path.to_path_buf(),
+            source,
+        };
+        let modified = std::fs::metadata(path)
+            .and_then(|m| m.modified())
+            .map_err(token_error)?;
+        let mut cache = self.token.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.modified != Some(modified) || cache.header.is_none() {
+            let token = std::fs::read_to_string(path).map_err(token_error)?;
+            let mut header = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
+                .map_err(|e| token_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            header.set_sensitive(true);
+            cache.header = Some(header);
+            cache.modified = Some(modified);
+        }
+        Ok(cache.header.clone().unwrap_or_else(|| HeaderValue::from_static("")))
+    }
+
+    /// `GET /` on host `index`: the cluster's banner.
+    pub async fn info(&self, index: usize) -> Result<ClusterInfo, ClientError> {
+        let host = self.hosts.url(index).clone();
+        let answer = self.get(index, "").await?;
+        if !(200..300).contains(&answer.status) {
+            return Err(ClientError::Status {
+                host,
+                status: answer.status,
+                body: super::retry::error_summary(&answer.body),
+            });
+        }
+        #[derive(Deserialize)]
+        struct Banner {
+            #[serde(default)]
+            cluster_name: String,
+            version: Version,
+        }
+        #[derive(Deserialize)]
+        struct Version {
+            number: String,
+            #[serde(default)]
+            distribution: Option<String>,
+        }
+        let banner: Banner = serde_json::from_slice(&answer.body)
+            .map_err(|source| ClientError::Banner { host, source })?;
+        Ok(ClusterInfo {
+            distribution: banner
+                .version
+                .distribution
+                .unwrap_or_else(|| "elasticsearch".into()),
+            version: banner.version.number,
+            cluster_name: banner.cluster_name,
+        })
+    }
+
+    /// `GET <path>` on host `index`.
+    pub async fn get(&self, index: usize, path: &str) -> Result<Answer, ClientError> {
+        let url = self.endpoint(index, path);
+        let req = self.authorize(self.http.get(url))?;
+        self.send(index, req).await
+    }
+
+    /// `PUT <path>` with a JSON body on host `index`.
+    pub async fn put_json(
+        &self,
+        index: usize,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<Answer, ClientError> {
+        let url = self.endpoint(index, path);
+        let req = self
+            .http
+            .put(url)
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let req = self.authorize(req)?;
+        self.send(index, req).await
+    }
+
+    /// `POST /_bulk` with `body` on host `index`.
+    pub async fn bulk(&self, index: usize, body: &BulkBody<impl Sized>) -> Result<Answer, ClientError> {
+        let mut url = self.endpoint(index, "_bulk");
+        {
+            let mut query = url.query_pairs_mut();
+            // Only what the retry policy reads: smaller answers, faster parsing.
+            query.append_pair("filter_path", "errors,items.*.status,items.*.error");
+            if let Some(p) = &self.pipeline {
+                query.append_pair("pipeline", p);
+            }
+        }
+        let mut req = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .body(body.bytes.clone());
+        if body.gzip {
+            req = req.header(CONTENT_ENCODING, "gzip");
+        }
+        let req = self.authorize(req)?;
+        self.send(index, req).await
+    }
+
+    async fn send(&self, index: usize, req: reqwest::RequestBuilder) -> Result<Answer, ClientError> {
+        let host = || self.hosts.url(index).clone();
+        let response = req
+            .send()
+            .await
+            .map_err(|source| ClientError::Transport { host: host(), source })?;
+        let status = response.status().as_u16();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport { host: host(), source })?;
+        Ok(Answer { status, body })
+    }
+
+    fn endpoint(&self, index: usize, path: &str) -> Url {
+        let mut url = self.hosts.url(index).clone();
+        // Keep a path prefix (a proxy at https://proxy/es/): append, don't replace.
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}/{path}"));
+        url
+    }
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, ClientError> {
+    std::fs::read(path).map_err(|source| ClientError::ReadFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// reqwest is built without a default TLS crypto provider; logship uses ring's.
+fn install_crypto_provider() {
+    // Fails only if one is installed already, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(n: usize) -> Hosts {
+        let urls = (0..n)
+            .map(|i| Url::parse(&format!("http://es-{i}:9200")).unwrap())
+            .collect();
+        Hosts::new(
+            urls,
+            Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+            },
+        )
+    }
+
+    #[test]
+    fn round_robin_skips_failed_hosts_and_probes_them_when_due() {
+        let h = hosts(3);
+        let now = Instant::now();
+        let used: Vec<_> = (0..3).map(|_| h.pick(now)).collect();
+        assert_eq!(
+            used,
+            (0..3)
+                .map(|index| Pick::Use {
+                    index,
+                    probe: false
+                })
+                .collect::<Vec<_>>()
+        );
+        h.failed(1, now);
+        for _ in 0..6 {
+            assert!(matches!(h.pick(now), Pick::Use { index, probe: false } if index != 1));
+        }
+        h.failed(0, now);
+        h.failed(2, now);
+        assert_eq!(h.healthy(), 0);
+        assert!(matches!(h.pick(now), Pick::Wait(d) if d > Duration::ZERO && d <= Duration::from_secs(1)));
+        let later = now + Duration::from_secs(2);
+        assert!(matches!(h.pick(later), Pick::Use { probe: true, .. }));
+        h.succeeded(1);
+        assert_eq!(h.pick(later), Pick::Use { index: 1, probe: false });
+    }
+
+    #[test]
+    fn backoff_of_a_host_grows_with_its_failures() {
+        let h = hosts(1);
+        let now = Instant::now();
+        for _ in 0..10 {
+            h.failed(0, now);
+        }
+        let Pick::Wait(d) = h.pick(now) else { panic!() };
+        assert!(d >= Duration::from_secs(15), "{d:?}");
+    }
+
+    #[test]
+    fn endpoints_keep_a_path_prefix() {
+        let settings = ClientSettings {
+            hosts: vec![
+                Url::parse("http://es:9200").unwrap(),
+                Url::parse("https://proxy/es/").unwrap(),
+            ],
+            auth: Auth::None,
+            tls: TlsSettings::default(),
+            request_timeout: Duration::from_secs(1),
+            host_backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+            pipeline: None,
+        };
+        let c = Client::build(&settings).unwrap();
+        assert_eq!(c.endpoint(0, "_bulk").as_str(), "http://es:9200/_bulk");
+        assert_eq!(c.endpoint(1, "_bulk").as_str(), "https://proxy/es/_bulk");
+        assert_eq!(c.endpoint(0, "").as_str(), "http://es:9200/");
+    }
+
+    #[test]
+    fn secrets_are_masked_in_debug_output() {
+        let auth = Auth::Basic {
+            user: "elastic".into(),
+            password: Secret::new("hunter2".into()),
+        };
+        let text = format!("{auth:?}");
+        assert!(!text.contains("hunter2") && text.contains("***"), "{text}");
+    }
+}

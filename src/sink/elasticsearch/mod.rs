@@ -1,0 +1,668 @@
+//! The Elasticsearch sink: lossless, idempotent `_bulk` delivery (DESIGN.md invariants 1 and 2).
+//!
+//! ```text
+//!  batches ──► driver ──encode──► bulk bodies ──► request tasks (≤ max_in_flight) ──► cluster
+//!             ▲  │                                   │ whole-request retries, host failover
+//!             │  └── item outcomes ◄──────────────────┘
+//!             │        delivered / 409 ─► resolve ─► all records of a batch resolved ─► ack
+//!             │        429, 5xx ─► retry queue (backoff, jitter) ─► encoded again
+//!             │        other 4xx ─► dead letters ─► resolve
+//! ```
+//!
+//! The driver owns every batch from the moment it arrives until each of its records is resolved:
+//! delivered (2xx), already delivered (409 on `create`: an earlier attempt or a restart wrote it),
+//! or dead-lettered. Only then is the batch's range acknowledged to the positions table and the
+//! batch dropped, which returns its memory budget. Records are never copied out of their batch:
+//! an item is a reference (batch slot, record index), and a retried or split item is encoded again
+//! from the batch. So the memory of everything in flight is the batches' (bounded by
+//! `buffer.max_bytes`) plus at most `max_in_flight + 2` compressed request bodies.
+//!
+//! Requests are built in the driver task (encoding and gzip), and sent by one task each, which
+//! retries whole-request failures itself (connection errors, timeouts, 429, 5xx, with backoff and
+//! host failover) and hands back the final per-item outcomes. While Elasticsearch is down, every
+//! request task waits, the driver stops taking batches, the channel and the memory budget fill
+//! up, and the readers wait: the log files are the buffer.
+
+pub mod bulk;
+pub mod client;
+pub mod dead_letter;
+pub mod index;
+pub mod replay;
+pub mod retry;
+pub mod template;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::Receiver;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::document::Encoder;
+use crate::record::{Batch, Record};
+use crate::tail::positions::Positions;
+use crate::telemetry::{self, metrics, Throttle};
+
+use bulk::{doc_id, BulkBody, BulkBuilder};
+use client::{Client, ClientSettings, Pick};
+use dead_letter::{DeadLetter, DeadLetterSettings, DeadLetters};
+use index::IndexTemplate;
+use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
+
+/// Everything the sink needs, validated.
+#[derive(Clone, Debug)]
+pub struct ElasticsearchSettings {
+    pub client: ClientSettings,
+    /// The index every record goes to, as a template.
+    pub index: IndexTemplate,
+    /// Where records go whose template fields are missing.
+    pub index_fallback: String,
+    pub op_type: OpType,
+    /// gzip level of request bodies; `None` sends them uncompressed.
+    pub gzip: Option<u32>,
+    /// A request is closed at this many bytes before compression…
+    pub batch_max_bytes: usize,
+    /// …or this many records…
+    pub batch_max_events: usize,
+    /// …or this long after its first record, whichever comes first.
+    pub batch_timeout: Duration,
+    /// Requests sent at once at most.
+    pub max_in_flight: usize,
+    /// Backoff of retried requests and items.
+    pub retry: Backoff,
+    /// Give up retrying after this long and dead-letter; `None`: never give up.
+    pub retry_max_duration: Option<Duration>,
+    /// Install an index template with mappings that suit logship's documents at start.
+    pub install_template: bool,
+    pub dead_letter: DeadLetterSettings,
+}
+
+/// Errors building the sink.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error(transparent)]
+    Client(#[from] client::ClientError),
+    #[error("opening the dead-letter store {path}: {source}")]
+    DeadLetters {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built sink, ready to run.
+pub struct ElasticsearchSink {
+    settings: Arc<ElasticsearchSettings>,
+    client: Arc<Client>,
+    dead_letters: DeadLetters,
+    node_name: String,
+}
+
+impl ElasticsearchSink {
+    /// Reads certificates and opens the dead-letter store; no network yet.
+    pub fn build(settings: ElasticsearchSettings, node_name: &str) -> Result<Self, SinkError> {
+        let client = Arc::new(Client::build(&settings.client)?);
+        let dead_letters =
+            DeadLetters::open(settings.dead_letter.clone()).map_err(|source| {
+                SinkError::DeadLetters {
+                    path: settings.dead_letter.dir.clone(),
+                    source,
+                }
+            })?;
+        Ok(ElasticsearchSink {
+            settings: Arc::new(settings),
+            client,
+            dead_letters,
+            node_name: node_name.to_owned(),
+        })
+    }
+
+    /// Runs until the batch channel closes and every record received is resolved.
+    pub async fn run(self, batches: Receiver<Batch>, positions: Positions, encoder: Arc<Encoder>) {
+        let startup = tokio::spawn(template::start_up(
+            Arc::clone(&self.client),
+            Arc::clone(&self.settings),
+        ));
+        let mut driver = Driver {
+            settings: self.settings,
+            client: self.client,
+            positions,
+            encoder,
+            node_name: self.node_name,
+            pending: Vec::new(),
+            free: Vec::new(),
+            builder: None,
+            ready: VecDeque::new(),
+            retries: BinaryHeap::new(),
+            in_flight: JoinSet::new(),
+            index_cache: HashMap::new(),
+            dead_letters: self.dead_letters,
+            doc: Vec::new(),
+            retry_warnings: Throttle::new(Duration::from_secs(10)),
+        };
+        driver.run(batches).await;
+        startup.abort();
+    }
+}
+
+/// A batch whose records are not all resolved yet.
+struct Pending {
+    batch: Batch,
+    unresolved: usize,
+}
+
+/// One record of a pending batch, as an item of a request.
+#[derive(Clone, Copy, Debug)]
+struct ItemRef {
+    slot: u32,
+    record: u32,
+    /// Item-level retries so far.
+    attempts: u32,
+    /// When the record was first sent, for `retry.max_duration`.
+    since: Instant,
+}
+
+/// A retried item waiting for its backoff to pass.
+#[derive(Clone, Copy, Debug)]
+struct Delayed {
+    ready_at: Instant,
+    item: ItemRef,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        self.ready_at == other.ready_at
+    }
+}
+impl Eq for Delayed {}
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.ready_at.cmp(&other.ready_at)
+    }
+}
+
+/// A request being written, and when its first item went in.
+struct Open {
+    builder: BulkBuilder<ItemRef>,
+    opened_at: Instant,
+}
+
+/// The end of one request task.
+struct Delivery {
+    body: BulkBody<ItemRef>,
+    outcome: Final,
+}
+
+/// What a request task ends with.
+enum Final {
+    Items(Vec<ItemOutcome>),
+    Split,
+    Reject { status: u16, reason: String },
+    GaveUp { reason: String },
+}
+
+struct Driver {
+    settings: Arc<ElasticsearchSettings>,
+    client: Arc<Client>,
+    positions: Positions,
+    encoder: Arc<Encoder>,
+    node_name: String,
+    /// Batches by slot; `None` slots are in `free`.
+    pending: Vec<Option<Pending>>,
+    free: Vec<u32>,
+    builder: Option<Open>,
+    /// Bodies written and waiting for a request slot.
+    ready: VecDeque<BulkBody<ItemRef>>,
+    retries: BinaryHeap<Reverse<Delayed>>,
+    in_flight: JoinSet<Delivery>,
+    /// Rendered index names by (source, time bucket, stream); each entry keeps its source alive so
+    /// that its address cannot be reused by another file while cached.
+    index_cache: HashMap<(usize, i64, u8), (Arc<crate::source::Source>, Arc<str>)>,
+    dead_letters: DeadLetters,
+    /// Reused buffer for documents written to the dead letters.
+    doc: Vec<u8>,
+    retry_warnings: Throttle,
+}
+
+/// Index cache entries at most before it is cleared (one per file and day, typically).
+const INDEX_CACHE_MAX: usize = 4096;
+
+impl Driver {
+    async fn run(&mut self, mut batches: Receiver<Batch>) {
+        let mut input_open = true;
+        loop {
+            self.release_due_retries(Instant::now());
+            self.close_if_due(Instant::now(), !input_open);
+            self.dispatch();
+            if !input_open
+                && self.in_flight.is_empty()
+                && self.ready.is_empty()
+                && self.retries.is_empty()
+                && self.builder.is_none()
+            {
+                debug_assert!(self.pending.iter().all(Option::is_none));
+                return;
+            }
+            // Take new batches only when nothing written is waiting for a request slot: the
+            // bodies in memory stay bounded, and a slow cluster slows the readers.
+            let accept = input_open && self.ready.is_empty();
+            let deadline = self.next_deadline();
+            tokio::select! {
+                Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
+                    match done {
+                        Ok(delivery) => self.settle(delivery),
+                        Err(e) => {
+                            // A request task panicked: its records were never resolved, so their
+                            // positions never move; they are read again at the next start.
+                            tracing::error!(error = %e, "An Elasticsearch request task failed; its records will be sent again after a restart.");
+                        }
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {}
+                batch = batches.recv(), if accept => match batch {
+                    Some(batch) => self.add(batch),
+                    None => input_open = false,
+                },
+            }
+        }
+    }
+
+    /// The earliest of the open request's timeout and the first retry's backoff.
+    fn next_deadline(&self) -> Option<Instant> {
+        let close = self
+            .builder
+            .as_ref()
+            .map(|o| o.opened_at + self.settings.batch_timeout);
+        let retry = self.retries.peek().map(|Reverse(d)| d.ready_at);
+        match (close, retry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Takes a new batch: every record becomes an item.
+    fn add(&mut self, batch: Batch) {
+        let records = batch.records.len();
+        if records == 0 {
+            self.positions.ack(batch.ack);
+            return;
+        }
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.pending.push(None);
+                (self.pending.len() - 1) as u32
+            }
+        };
+        self.pending[slot as usize] = Some(Pending {
+            batch,
+            unresolved: records,
+        });
+        let since = Instant::now();
+        for record in 0..records as u32 {
+            self.push(ItemRef {
+                slot,
+                record,
+                attempts: 0,
+                since,
+            });
+        }
+    }
+
+    /// Writes one item into the open request, closing it when it is full.
+    fn push(&mut self, item: ItemRef) {
+        let Some(pending) = self.pending[item.slot as usize].as_ref() else {
+            return;
+        };
+        let batch = &pending.batch;
+        let record = &batch.records[item.record as usize];
+        let index = index_name(
+            &mut self.index_cache,
+            &self.settings,
+            &self.node_name,
+            batch,
+            record,
+        );
+        let id = doc_id(batch.id_prefix, record.offset);
+        let open = self.builder.get_or_insert_with(|| Open {
+            builder: BulkBuilder::new(self.settings.op_type, self.settings.gzip),
+            opened_at: Instant::now(),
+        });
+        let encoder = &self.encoder;
+        open.builder
+            .push(&index, &id, item, |out| encoder.encode(batch, record, out));
+        if open.builder.raw_bytes() >= self.settings.batch_max_bytes
+            || open.builder.len() >= self.settings.batch_max_events
+        {
+            self.close();
+        }
+    }
+
+    /// Finishes the open request and queues it for sending.
+    fn close(&mut self) {
+        let Some(open) = self.builder.take() else {
+            return;
+        };
+        match open.builder.finish() {
+            Ok(body) => self.ready.push_back(body),
+            // Compressing into memory cannot fail; if it ever did, the items stay unresolved
+            // and their positions do not move.
+            Err(e) => tracing::error!(error = %e, "Cannot finish a bulk request body."),
+        }
+    }
+
+    fn close_if_due(&mut self, now: Instant, draining: bool) {
+        if let Some(open) = &self.builder {
+            if draining || now >= open.opened_at + self.settings.batch_timeout {
+                self.close();
+            }
+        }
+    }
+
+    /// Moves retried items whose backoff has passed into the open request.
+    fn release_due_retries(&mut self, now: Instant) {
+        while let Some(Reverse(next)) = self.retries.peek() {
+            if next.ready_at > now {
+                break;
+            }
+            let Some(Reverse(due)) = self.retries.pop() else {
+                break;
+            };
+            self.push(due.item);
+        }
+    }
+
+    /// Starts request tasks for waiting bodies, up to `max_in_flight`.
+    fn dispatch(&mut self) {
+        while self.in_flight.len() < self.settings.max_in_flight {
+            let Some(body) = self.ready.pop_front() else {
+                return;
+            };
+            telemetry::add(&metrics().es_requests, 1);
+            self.in_flight.spawn(deliver(
+                Arc::clone(&self.client),
+                Arc::clone(&self.settings),
+                body,
+            ));
+        }
+    }
+
+    /// Applies what a request ended with to each of its items.
+    fn settle(&mut self, delivery: Delivery) {
+        let items = delivery.body.items;
+        match delivery.outcome {
+            Final::Items(outcomes) => {
+                let now = Instant::now();
+                let mut delivered = 0u64;
+                let mut duplicates = 0u64;
+                for (item, outcome) in items.into_iter().zip(outcomes) {
+                    match outcome {
+                        ItemOutcome::Delivered => {
+                            delivered += 1;
+                            self.resolve(item);
+                        }
+                        ItemOutcome::AlreadyDelivered => {
+                            duplicates += 1;
+                            self.resolve(item);
+                        }
+                        ItemOutcome::Retry { status, error } => {
+                            self.retry_item(item, status, &error, now);
+                        }
+                        ItemOutcome::Reject { status, error } => {
+                            self.dead_letter(item, status, &error.kind, &error.reason);
+                        }
+                    }
+                }
+                telemetry::add(&metrics().records_sent, delivered);
+                telemetry::add(&metrics().es_items_duplicate, duplicates);
+            }
+            Final::Split => {
+                if items.len() == 1 {
+                    self.dead_letter(
+                        items[0],
+                        413,
+                        "request_entity_too_large",
+                        "the document alone is larger than the cluster accepts (http.max_content_length)",
+                    );
+                    return;
+                }
+                tracing::warn!(items = items.len(), "Elasticsearch refused a bulk request as too large (413); sending it in halves. Lower elasticsearch.batch.max_bytes.");
+                let (first, second) = items.split_at(items.len() / 2);
+                for half in [first, second] {
+                    for &item in half {
+                        self.push(item);
+                    }
+                    self.close();
+                }
+            }
+            Final::Reject { status, reason } => {
+                tracing::error!(status, reason = %reason, items = items.len(), "Elasticsearch refused a whole bulk request; its records go to the dead letters.");
+                for item in items {
+                    self.dead_letter(item, status, "bulk_request_rejected", &reason);
+                }
+            }
+            Final::GaveUp { reason } => {
+                tracing::error!(reason = %reason, items = items.len(), max_duration = ?self.settings.retry_max_duration, "Retries ran out (elasticsearch.retry.max_duration); the records go to the dead letters.");
+                for item in items {
+                    self.dead_letter(item, 0, "retries_exhausted", &reason);
+                }
+            }
+        }
+    }
+
+    fn retry_item(&mut self, mut item: ItemRef, status: u16, error: &ItemError, now: Instant) {
+        if let Some(max) = self.settings.retry_max_duration {
+            if now.duration_since(item.since) >= max {
+                let reason = format!("still refused after {max:?}: {}", error.reason);
+                self.dead_letter(item, status, &error.kind, &reason);
+                return;
+            }
+        }
+        telemetry::add(&metrics().es_items_retried, 1);
+        if let Some(suppressed) = self.retry_warnings.admit() {
+            tracing::warn!(status, error = %error.kind, reason = %error.reason, suppressed, "Elasticsearch refused records for now; retrying them alone.");
+        }
+        let wait = self.settings.retry.delay(item.attempts);
+        item.attempts = item.attempts.saturating_add(1);
+        self.retries.push(Reverse(Delayed {
+            ready_at: now + wait,
+            item,
+        }));
+    }
+
+    /// Writes a record to the dead letters and resolves it. If the store cannot be written, the
+    /// record is not resolved but retried later: its position must not move past it.
+    fn dead_letter(&mut self, item: ItemRef, status: u16, kind: &str, reason: &str) {
+        let Some(pending) = self.pending[item.slot as usize].as_ref() else {
+            return;
+        };
+        let batch = &pending.batch;
+        let record = &batch.records[item.record as usize];
+        self.doc.clear();
+        self.encoder.encode(batch, record, &mut self.doc);
+        let index = index_name(
+            &mut self.index_cache,
+            &self.settings,
+            &self.node_name,
+            batch,
+            record,
+        );
+        let id = doc_id(batch.id_prefix, record.offset);
+        let letter = DeadLetter {
+            index: &index,
+            id: std::str::from_utf8(&id).unwrap_or_default(),
+            status,
+            kind,
+            reason,
+            document: &self.doc,
+        };
+        match self.dead_letters.write(&letter) {
+            Ok(()) => {
+                telemetry::add(&metrics().dead_lettered, 1);
+                tracing::warn!(index = %index, status, error = kind, reason, "Record refused by Elasticsearch written to the dead letters.");
+                self.resolve(item);
+            }
+            Err(e) => {
+                telemetry::add(&metrics().dead_letter_errors, 1);
+                tracing::error!(error = %e, "Cannot write to the dead-letter store; the record stays unacknowledged and is tried again.");
+                let wait = self.settings.retry.max;
+                self.retries.push(Reverse(Delayed {
+                    ready_at: Instant::now() + wait,
+                    item,
+                }));
+            }
+        }
+    }
+
+    /// One record is done; a batch whose records are all done is acknowledged and dropped.
+    fn resolve(&mut self, item: ItemRef) {
+        let slot = item.slot as usize;
+        let Some(pending) = self.pending[slot].as_mut() else {
+            return;
+        };
+        pending.unresolved -= 1;
+        if pending.unresolved == 0 {
+            if let Some(done) = self.pending[slot].take() {
+                self.positions.ack(done.batch.ack);
+            }
+            self.free.push(item.slot);
+        }
+    }
+}
+
+/// The index of `record`, rendered once per (file, time bucket, stream).
+fn index_name(
+    cache: &mut HashMap<(usize, i64, u8), (Arc<crate::source::Source>, Arc<str>)>,
+    settings: &ElasticsearchSettings,
+    node_name: &str,
+    batch: &Batch,
+    record: &Record,
+) -> Arc<str> {
+    let template = &settings.index;
+    let source_key = if template.uses_fields() {
+        Arc::as_ptr(&batch.source) as usize
+    } else {
+        0
+    };
+    let key = (source_key, template.bucket(record.timestamp), record.stream as u8);
+    if let Some((_, name)) = cache.get(&key) {
+        return Arc::clone(name);
+    }
+    let kubelet = batch.source.kubelet.as_ref();
+    let rendered = template.render(record.timestamp, |field| match field {
+        "kubernetes.namespace" => kubelet.map(|k| k.namespace.as_str()),
+        "kubernetes.pod.name" => kubelet.map(|k| k.pod.as_str()),
+        "kubernetes.container.name" => kubelet.map(|k| k.container.as_str()),
+        "host.name" => Some(node_name),
+        "stream" => record.stream.as_str(),
+        _ => None,
+    });
+    let name: Arc<str> = match rendered {
+        Some(name) => name.into(),
+        None => settings.index_fallback.as_str().into(),
+    };
+    if cache.len() >= INDEX_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(key, (Arc::clone(&batch.source), Arc::clone(&name)));
+    name
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Sends one request until it gets an answer that is final for the request as a whole.
+async fn deliver(
+    client: Arc<Client>,
+    settings: Arc<ElasticsearchSettings>,
+    body: BulkBody<ItemRef>,
+) -> Delivery {
+    static WARNINGS: Throttle = Throttle::new(Duration::from_secs(10));
+    let started = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        let index = match client.hosts.pick(std::time::Instant::now()) {
+            Pick::Use { index, probe } => {
+                if probe {
+                    if let Err(e) = client.info(index).await {
+                        client.hosts.failed(index, std::time::Instant::now());
+                        if let Some(suppressed) = WARNINGS.admit() {
+                            tracing::error!(error = %e, suppressed, "Elasticsearch host still unavailable.");
+                        }
+                        continue;
+                    }
+                    client.hosts.succeeded(index);
+                }
+                index
+            }
+            Pick::Wait(wait) => {
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        let sent_at = Instant::now();
+        let verdict = match client.bulk(index, &body).await {
+            Ok(answer) => {
+                telemetry::observe_bulk(answer.status, sent_at.elapsed());
+                retry::classify(
+                    answer.status,
+                    &answer.body,
+                    body.items.len(),
+                    settings.op_type,
+                )
+            }
+            Err(e) => {
+                telemetry::observe_bulk(0, sent_at.elapsed());
+                Verdict::RetryRequest {
+                    reason: e.to_string(),
+                    host_failed: true,
+                }
+            }
+        };
+        let outcome = match verdict {
+            Verdict::Items(items) => Final::Items(items),
+            Verdict::Split => Final::Split,
+            Verdict::Reject { status, reason } => Final::Reject { status, reason },
+            Verdict::RetryRequest {
+                reason,
+                host_failed,
+            } => {
+                if host_failed {
+                    client.hosts.failed(index, std::time::Instant::now());
+                }
+                if let Some(max) = settings.retry_max_duration {
+                    if started.elapsed() >= max {
+                        return Delivery {
+                            body,
+                            outcome: Final::GaveUp { reason },
+                        };
+                    }
+                }
+                telemetry::add(&metrics().es_request_retries, 1);
+                let wait = settings.retry.delay(attempt);
+                if let Some(suppressed) = WARNINGS.admit() {
+                    tracing::error!(host = %client.hosts.url(index), reason = %reason, attempt, retry_in = ?wait, suppressed, "Bulk request failed; retrying. Readers wait meanwhile, nothing is dropped.");
+                }
+                attempt = attempt.saturating_add(1);
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        if !matches!(outcome, Final::Reject { .. }) {
+            client.hosts.succeeded(index);
+        }
+        return Delivery { body, outcome };
+    }
+}

@@ -1,0 +1,369 @@
+//! The retry policy: what an Elasticsearch answer means for the records of a bulk request, as pure
+//! functions over (status, body), so that every case is a row in a test table.
+//!
+//! The rules (issue "Elasticsearch sink", DESIGN.md invariants 1 and 2):
+//!
+//! - per item: 2xx is delivered; 409 on `create` means an earlier attempt (a retry, a restart)
+//!   already delivered it, so it is delivered too; 429 and 5xx are retried *alone*; any other 4xx
+//!   (a mapping conflict, a bad document) will fail the same way forever, so the record goes to
+//!   the dead letters;
+//! - per request: a connection error, a timeout, 408, 429 and 5xx retry the whole request; 413
+//!   splits it in halves; 401, 403 and 404 are configuration or cluster problems an operator must
+//!   fix, and dropping data would not fix them: retried (and logged as errors); any other 4xx for the
+//!   whole request means the request itself is wrong, so its records go to the dead letters
+//!   instead of looping forever;
+//! - a 2xx answer that cannot be read, or whose item count does not match, is retried: the ids
+//!   make a repeat harmless, a guess would not be.
+//!
+//! It never decides *when* to retry; [`Backoff`] does, with exponential growth and full jitter so
+//! that a thousand agents that failed together do not come back together.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The bulk action logship writes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpType {
+    /// `create`: fails with 409 if the id exists, which makes repeats idempotent (the default).
+    Create,
+    /// `index`: overwrites a document with the same id; repeats are idempotent too, but a data
+    /// stream accepts only `create`.
+    Index,
+}
+
+impl OpType {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            OpType::Create => "create",
+            OpType::Index => "index",
+        }
+    }
+}
+
+/// What happened to one item of a bulk request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ItemOutcome {
+    /// Written now.
+    Delivered,
+    /// `create` found the id: an earlier attempt delivered it.
+    AlreadyDelivered,
+    /// Rejected for now (429, 5xx): send it again later.
+    Retry { status: u16, error: ItemError },
+    /// Rejected for good: dead-letter it.
+    Reject { status: u16, error: ItemError },
+}
+
+/// Elasticsearch's description of an item's failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ItemError {
+    /// `error.type`, e.g. `mapper_parsing_exception`.
+    pub kind: String,
+    /// `error.reason`, plus the caused-by reason when there is one.
+    pub reason: String,
+}
+
+/// What a whole answer means.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The request was processed; one outcome per item, in request order.
+    Items(Vec<ItemOutcome>),
+    /// Send the same request again after a backoff (possibly to another host).
+    RetryRequest { reason: String, host_failed: bool },
+    /// 413: the request is too large for the cluster; send its halves.
+    Split,
+    /// The request itself is wrong: every item goes to the dead letters with this reason.
+    Reject { status: u16, reason: String },
+}
+
+/// Classifies an HTTP answer to a bulk request of `items` items sent with `op`.
+pub fn classify(status: u16, body: &[u8], items: usize, op: OpType) -> Verdict {
+    match status {
+        200..=299 => match parse_items(body, op) {
+            Ok(outcomes) if outcomes.len() == items => Verdict::Items(outcomes),
+            Ok(outcomes) => Verdict::RetryRequest {
+                reason: format!(
+                    "bulk response has {} items for {items} sent",
+                    outcomes.len()
+                ),
+                host_failed: false,
+            },
+            Err(e) => Verdict::RetryRequest {
+                reason: format!("unreadable bulk response: {e}"),
+                host_failed: false,
+            },
+        },
+        413 => Verdict::Split,
+        401 | 403 | 404 | 408 | 429 => Verdict::RetryRequest {
+            reason: format!("HTTP {status}: {}", error_summary(body)),
+            host_failed: status == 408,
+        },
+        400..=499 => Verdict::Reject {
+            status,
+            reason: format!("HTTP {status}: {}", error_summary(body)),
+        },
+        _ => Verdict::RetryRequest {
+            reason: format!("HTTP {status}: {}", error_summary(body)),
+            host_failed: status >= 500,
+        },
+    }
+}
+
+/// Classifies one item by its status.
+pub fn classify_item(status: u16, error: ItemError, op: OpType) -> ItemOutcome {
+    match status {
+        200..=299 => ItemOutcome::Delivered,
+        409 if op == OpType::Create => ItemOutcome::AlreadyDelivered,
+        429 | 500..=599 => ItemOutcome::Retry { status, error },
+        _ => ItemOutcome::Reject { status, error },
+    }
+}
+
+#[derive(Deserialize)]
+struct BulkResponse {
+    #[serde(default)]
+    items: Vec<std::collections::HashMap<String, Item>>,
+}
+
+#[derive(Deserialize)]
+struct Item {
+    status: u16,
+    #[serde(default)]
+    error: Option<ErrorBody>,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    reason: Option<String>,
+    #[serde(default)]
+    caused_by: Option<Box<ErrorBody>>,
+}
+
+impl ErrorBody {
+    fn into_item_error(self) -> ItemError {
+        let mut reason = self.reason.unwrap_or_default();
+        if let Some(cause) = self.caused_by {
+            let cause_reason = cause.reason.unwrap_or_default();
+            reason = format!("{reason} (caused by {}: {cause_reason})", cause.kind);
+        }
+        ItemError {
+            kind: self.kind,
+            reason,
+        }
+    }
+}
+
+fn parse_items(body: &[u8], op: OpType) -> Result<Vec<ItemOutcome>, serde_json::Error> {
+    let response: BulkResponse = serde_json::from_slice(body)?;
+    Ok(response
+        .items
+        .into_iter()
+        .map(|mut item| {
+            // One key per item: the action (`create`, `index`, ...).
+            let Some((_, item)) = item.drain().next() else {
+                return ItemOutcome::Retry {
+                    status: 0,
+                    error: ItemError {
+                        kind: "empty_item".into(),
+                        reason: "bulk response item without an action".into(),
+                    },
+                };
+            };
+            let error = item.error.map(ErrorBody::into_item_error).unwrap_or_default();
+            classify_item(item.status, error, op)
+        })
+        .collect())
+}
+
+/// A short, single-line description of an error body, for logs and dead letters.
+pub fn error_summary(body: &[u8]) -> String {
+    #[derive(Deserialize)]
+    struct Whole {
+        error: WholeError,
+    }
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum WholeError {
+        Structured(ErrorBody),
+        Text(String),
+    }
+    match serde_json::from_slice::<Whole>(body) {
+        Ok(Whole {
+            error: WholeError::Structured(e),
+        }) => {
+            let e = e.into_item_error();
+            format!("{}: {}", e.kind, e.reason)
+        }
+        Ok(Whole {
+            error: WholeError::Text(t),
+        }) => t,
+        Err(_) => {
+            let text = String::from_utf8_lossy(&body[..body.len().min(300)]);
+            let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+            if text.is_empty() {
+                "(empty body)".into()
+            } else {
+                text
+            }
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: attempt `n` waits a uniformly random time in
+/// `[0, min(max, base * 2^n)]`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    /// The wait before attempt `attempt + 1` (0 = the first retry).
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let cap = self.cap(attempt);
+        cap.mul_f64(fastrand::f64())
+    }
+
+    /// The upper bound of the wait before attempt `attempt + 1`.
+    pub fn cap(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.min(20);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(status: u16, error: Option<&str>) -> String {
+        match error {
+            None => format!(
+                r#"{{"create":{{"_index":"logs","_id":"x","_version":1,"result":"created","_shards":{{"total":2,"successful":1,"failed":0}},"_seq_no":0,"_primary_term":1,"status":{status}}}}}"#
+            ),
+            Some(kind) => format!(
+                r#"{{"create":{{"_index":"logs","_id":"x","status":{status},"error":{{"type":"{kind}","reason":"why","caused_by":{{"type":"illegal_argument_exception","reason":"deeper"}}}}}}}}"#
+            ),
+        }
+    }
+
+    fn body(items: &[String]) -> Vec<u8> {
+        format!(
+            r#"{{"took":3,"errors":true,"items":[{}]}}"#,
+            items.join(",")
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn item_outcomes() {
+        let b = body(&[
+            item(201, None),
+            item(409, Some("version_conflict_engine_exception")),
+            item(429, Some("es_rejected_execution_exception")),
+            item(503, Some("unavailable_shards_exception")),
+            item(400, Some("mapper_parsing_exception")),
+            item(404, Some("index_not_found_exception")),
+        ]);
+        let Verdict::Items(outcomes) = classify(200, &b, 6, OpType::Create) else {
+            panic!()
+        };
+        let err = |kind: &str| ItemError {
+            kind: kind.into(),
+            reason: "why (caused by illegal_argument_exception: deeper)".into(),
+        };
+        assert_eq!(
+            outcomes,
+            vec![
+                ItemOutcome::Delivered,
+                ItemOutcome::AlreadyDelivered,
+                ItemOutcome::Retry {
+                    status: 429,
+                    error: err("es_rejected_execution_exception")
+                },
+                ItemOutcome::Retry {
+                    status: 503,
+                    error: err("unavailable_shards_exception")
+                },
+                ItemOutcome::Reject {
+                    status: 400,
+                    error: err("mapper_parsing_exception")
+                },
+                ItemOutcome::Reject {
+                    status: 404,
+                    error: err("index_not_found_exception")
+                },
+            ]
+        );
+        // 409 on `index` is a real conflict (external versioning), not a repeat.
+        let b = body(&[item(409, Some("version_conflict_engine_exception"))]);
+        assert!(matches!(
+            classify(200, &b, 1, OpType::Index),
+            Verdict::Items(ref o) if matches!(o[0], ItemOutcome::Reject { status: 409, .. })
+        ));
+    }
+
+    #[test]
+    fn whole_request_outcomes() {
+        let es_error = br#"{"error":{"root_cause":[],"type":"illegal_argument_exception","reason":"The bulk request must be terminated by a newline [\\n]"},"status":400}"#;
+        let table: &[(u16, &[u8], &str)] = &[
+            (400, es_error, "reject"),
+            (406, b"{\"error\":\"Content-Type header [text/plain] is not supported\",\"status\":406}", "reject"),
+            (401, b"{\"error\":{\"type\":\"security_exception\",\"reason\":\"missing authentication credentials\"},\"status\":401}", "retry"),
+            (403, b"", "retry"),
+            (404, b"", "retry"),
+            (408, b"", "retry"),
+            (429, b"{\"error\":{\"type\":\"es_rejected_execution_exception\",\"reason\":\"rejected\"},\"status\":429}", "retry"),
+            (500, b"", "retry"),
+            (502, b"<html>Bad Gateway</html>", "retry"),
+            (503, b"", "retry"),
+            (413, b"", "split"),
+            (200, b"{\"took\":1,\"errors\":false,\"items\":[]}", "retry"), // 0 items for 1 sent
+            (200, b"<html>proxy page</html>", "retry"),
+        ];
+        for &(status, body, want) in table {
+            let got = match classify(status, body, 1, OpType::Create) {
+                Verdict::Items(_) => "items",
+                Verdict::RetryRequest { .. } => "retry",
+                Verdict::Split => "split",
+                Verdict::Reject { .. } => "reject",
+            };
+            assert_eq!(got, want, "HTTP {status}");
+        }
+        let Verdict::Reject { reason, .. } = classify(400, es_error, 1, OpType::Create) else {
+            panic!()
+        };
+        assert!(reason.contains("illegal_argument_exception: The bulk request must be terminated"), "{reason}");
+        let Verdict::Reject { reason, .. } = classify(406, table[1].1, 1, OpType::Create) else {
+            panic!()
+        };
+        assert!(reason.contains("Content-Type header"), "{reason}");
+    }
+
+    #[test]
+    fn filtered_responses_are_understood() {
+        // What `filter_path=errors,items.*.status,items.*.error` leaves of a response.
+        let b = br#"{"errors":true,"items":[{"create":{"status":201}},{"create":{"status":429,"error":{"type":"es_rejected_execution_exception","reason":"queue full"}}}]}"#;
+        let Verdict::Items(o) = classify(200, b, 2, OpType::Create) else {
+            panic!()
+        };
+        assert_eq!(o[0], ItemOutcome::Delivered);
+        assert!(matches!(o[1], ItemOutcome::Retry { status: 429, .. }));
+    }
+
+    #[test]
+    fn backoff_is_capped_and_jittered() {
+        let b = Backoff {
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        };
+        assert_eq!(b.cap(0), Duration::from_millis(100));
+        assert_eq!(b.cap(3), Duration::from_millis(800));
+        assert_eq!(b.cap(40), Duration::from_secs(30));
+        for attempt in 0..50 {
+            assert!(b.delay(attempt) <= b.cap(attempt));
+        }
+    }
+}
