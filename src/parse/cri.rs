@@ -17,10 +17,7 @@ use memchr::memchr;
 use crate::parse::assemble::Locator;
 use crate::parse::{emit, slot_of, Line, LineParser, Piece, PieceTarget};
 use crate::record::{Batch, Stream};
-use crate::timestamp::{parse_rfc3339, Timestamp};
-
-/// The longest timestamp a runtime writes, `2026-11-22T10:00:00.123456789+01:00`, with room.
-const MAX_TIMESTAMP: usize = 40;
+use crate::timestamp::{parse_rfc3339_prefix, Timestamp};
 
 /// A parsed CRI header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,24 +33,27 @@ pub(super) struct Header {
 /// Parses the header of a CRI line (or of the first piece of one).
 #[inline]
 pub(super) fn parse_header(line: &[u8]) -> Result<Header, &'static str> {
-    let head = &line[..line.len().min(MAX_TIMESTAMP + 1)];
-    let space = memchr(b' ', head).ok_or("no timestamp")?;
-    let timestamp = parse_rfc3339(&line[..space]).ok_or("invalid timestamp")?;
-    let rest = &line[space + 1..];
-    let stream = match rest.get(..7) {
+    let (timestamp, len) = parse_rfc3339_prefix(line).ok_or("invalid timestamp")?;
+    if line.get(len) != Some(&b' ') {
+        return Err("invalid timestamp");
+    }
+    let stream = match line.get(len + 1..len + 8) {
         Some(b"stdout ") => Stream::Stdout,
         Some(b"stderr ") => Stream::Stderr,
         _ => return Err("unknown stream"),
     };
-    let tags = &rest[7..];
-    let (tags, message) = match memchr(b' ', tags) {
-        Some(i) => (&tags[..i], space + 1 + 7 + i + 1),
-        None => (tags, line.len()),
-    };
-    let full = match tags {
-        [b'F'] | [b'F', b':', ..] => true,
-        [b'P'] | [b'P', b':', ..] => false,
+    // The tag is one letter, possibly followed by `:`-separated others; then a space or the end.
+    let tag = len + 8;
+    let full = match line.get(tag) {
+        Some(b'F') => true,
+        Some(b'P') => false,
         _ => return Err("invalid tag"),
+    };
+    let message = match line.get(tag + 1) {
+        None => line.len(),
+        Some(b' ') => tag + 2,
+        Some(b':') => memchr(b' ', &line[tag + 1..]).map_or(line.len(), |i| tag + 1 + i + 1),
+        Some(_) => return Err("invalid tag"),
     };
     Ok(Header {
         timestamp,
@@ -179,7 +179,7 @@ mod tests {
                 "2026-11-22T10:00:01Z stdout P:x",
                 Ok((T1, Stream::Stdout, false, "")),
             ),
-            ("", Err("no timestamp")),
+            ("", Err("invalid timestamp")),
             ("plain text from a VM", Err("invalid timestamp")),
             ("2026-11-22 10:00:01 stdout F x", Err("invalid timestamp")),
             ("2026-11-22T10:00:01Z stdin F x", Err("unknown stream")),
