@@ -415,4 +415,75 @@ mod tests {
             );
         }
     }
+
+    mod model {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+
+        /// Docker's encoding of one line, with non-ASCII written as `\u` escapes (as some
+        /// encoders do) so that split offsets are mapped through them.
+        fn encode(log: &str, stream: &str) -> String {
+            let escaped = serde_json::to_string(log)
+                .unwrap()
+                .replace('\u{e9}', "\\u00e9")
+                .replace('\u{1f600}', "\\ud83d\\ude00");
+            format!(r#"{{"log":{escaped},"stream":"{stream}","time":"2026-11-22T10:00:01Z"}}"#)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(300))]
+
+            /// A stdout message split over several docker lines, with whole stderr lines in
+            /// between: the stdout message is joined again (in records of at most `max` bytes,
+            /// at distinct offsets inside the lines' escaped text), the stderr lines unaffected.
+            #[test]
+            fn split_lines_join_again(
+                chunks in vec(("[a-z \"\\\\\t\u{0}\u{e9}\u{1f600}]{1,30}", any::<bool>()), 1..8),
+                max in 100usize..400,
+            ) {
+                let mut lines = Vec::new();
+                let mut errs = Vec::new();
+                for (i, (chunk, err)) in chunks.iter().enumerate() {
+                    let last = i + 1 == chunks.len();
+                    let log = if last { format!("{chunk}\n") } else { chunk.clone() };
+                    lines.push(encode(&log, "stdout"));
+                    if *err {
+                        errs.push(format!("err {i}"));
+                        lines.push(encode(&format!("err {i}\n"), "stderr"));
+                    }
+                }
+                let mut p = parser(FormatChoice::Docker, max, Oversize::Split);
+                let mut b = batch();
+                let mut at = 0;
+                let mut bodies = Vec::new();
+                for line in &lines {
+                    prop_assume!(line.len() <= max);
+                    let l = whole(at, line);
+                    bodies.push(l.offset + PREFIX.len() as u64..l.end);
+                    at = l.end;
+                    push(&mut p, l, &mut b);
+                }
+                prop_assert_eq!(p.pending_start(), None);
+                let got = collect(&b);
+                let out: Vec<&Rec> = got.iter().filter(|r| r.stream == Stream::Stdout).collect();
+                let err: Vec<&str> = got
+                    .iter()
+                    .filter(|r| r.stream == Stream::Stderr)
+                    .map(|r| r.message.as_str())
+                    .collect();
+                prop_assert_eq!(err, errs.iter().map(String::as_str).collect::<Vec<_>>());
+                let joined: String = out.iter().map(|r| r.message.as_str()).collect();
+                let want: String = chunks.iter().map(|(c, _)| c.as_str()).collect();
+                prop_assert_eq!(joined, want);
+                prop_assert_eq!(out[0].offset, 0);
+                for w in out.windows(2) {
+                    prop_assert!(w[0].message.len() <= max);
+                    prop_assert_eq!(w[0].end, w[1].offset);
+                    prop_assert!(w[1].offset > w[0].offset);
+                    prop_assert!(bodies.iter().any(|r| r.contains(&w[1].offset)));
+                }
+            }
+        }
+    }
 }

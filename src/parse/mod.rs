@@ -642,6 +642,141 @@ pub(super) mod tests {
         assert_eq!(offsets.len(), recs.len());
     }
 
+    mod model {
+        use super::*;
+        use proptest::collection::vec;
+        use proptest::prelude::*;
+        use std::collections::HashSet;
+
+        /// A line of a generated CRI file.
+        #[derive(Clone, Debug)]
+        enum Entry {
+            Cri {
+                stderr: bool,
+                full: bool,
+                message: String,
+            },
+            Garbage(String),
+            Empty,
+        }
+
+        fn entry() -> impl Strategy<Value = Entry> {
+            prop_oneof![
+                6 => (any::<bool>(), any::<bool>(), "[a-z0-9 \u{e9}\u{20ac}\u{1f600}]{0,90}")
+                    .prop_map(|(stderr, full, message)| Entry::Cri { stderr, full, message }),
+                1 => "[a-z ]{1,100}".prop_map(|s| Entry::Garbage(format!("garbage {s}"))),
+                1 => Just(Entry::Empty),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(400))]
+
+            /// Random CRI files, read as the reader cuts them (pieces past `max`): every
+            /// message arrives, in order per stream, split into records of at most `max` bytes
+            /// (or truncated to a prefix), at distinct offsets, and no record is emitted before
+            /// a byte the ack range has already passed.
+            #[test]
+            fn cri_files_against_a_model(
+                entries in vec(entry(), 0..40),
+                max in 41usize..160,
+                truncate in any::<bool>(),
+            ) {
+                let mut file = Vec::new();
+                let mut spans = Vec::new();
+                for (i, e) in entries.iter().enumerate() {
+                    let text = match e {
+                        Entry::Cri { stderr, full, message } => format!(
+                            "2026-11-22T10:00:00.{i:09}Z {} {} {message}",
+                            if *stderr { "stderr" } else { "stdout" },
+                            if *full { "F" } else { "P" },
+                        ),
+                        Entry::Garbage(g) => g.clone(),
+                        Entry::Empty => String::new(),
+                    };
+                    spans.push((file.len(), text.len()));
+                    file.extend_from_slice(text.as_bytes());
+                    file.push(b'\n');
+                }
+                let line_starts: HashSet<u64> = spans.iter().map(|&(s, _)| s as u64).collect();
+
+                // The model: whole messages per slot, in file order; what is pending at the end
+                // is flushed as it is.
+                let mut want: [Vec<String>; 3] = Default::default();
+                let mut partial: [Option<String>; 2] = Default::default();
+                for e in &entries {
+                    match e {
+                        Entry::Cri { stderr, full, message } => {
+                            let s = usize::from(*stderr);
+                            partial[s].get_or_insert_with(String::new).push_str(message);
+                            if *full {
+                                want[s].push(partial[s].take().unwrap());
+                            }
+                        }
+                        Entry::Garbage(g) => want[RAW].push(g.clone()),
+                        Entry::Empty => {}
+                    }
+                }
+                for s in [STDOUT, STDERR] {
+                    want[s].extend(partial[s].take());
+                }
+
+                let oversize = if truncate { Oversize::Truncate } else { Oversize::Split };
+                let mut p = parser(FormatChoice::Cri, max, oversize);
+                let mut b = batch();
+                let mut ack = 0;
+                for &(start, len) in &spans {
+                    for piece in pieces(start as u64, &file[start..start + len], max) {
+                        let before = b.records.len();
+                        push(&mut p, piece, &mut b);
+                        for r in &b.records[before..] {
+                            prop_assert!(r.offset >= ack, "record at {} before ack {}", r.offset, ack);
+                        }
+                        // What the reader's close_batch computes.
+                        let end = p.pending_start().map_or(piece.end, |s| s.min(piece.end));
+                        prop_assert!(end >= ack);
+                        ack = end;
+                        if let Some(s) = p.pending_start() {
+                            prop_assert!(line_starts.contains(&s), "pending_start {} inside a line", s);
+                        }
+                    }
+                }
+                let before = b.records.len();
+                p.flush(Timestamp(NOW), &mut b);
+                for r in &b.records[before..] {
+                    prop_assert!(r.offset >= ack);
+                }
+                prop_assert_eq!(p.pending_start(), None);
+
+                let got = collect(&b);
+                let mut offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
+                offsets.sort_unstable();
+                offsets.dedup();
+                prop_assert_eq!(offsets.len(), got.len(), "offsets not distinct");
+                for r in &got {
+                    prop_assert!(r.message.len() <= max);
+                    prop_assert!(r.end > r.offset);
+                }
+                for (slot, stream) in [(STDOUT, Stream::Stdout), (STDERR, Stream::Stderr), (RAW, Stream::Unknown)] {
+                    let messages: Vec<&str> = got
+                        .iter()
+                        .filter(|r| r.stream == stream)
+                        .map(|r| r.message.as_str())
+                        .collect();
+                    if truncate {
+                        prop_assert_eq!(messages.len(), want[slot].len());
+                        for (m, w) in messages.iter().zip(&want[slot]) {
+                            prop_assert!(w.starts_with(m));
+                            prop_assert!(m.len() >= w.len().min(max - 3));
+                        }
+                    } else {
+                        prop_assert_eq!(messages.concat(), want[slot].concat());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn whole_lines_do_not_reallocate_a_reused_batch() {
         let line = "2026-11-22T10:00:01Z stdout F GET /api/v1/items 200";
