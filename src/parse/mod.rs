@@ -192,6 +192,10 @@ impl LineParser {
     /// are acknowledged only once the partial completes. After a crash or restart in between they
     /// are read and shipped again: at least once, as everywhere; their ids (file identity and
     /// offset) make the second delivery idempotent.
+    ///
+    /// Likewise, when a joined message was split and its rest is pending, reading restarts at
+    /// the line the rest begins in: after a crash, the part of that line already shipped in the
+    /// previous piece is shipped again, as the start of a record with a new offset.
     pub fn pending_start(&self) -> Option<u64> {
         self.slots.iter().filter_map(Assembly::pending_start).min()
     }
