@@ -21,6 +21,8 @@ pub struct Metrics {
     pub malformed_lines: AtomicU64,
     /// Lines that had invalid UTF-8 replaced by U+FFFD.
     pub invalid_utf8_lines: AtomicU64,
+    /// Empty lines, skipped (they carry no message; their bytes are still acknowledged).
+    pub empty_lines: AtomicU64,
     /// Lines longer than `max_line_bytes` that were split into several records.
     pub oversize_lines_split: AtomicU64,
     /// Lines longer than `max_line_bytes` whose excess was discarded.

@@ -53,21 +53,27 @@ impl Timestamp {
 /// has 1 to 9 digits. Every field is range-checked (February 29 only in leap years, seconds up to
 /// 59); `None` for anything else, including instants the `i64` cannot hold.
 pub fn parse_rfc3339(bytes: &[u8]) -> Option<Timestamp> {
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || bytes[10] != b'T'
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-    {
+    match parse_rfc3339_prefix(bytes)? {
+        (t, len) if len == bytes.len() => Some(t),
+        _ => None,
+    }
+}
+
+/// Like [`parse_rfc3339`], for a timestamp at the start of `bytes` followed by anything: the
+/// timestamp and its length. A CRI line starts with one, and finding its end by parsing it saves
+/// a search for the space after it.
+#[inline]
+pub fn parse_rfc3339_prefix(bytes: &[u8]) -> Option<(Timestamp, usize)> {
+    let b = bytes.get(..19)?;
+    if b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
         return None;
     }
-    let year = digits(&bytes[0..4])?;
-    let month = digits(&bytes[5..7])?;
-    let day = digits(&bytes[8..10])?;
-    let hour = digits(&bytes[11..13])?;
-    let minute = digits(&bytes[14..16])?;
-    let second = digits(&bytes[17..19])?;
+    let year = digits2(b[0], b[1])? * 100 + digits2(b[2], b[3])?;
+    let month = digits2(b[5], b[6])?;
+    let day = digits2(b[8], b[9])?;
+    let hour = digits2(b[11], b[12])?;
+    let minute = digits2(b[14], b[15])?;
+    let second = digits2(b[17], b[18])?;
     if !(1..=12).contains(&month)
         || day == 0
         || day > days_in_month(year, month)
@@ -78,27 +84,31 @@ pub fn parse_rfc3339(bytes: &[u8]) -> Option<Timestamp> {
         return None;
     }
 
-    let mut rest = &bytes[19..];
+    let mut at = 19;
     let mut nanos = 0u32;
-    if let [b'.', tail @ ..] = rest {
-        let n = tail.iter().take_while(|b| b.is_ascii_digit()).count();
-        if n == 0 || n > 9 {
-            return None;
-        }
-        nanos = digits(&tail[..n])? * 10u32.pow(9 - n as u32);
-        rest = &tail[n..];
+    if bytes.get(at) == Some(&b'.') {
+        let (value, n) = fraction(&bytes[at + 1..])?;
+        nanos = value;
+        at += 1 + n;
     }
 
-    let offset_secs: i64 = match rest {
-        [b'Z' | b'z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let oh = digits(&[*h1, *h2])?;
-            let om = digits(&[*m1, *m2])?;
+    let offset_secs: i64 = match *bytes.get(at)? {
+        b'Z' | b'z' => {
+            at += 1;
+            0
+        }
+        sign @ (b'+' | b'-') => {
+            let o = bytes.get(at + 1..at + 6)?;
+            if o[2] != b':' {
+                return None;
+            }
+            let (oh, om) = (digits2(o[0], o[1])?, digits2(o[3], o[4])?);
             if oh > 23 || om > 59 {
                 return None;
             }
+            at += 6;
             let secs = i64::from(oh * 3600 + om * 60);
-            if *sign == b'+' {
+            if sign == b'+' {
                 secs
             } else {
                 -secs
@@ -112,16 +122,78 @@ pub fn parse_rfc3339(bytes: &[u8]) -> Option<Timestamp> {
     // In i128 because the earliest representable instant has a negative second count whose
     // product with 10^9 alone is below i64::MIN.
     let ns = i128::from(secs) * i128::from(NANOS_PER_SEC) + i128::from(nanos);
-    i64::try_from(ns).ok().map(Timestamp)
+    Some((Timestamp(i64::try_from(ns).ok()?), at))
 }
 
-/// The value of a run of ASCII digits (at most 9, so it fits a `u32`).
+/// The fraction digits at the start of `bytes` (1 to 9 of them, followed by a non-digit) as
+/// nanoseconds, and how many there were.
 #[inline]
-fn digits(bytes: &[u8]) -> Option<u32> {
-    bytes.iter().try_fold(0u32, |acc, &b| {
-        let d = b.wrapping_sub(b'0');
-        (d < 10).then(|| acc * 10 + u32::from(d))
-    })
+fn fraction(bytes: &[u8]) -> Option<(u32, usize)> {
+    // containerd always writes 9 digits: 8 of them at once, then the ninth.
+    if let Some(eight) = bytes.first_chunk::<8>() {
+        if let Some(value) = eight_digits(u64::from_le_bytes(*eight)) {
+            return match bytes.get(8) {
+                Some(&d) if d.is_ascii_digit() => {
+                    if bytes.get(9).is_some_and(u8::is_ascii_digit) {
+                        return None;
+                    }
+                    Some((value * 10 + u32::from(d - b'0'), 9))
+                }
+                _ => Some((value * 10, 8)),
+            };
+        }
+    }
+    let mut value = 0u32;
+    let mut n = 0;
+    while let Some(&d) = bytes.get(n) {
+        if !d.is_ascii_digit() {
+            break;
+        }
+        if n == 9 {
+            return None;
+        }
+        value = value * 10 + u32::from(d - b'0');
+        n += 1;
+    }
+    if n == 0 {
+        return None;
+    }
+    Some((value * POW10[9 - n], n))
+}
+
+const POW10: [u32; 10] = [
+    1,
+    10,
+    100,
+    1_000,
+    10_000,
+    100_000,
+    1_000_000,
+    10_000_000,
+    100_000_000,
+    1_000_000_000,
+];
+
+/// Eight ASCII digits (the first in the lowest byte) as a number, `None` if any is not a digit.
+/// The SWAR method from simdjson: a digit check and three multiplications instead of a loop.
+#[inline]
+fn eight_digits(word: u64) -> Option<u32> {
+    let all_digits = (word & 0xF0F0_F0F0_F0F0_F0F0)
+        | ((word.wrapping_add(0x0606_0606_0606_0606) & 0xF0F0_F0F0_F0F0_F0F0) >> 4)
+        == 0x3333_3333_3333_3333;
+    if !all_digits {
+        return None;
+    }
+    let v = (word & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561) >> 8;
+    let v = (v & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601) >> 16;
+    Some(((v & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32) as u32)
+}
+
+/// Two ASCII digits as a number.
+#[inline]
+fn digits2(a: u8, b: u8) -> Option<u32> {
+    let (a, b) = (a.wrapping_sub(b'0'), b.wrapping_sub(b'0'));
+    (a < 10 && b < 10).then(|| u32::from(a) * 10 + u32::from(b))
 }
 
 /// Writes `value` as zero-padded decimal filling `out` (the caller sizes `out` to fit).
@@ -148,6 +220,7 @@ const fn days_in_month(year: u32, month: u32) -> u32 {
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Hinnant's `days_from_civil`). Years are
 /// shifted to start in March so the leap day is the last day of the shifted year.
+#[inline]
 const fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
     let era = (if y >= 0 { y } else { y - 399 }) / 400;
@@ -201,6 +274,18 @@ mod tests {
             // docker: trailing zeros of the fraction trimmed.
             ("2026-11-22T10:00:00.1234Z", Some(1_795_341_600_123_400_000)),
             ("2026-11-22T10:00:00.5z", Some(1_795_341_600_500_000_000)),
+            (
+                "2026-11-22T10:00:00.12345678Z",
+                Some(1_795_341_600_123_456_780),
+            ),
+            (
+                "2026-11-22T10:00:00.1234567Z",
+                Some(1_795_341_600_123_456_700),
+            ),
+            (
+                "2026-11-22T10:00:00.000000000Z",
+                Some(1_795_341_600_000_000_000),
+            ),
             // CRI-O: local offsets.
             (
                 "2026-11-22T11:00:00.123456789+01:00",
@@ -244,9 +329,36 @@ mod tests {
             ("2026-1a-22T10:00:00Z", None),
             ("+026-11-22T10:00:00Z", None),
             ("2026-11-22T10:00:00.12a4Z", None),
+            ("2026-11-22T10:00:00.1234567a9Z", None),
+            ("2026-11-22T10:00:00.12345678", None),
+            ("2026-11-22T10:00:00.123456789", None),
+            ("2026-11-22T10:00:00+01:0", None),
         ];
         for (input, want) in cases {
             assert_eq!(parse(input), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn parses_a_timestamp_at_the_start_of_a_line() {
+        let cases: &[(&str, Option<(i64, usize)>)] = &[
+            (
+                "2026-11-22T10:00:00.123456789Z stdout F x",
+                Some((1_795_341_600_123_456_789, 30)),
+            ),
+            (
+                "2026-11-22T11:00:00+01:00 stdout F x",
+                Some((1_795_341_600_000_000_000, 25)),
+            ),
+            (
+                "2026-11-22T10:00:00Z",
+                Some((1_795_341_600_000_000_000, 20)),
+            ),
+            ("2026-11-22T10:00:00 stdout F x", None),
+        ];
+        for (input, want) in cases {
+            let got = parse_rfc3339_prefix(input.as_bytes()).map(|(t, n)| (t.0, n));
+            assert_eq!(got, *want, "{input:?}");
         }
     }
 

@@ -1,0 +1,108 @@
+//! Parsing throughput: 200-byte CRI and docker json-file lines through `LineParser` into a batch
+//! that is reused (cleared, not reallocated) between iterations, as the reader does per turn.
+//! Line boundaries are found once beforehand, so the figures are the parser's alone.
+//!
+//! The agent's target is 1,000,000 lines/s on one core end to end; the parser should take a
+//! small share of that, i.e. run at several million lines/s.
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+
+use logship::parse::{FormatChoice, Line, LineParser, Oversize, Piece};
+use logship::record::{Batch, FileKey};
+use logship::source::Source;
+use logship::timestamp::Timestamp;
+
+const LINES: usize = 10_000;
+const LINE_BYTES: usize = 200;
+const MAX_LINE_BYTES: usize = 256 * 1024;
+
+/// `LINES` lines of exactly `LINE_BYTES` bytes (newline included): `head(i)`, padding, `tail`.
+fn input(head: impl Fn(usize) -> String, tail: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(LINES * LINE_BYTES);
+    for i in 0..LINES {
+        let head = head(i);
+        body.extend_from_slice(head.as_bytes());
+        body.resize(body.len() + LINE_BYTES - head.len() - tail.len() - 1, b'x');
+        body.extend_from_slice(tail.as_bytes());
+        body.push(b'\n');
+    }
+    assert_eq!(body.len(), LINES * LINE_BYTES);
+    body
+}
+
+fn cri() -> Vec<u8> {
+    input(
+        |i| format!("2026-11-22T10:00:00.{i:09}Z stdout F GET /api/v1/items/{i} 200 "),
+        "",
+    )
+}
+
+fn docker() -> Vec<u8> {
+    input(
+        |i| format!(r#"{{"log":"GET /api/v1/items/{i} 200 \"curl/8.5\" "#),
+        r#"\n","stream":"stdout","time":"2026-11-22T10:00:00.123456789Z"}"#,
+    )
+}
+
+/// (offset, end) of every line, newline excluded from the bytes but included in `end`.
+fn lines(body: &[u8]) -> Vec<(usize, usize)> {
+    let mut out = Vec::with_capacity(LINES);
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', body) {
+        out.push((start, nl));
+        start = nl + 1;
+    }
+    out
+}
+
+fn bench_format(c: &mut Criterion, name: &str, format: FormatChoice, body: &[u8]) {
+    let spans = lines(body);
+    let path: Arc<Path> = Arc::from(Path::new("/var/log/containers/web_shop_nginx-0.log"));
+    let source = Arc::new(Source {
+        path: path.to_path_buf(),
+        kubelet: None,
+        fragment: "".into(),
+    });
+    let mut parser = LineParser::new(format, MAX_LINE_BYTES, Oversize::Split, path);
+    let mut batch = Batch::new(source, FileKey(1), 0);
+    let now = Timestamp::now();
+
+    let mut run = || {
+        batch.records.clear();
+        batch.text.clear();
+        for &(start, nl) in &spans {
+            let line = Line {
+                bytes: &body[start..nl],
+                piece: Piece::Whole,
+                offset: start as u64,
+                end: nl as u64 + 1,
+            };
+            parser.push(line, now, &mut batch);
+        }
+        assert_eq!(parser.pending_start(), None);
+        batch.records.len()
+    };
+    // Every line is one record: the bench measures parsing, not a fallback.
+    assert_eq!(run(), LINES);
+
+    let mut group = c.benchmark_group("parse");
+    group.throughput(Throughput::ElementsAndBytes {
+        elements: LINES as u64,
+        bytes: body.len() as u64,
+    });
+    group.bench_function(name, |b| b.iter(|| black_box(run())));
+    group.finish();
+}
+
+fn parse(c: &mut Criterion) {
+    bench_format(c, "cri", FormatChoice::Cri, &cri());
+    bench_format(c, "docker", FormatChoice::Docker, &docker());
+    bench_format(c, "auto_cri", FormatChoice::Auto, &cri());
+}
+
+criterion_group!(benches, parse);
+criterion_main!(benches);
