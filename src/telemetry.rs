@@ -43,6 +43,30 @@ pub struct Metrics {
     pub read_errors: AtomicU64,
     /// Records a sink wrote and acknowledged.
     pub records_sent: AtomicU64,
+    /// Bulk requests sent to Elasticsearch (first attempts).
+    pub es_requests: AtomicU64,
+    /// Bulk requests sent again after a whole-request failure.
+    pub es_request_retries: AtomicU64,
+    /// Records Elasticsearch refused for now (429, 5xx) and that were sent again alone.
+    pub es_items_retried: AtomicU64,
+    /// Records Elasticsearch already had (409 on create): delivered by an earlier attempt.
+    pub es_items_duplicate: AtomicU64,
+    /// Bulk answers by class: 2xx, 4xx, 5xx, and attempts without an answer.
+    pub es_responses_2xx: AtomicU64,
+    pub es_responses_4xx: AtomicU64,
+    pub es_responses_5xx: AtomicU64,
+    pub es_transport_errors: AtomicU64,
+    /// Sum of bulk request latencies in microseconds, and how many (for the mean).
+    pub es_latency_us_sum: AtomicU64,
+    pub es_latency_count: AtomicU64,
+    /// 1 once the cluster answered `GET /`.
+    pub es_cluster_reachable: AtomicU64,
+    /// Records written to the dead letters.
+    pub dead_lettered: AtomicU64,
+    /// Failures writing the dead letters (the record is kept and tried again).
+    pub dead_letter_errors: AtomicU64,
+    /// Dead letters lost because the store was full (oldest file removed).
+    pub dead_letters_evicted: AtomicU64,
     /// Bytes (encoded documents) a sink wrote.
     pub bytes_sent: AtomicU64,
     /// Errors writing to the sink (each one retried).
@@ -102,6 +126,27 @@ impl Throttle {
             }
         }
     }
+}
+
+/// One bulk request attempt ended with `status` (0: no answer) after `elapsed`.
+pub fn observe_bulk(status: u16, elapsed: Duration) {
+    let m = metrics();
+    let class = match status {
+        200..=299 => &m.es_responses_2xx,
+        400..=499 => &m.es_responses_4xx,
+        500..=599 => &m.es_responses_5xx,
+        _ => &m.es_transport_errors,
+    };
+    add(class, 1);
+    add(&m.es_latency_us_sum, elapsed.as_micros() as u64);
+    add(&m.es_latency_count, 1);
+}
+
+/// Whether the cluster answered (readiness).
+pub fn set_cluster_reachable(reachable: bool) {
+    metrics()
+        .es_cluster_reachable
+        .store(u64::from(reachable), Ordering::Relaxed);
 }
 
 /// How often each kind of bad-input warning may be logged.

@@ -9,6 +9,7 @@
 //! The local sinks live here (`stdout`, `file`, `blackhole`); the Elasticsearch sink arrives with
 //! its own module.
 
+pub mod elasticsearch;
 pub mod file;
 
 use std::sync::Arc;

@@ -167,7 +167,9 @@ mod tests {
     fn bodies_are_ndjson_with_a_final_newline_plain_or_gzip() {
         for gzip in [None, Some(1)] {
             let mut b = BulkBuilder::new(OpType::Create, gzip);
-            b.push("logs", b"id1", 1u32, |out| out.extend_from_slice(b"{\"m\":1}"));
+            b.push("logs", b"id1", 1u32, |out| {
+                out.extend_from_slice(b"{\"m\":1}")
+            });
             b.push("logs-x", b"id2", 2u32, |out| {
                 out.extend_from_slice(b"{\"m\":\"two\"}")
             });

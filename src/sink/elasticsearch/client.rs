@@ -48,12 +48,17 @@ impl std::fmt::Debug for Secret {
 pub enum Auth {
     None,
     /// HTTP basic authentication.
-    Basic { user: String, password: Secret },
+    Basic {
+        user: String,
+        password: Secret,
+    },
     /// `Authorization: ApiKey <value>`; the value is the base64 of `id:key`, as Elasticsearch's
     /// create API key answer gives it in `encoded`.
     ApiKey(Secret),
     /// `Authorization: Bearer <token>`, the token read from a file and re-read when it changes.
-    Bearer { token_file: PathBuf },
+    Bearer {
+        token_file: PathBuf,
+    },
 }
 
 /// TLS towards Elasticsearch.
@@ -287,13 +292,12 @@ impl Client {
         let tls = &settings.tls;
         if let Some(path) = &tls.ca_file {
             let pem = read(path, "CA file")?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| {
-                ClientError::Pem {
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::Pem {
                     what: "CA file",
                     path: path.clone(),
                     source,
-                }
-            })?;
+                })?;
             builder = builder.tls_certs_merge(certs);
         }
         if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
@@ -322,7 +326,10 @@ impl Client {
         })
     }
 
-    fn authorize(&self, req: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder, ClientError> {
+    fn authorize(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
         Ok(match &self.auth {
             Auth::None => req,
             Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
@@ -343,13 +350,18 @@ impl Client {
         let mut cache = self.token.lock().unwrap_or_else(|e| e.into_inner());
         if cache.modified != Some(modified) || cache.header.is_none() {
             let token = std::fs::read_to_string(path).map_err(token_error)?;
-            let mut header = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                .map_err(|e| token_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+            let mut header =
+                HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|e| {
+                    token_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+                })?;
             header.set_sensitive(true);
             cache.header = Some(header);
             cache.modified = Some(modified);
         }
-        Ok(cache.header.clone().unwrap_or_else(|| HeaderValue::from_static("")))
+        Ok(cache
+            .header
+            .clone()
+            .unwrap_or_else(|| HeaderValue::from_static("")))
     }
 
     /// `GET /` on host `index`: the cluster's banner.
@@ -412,7 +424,11 @@ impl Client {
     }
 
     /// `POST /_bulk` with `body` on host `index`.
-    pub async fn bulk(&self, index: usize, body: &BulkBody<impl Sized>) -> Result<Answer, ClientError> {
+    pub async fn bulk(
+        &self,
+        index: usize,
+        body: &BulkBody<impl Sized>,
+    ) -> Result<Answer, ClientError> {
         let mut url = self.endpoint(index, "_bulk");
         {
             let mut query = url.query_pairs_mut();
@@ -434,17 +450,24 @@ impl Client {
         self.send(index, req).await
     }
 
-    async fn send(&self, index: usize, req: reqwest::RequestBuilder) -> Result<Answer, ClientError> {
+    async fn send(
+        &self,
+        index: usize,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Answer, ClientError> {
         let host = || self.hosts.url(index).clone();
-        let response = req
-            .send()
-            .await
-            .map_err(|source| ClientError::Transport { host: host(), source })?;
+        let response = req.send().await.map_err(|source| ClientError::Transport {
+            host: host(),
+            source,
+        })?;
         let status = response.status().as_u16();
         let body = response
             .bytes()
             .await
-            .map_err(|source| ClientError::Transport { host: host(), source })?;
+            .map_err(|source| ClientError::Transport {
+                host: host(),
+                source,
+            })?;
         Ok(Answer { status, body })
     }
 
@@ -509,11 +532,19 @@ mod tests {
         h.failed(0, now);
         h.failed(2, now);
         assert_eq!(h.healthy(), 0);
-        assert!(matches!(h.pick(now), Pick::Wait(d) if d > Duration::ZERO && d <= Duration::from_secs(1)));
+        assert!(
+            matches!(h.pick(now), Pick::Wait(d) if d > Duration::ZERO && d <= Duration::from_secs(1))
+        );
         let later = now + Duration::from_secs(2);
         assert!(matches!(h.pick(later), Pick::Use { probe: true, .. }));
         h.succeeded(1);
-        assert_eq!(h.pick(later), Pick::Use { index: 1, probe: false });
+        assert_eq!(
+            h.pick(later),
+            Pick::Use {
+                index: 1,
+                probe: false
+            }
+        );
     }
 
     #[test]

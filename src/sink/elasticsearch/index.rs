@@ -199,7 +199,11 @@ fn utc(ts: Timestamp) -> chrono::DateTime<chrono::Utc> {
 /// Elasticsearch's rules for index names, as far as a template's text can break them.
 fn check_name(text: &str) -> Result<(), TemplateError> {
     let bad = text.chars().any(|c| {
-        c.is_uppercase() || matches!(c, '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':')
+        c.is_uppercase()
+            || matches!(
+                c,
+                '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+            )
     });
     if bad || text.len() > 255 {
         return Err(TemplateError::Invalid(text.into()));
@@ -228,7 +232,10 @@ mod tests {
             ("logs-logship-default", Some("logs-logship-default")),
             ("logs-%Y.%m.%d", Some("logs-2026.11.22")),
             ("logs-%G.%V", Some("logs-2026.47")),
-            ("logs-{kubernetes.namespace}-%Y.%m", Some("logs-shop-2026.11")),
+            (
+                "logs-{kubernetes.namespace}-%Y.%m",
+                Some("logs-shop-2026.11"),
+            ),
             ("logs-{ host.name }-%H", Some("logs-node-1-10")),
             ("logs-{kubernetes.pod.name}", None),
             ("100%%-logs", Some("100%-logs")),

@@ -105,13 +105,12 @@ impl ElasticsearchSink {
     /// Reads certificates and opens the dead-letter store; no network yet.
     pub fn build(settings: ElasticsearchSettings, node_name: &str) -> Result<Self, SinkError> {
         let client = Arc::new(Client::build(&settings.client)?);
-        let dead_letters =
-            DeadLetters::open(settings.dead_letter.clone()).map_err(|source| {
-                SinkError::DeadLetters {
-                    path: settings.dead_letter.dir.clone(),
-                    source,
-                }
-            })?;
+        let dead_letters = DeadLetters::open(settings.dead_letter.clone()).map_err(|source| {
+            SinkError::DeadLetters {
+                path: settings.dead_letter.dir.clone(),
+                source,
+            }
+        })?;
         Ok(ElasticsearchSink {
             settings: Arc::new(settings),
             client,
@@ -552,7 +551,11 @@ fn index_name(
     } else {
         0
     };
-    let key = (source_key, template.bucket(record.timestamp), record.stream as u8);
+    let key = (
+        source_key,
+        template.bucket(record.timestamp),
+        record.stream as u8,
+    );
     if let Some((_, name)) = cache.get(&key) {
         return Arc::clone(name);
     }

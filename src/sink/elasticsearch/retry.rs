@@ -172,7 +172,10 @@ fn parse_items(body: &[u8], op: OpType) -> Result<Vec<ItemOutcome>, serde_json::
                     },
                 };
             };
-            let error = item.error.map(ErrorBody::into_item_error).unwrap_or_default();
+            let error = item
+                .error
+                .map(ErrorBody::into_item_error)
+                .unwrap_or_default();
             classify_item(item.status, error, op)
         })
         .collect())
@@ -335,7 +338,10 @@ mod tests {
         let Verdict::Reject { reason, .. } = classify(400, es_error, 1, OpType::Create) else {
             panic!()
         };
-        assert!(reason.contains("illegal_argument_exception: The bulk request must be terminated"), "{reason}");
+        assert!(
+            reason.contains("illegal_argument_exception: The bulk request must be terminated"),
+            "{reason}"
+        );
         let Verdict::Reject { reason, .. } = classify(406, table[1].1, 1, OpType::Create) else {
             panic!()
         };

@@ -32,7 +32,10 @@ pub async fn start_up(client: Arc<Client>, settings: Arc<ElasticsearchSettings>)
         match client.info(index).await {
             Ok(info) => break info,
             Err(e) => {
-                let wait = settings.retry.delay(attempt).max(Duration::from_millis(500));
+                let wait = settings
+                    .retry
+                    .delay(attempt)
+                    .max(Duration::from_millis(500));
                 tracing::error!(error = %e, retry_in = ?wait, "Cannot reach Elasticsearch; records wait and are sent once it answers. Check elasticsearch.hosts and the credentials.");
                 attempt = attempt.saturating_add(1);
                 tokio::time::sleep(wait).await;
@@ -58,12 +61,21 @@ pub async fn start_up(client: Arc<Client>, settings: Arc<ElasticsearchSettings>)
                 return;
             }
             Ok(answer) => {
-                tracing::warn!(status = answer.status, "Installing the index template failed; retrying.");
+                tracing::warn!(
+                    status = answer.status,
+                    "Installing the index template failed; retrying."
+                );
             }
             Err(e) => tracing::warn!(error = %e, "Installing the index template failed; retrying."),
         }
         attempt = attempt.saturating_add(1);
-        tokio::time::sleep(settings.retry.delay(attempt).max(Duration::from_millis(500))).await;
+        tokio::time::sleep(
+            settings
+                .retry
+                .delay(attempt)
+                .max(Duration::from_millis(500)),
+        )
+        .await;
     }
 }
 
@@ -166,7 +178,10 @@ mod tests {
         );
         let (_, body) = template_request(&info("elasticsearch", "7.17.3"), "logs-logship-*");
         assert_eq!(body["data_stream"], json!({}));
-        assert_eq!(body["template"]["mappings"]["properties"]["message"]["type"], "text");
+        assert_eq!(
+            body["template"]["mappings"]["properties"]["message"]["type"],
+            "text"
+        );
         let (_, body) = template_request(&info("elasticsearch", "8.15.0"), "app-*");
         assert!(body.get("data_stream").is_none());
         let (path, body) = template_request(&info("opensearch", "2.11.0"), "logs-logship-*");
