@@ -106,25 +106,22 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     } else {
         None
     };
-    let settings = validate(&raw, fallback.as_deref()).map_err(|e| errors.extend(e));
-    match settings {
+    match validate(&raw, fallback.as_deref()) {
         Ok(settings) if errors.is_empty() => {
             raw.node_name.clone_from(&settings.node_name);
-            Ok(Loaded {
+            return Ok(Loaded {
                 settings,
                 effective: raw,
-            })
+            });
         }
-        _ => {
-            for error in &mut errors {
-                if let Some(key) = error.key() {
-                    let origin = origin_of(&origins, key).map(str::to_string);
-                    error.set_origin(origin.as_deref());
-                }
-            }
-            Err(ConfigErrors::new(errors))
-        }
+        Ok(_) => {}
+        Err(value_errors) => errors.extend(value_errors),
     }
+    for error in &mut errors {
+        let origin = error.key().and_then(|key| origin_of(&origins, key));
+        error.set_origin(origin);
+    }
+    Err(ConfigErrors::new(errors))
 }
 
 /// Reads, substitutes and parses the file into a layer.
