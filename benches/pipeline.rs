@@ -85,8 +85,11 @@ fn run_once(
     let options = LoadOptions {
         path: None,
         overrides: vec![
-            ("tail.include".into(), format!("{}/*.log", logs.display())),
-            ("data_dir".into(), data.display().to_string()),
+            (
+                "tail.include".into(),
+                serde_json::json!([format!("{}/*.log", logs.display())]),
+            ),
+            ("data_dir".into(), data.display().to_string().into()),
             ("output.type".into(), "blackhole".into()),
         ],
         env,

@@ -65,18 +65,22 @@ fn main() -> ExitCode {
 fn load_options(cli: &Cli) -> LoadOptions {
     let mut overrides = Vec::new();
     if !cli.include.is_empty() {
-        overrides.push(("tail.include".to_string(), cli.include.join(",")));
+        overrides.push(("tail.include".to_string(), serde_json::json!(cli.include)));
     }
     if let Some(dir) = &cli.data_dir {
-        overrides.push(("data_dir".to_string(), dir.display().to_string()));
+        overrides.push(("data_dir".to_string(), dir.display().to_string().into()));
     }
     if let Some(output) = &cli.output {
-        overrides.push(("output.type".to_string(), output.clone()));
+        overrides.push(("output.type".to_string(), output.as_str().into()));
     }
     LoadOptions {
         path: cli.config.clone(),
         overrides,
-        env: std::env::vars().collect(),
+        // `vars()` would panic on a variable that is not UTF-8; such a variable cannot be a
+        // setting or a `${VAR}` anyway, so it is left out.
+        env: std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect(),
     }
 }
 

@@ -194,22 +194,6 @@ pub fn oversize_truncated(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn throttle_admits_first_and_counts_the_rest() {
-        let t = Throttle::new(Duration::from_secs(3600));
-        assert_eq!(t.admit(), Some(0));
-        assert_eq!(t.admit(), None);
-        assert_eq!(t.admit(), None);
-        let t0 = Throttle::new(Duration::ZERO);
-        assert_eq!(t0.admit(), Some(0));
-        assert_eq!(t0.admit(), Some(0));
-    }
-}
-
 /// Installs the agent's own log output on standard error (standard output may carry records).
 /// `RUST_LOG`, when set, overrides the configured level.
 pub fn init_logging(settings: &crate::config::LogSettings) {
@@ -226,4 +210,20 @@ pub fn init_logging(settings: &crate::config::LogSettings) {
     };
     // A second initialisation (tests run several agents in one process) keeps the first.
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttle_admits_first_and_counts_the_rest() {
+        let t = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(t.admit(), Some(0));
+        assert_eq!(t.admit(), None);
+        assert_eq!(t.admit(), None);
+        let t0 = Throttle::new(Duration::ZERO);
+        assert_eq!(t0.admit(), Some(0));
+        assert_eq!(t0.admit(), Some(0));
+    }
 }

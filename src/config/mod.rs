@@ -1,5 +1,34 @@
-//! Configuration: loading, validation and the typed settings.
+//! Configuration: from a file, the environment and the command line to validated [`Settings`].
+//!
+//! # Layout
+//!
+//! - `raw`: the configuration as written, one documented serde struct per table, with the
+//!   defaults. The keys are the fields: nothing else lists them.
+//! - `units`: human-readable sizes and durations.
+//! - `substitute`: `${VAR}` in the file's text.
+//! - `env`: `LOGSHIP_*` variables as settings.
+//! - `layer`: one layer of values as a `config` crate source, and back.
+//! - `schema`: the known keys; unknown keys and wrong types in a merged tree.
+//! - `validate`: `RawConfig` -> [`Settings`], every range and cross-key rule, pure.
+//! - `effective`: the effective configuration as TOML, secrets masked.
+//! - `load`: the steps in order; [`load`] is the entry point.
+//! - `error`: [`ConfigError`], and [`ConfigErrors`] that carries all of them.
+//! - `settings`: the validated, typed [`Settings`] the agent is built from.
 
+mod effective;
+mod env;
+mod error;
+mod layer;
+mod load;
+mod raw;
+mod schema;
 mod settings;
+mod substitute;
+#[cfg(test)]
+mod tests;
+mod units;
+mod validate;
 
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{load, LoadOptions, Loaded};
 pub use settings::*;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use globset::GlobSet;
+use serde::{Deserialize, Serialize};
 
 use crate::parse::{FormatChoice, Oversize};
 
@@ -31,16 +32,23 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How the agent's own log lines are written (on standard error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// One human-readable line per event.
     Text,
+    /// One JSON object per event, for a log pipeline to parse.
     Json,
 }
 
 /// Where files at start-up with no stored position are read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ReadFrom {
+    /// From the first byte: nothing already written is missed.
     Head,
+    /// From the end: only lines written after the agent started.
     Tail,
 }
 

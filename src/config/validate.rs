@@ -1,0 +1,428 @@
+//! `RawConfig` -> `Settings`: the pure step that turns what the user wrote into typed values
+//! (glob sets, byte counts, durations, the output) and checks every range and every rule
+//! between keys. It collects every error, never stops at the first, and never touches the disk
+//! or the network: anything it needs from the machine (the hostname) is handed to it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+
+use super::error::ConfigError;
+use super::raw::{OutputType, RawConfig};
+use super::units::{HumanDuration, Size};
+use super::{
+    BufferSettings, LogSettings, OutputSettings, PositionsSettings, Settings, TailSettings,
+};
+
+/// Where `node_name` comes from when the configuration leaves it empty.
+const NODE_NAME_FALLBACK: &str =
+    "the NODE_NAME environment variable, else the hostname (/proc/sys/kernel/hostname, /etc/hostname)";
+
+/// Checks `raw` and builds the settings. `fallback_node_name` is what `node_name = ""` means on
+/// this machine (`NODE_NAME`, else the hostname), if anything.
+pub fn validate(
+    raw: &RawConfig,
+    fallback_node_name: Option<&str>,
+) -> Result<Settings, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let e = &mut errors;
+
+    if raw.data_dir.trim().is_empty() {
+        e.push(ConfigError::invalid("data_dir", "must not be empty"));
+    }
+    let node_name = match (raw.node_name.trim(), fallback_node_name) {
+        ("", Some(fallback)) => fallback.to_string(),
+        ("", None) => {
+            e.push(ConfigError::invalid(
+                "node_name",
+                format!("is empty, and {NODE_NAME_FALLBACK} gives none either"),
+            ));
+            String::new()
+        }
+        (name, _) => name.to_string(),
+    };
+    let shutdown_timeout = at_least(
+        e,
+        "shutdown_timeout",
+        raw.shutdown_timeout,
+        Duration::from_nanos(1),
+    );
+    check_filter(e, &raw.log.level);
+
+    let tail = &raw.tail;
+    if tail.include.is_empty() {
+        e.push(ConfigError::invalid(
+            "tail.include",
+            "must name at least one pattern",
+        ));
+    }
+    let include_set = globs(e, "tail.include", &tail.include);
+    let exclude_set = globs(e, "tail.exclude", &tail.exclude);
+    let max_line_bytes = size_in(
+        e,
+        "tail.max_line_bytes",
+        tail.max_line_bytes,
+        Size::kib(1),
+        Size::mib(64),
+    );
+    let read_budget = size_in(
+        e,
+        "tail.read_budget",
+        tail.read_budget,
+        Size::kib(4),
+        Size::mib(64),
+    );
+    let poll_interval = duration_in(
+        e,
+        "tail.poll_interval",
+        tail.poll_interval,
+        HumanDuration::millis(10),
+        HumanDuration::secs(10),
+    );
+    let rescan_interval = at_least(
+        e,
+        "tail.rescan_interval",
+        tail.rescan_interval,
+        Duration::from_millis(100),
+    );
+    let flush_interval = at_least(
+        e,
+        "positions.flush_interval",
+        raw.positions.flush_interval,
+        Duration::from_millis(10),
+    );
+
+    let max_bytes = raw.buffer.max_bytes;
+    // Only when both inputs are themselves valid, so one mistake is not reported twice.
+    if let (Some(line), Some(budget)) = (max_line_bytes, read_budget) {
+        let needed = Size(2 * line.max(budget) as u64);
+        if max_bytes < needed {
+            e.push(ConfigError::invalid(
+                "buffer.max_bytes",
+                format!(
+                    "must be at least 2 x max(tail.max_line_bytes, tail.read_budget) = {needed} \
+                     (a whole line and a whole read must fit while another is in flight), is {max_bytes}"
+                ),
+            ));
+        }
+    }
+    let max_bytes = usize::try_from(max_bytes.0).unwrap_or_else(|_| {
+        e.push(ConfigError::invalid(
+            "buffer.max_bytes",
+            format!("{max_bytes} is more than this machine can address"),
+        ));
+        0
+    });
+
+    let output = match raw.output.kind {
+        OutputType::Stdout => OutputSettings::Stdout,
+        OutputType::Blackhole => OutputSettings::Blackhole,
+        OutputType::File => {
+            if raw.output.file.path.trim().is_empty() {
+                e.push(ConfigError::invalid(
+                    "output.file.path",
+                    "is required when output.type = \"file\"",
+                ));
+            }
+            OutputSettings::File {
+                path: PathBuf::from(&raw.output.file.path),
+                fsync: raw.output.file.fsync,
+            }
+        }
+    };
+
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Every Option below is Some: a None pushed an error above.
+    let (
+        Some(shutdown_timeout),
+        Some(max_line_bytes),
+        Some(read_budget),
+        Some(poll_interval),
+        Some(rescan_interval),
+        Some(flush_interval),
+    ) = (
+        shutdown_timeout,
+        max_line_bytes,
+        read_budget,
+        poll_interval,
+        rescan_interval,
+        flush_interval,
+    )
+    else {
+        unreachable!("a value missing without an error");
+    };
+    Ok(Settings {
+        data_dir: PathBuf::from(&raw.data_dir),
+        node_name,
+        shutdown_timeout,
+        log: LogSettings {
+            level: raw.log.level.clone(),
+            format: raw.log.format,
+        },
+        tail: TailSettings {
+            include: tail.include.clone(),
+            exclude: tail.exclude.clone(),
+            include_set,
+            exclude_set,
+            read_from: tail.read_from,
+            format: tail.format,
+            max_line_bytes,
+            oversize: tail.oversize_lines,
+            read_budget,
+            poll_interval,
+            rescan_interval,
+            rotate_wait: tail.rotate_wait.0,
+        },
+        positions: PositionsSettings {
+            flush_interval,
+            gc_after: raw.positions.gc_after.0,
+        },
+        buffer: BufferSettings { max_bytes },
+        output,
+    })
+}
+
+/// A size within `min..=max`, as a `usize`.
+fn size_in(
+    errors: &mut Vec<ConfigError>,
+    key: &str,
+    value: Size,
+    min: Size,
+    max: Size,
+) -> Option<usize> {
+    if value < min || value > max {
+        errors.push(ConfigError::invalid(
+            key,
+            format!("must be between {min} and {max}, is {value}"),
+        ));
+        return None;
+    }
+    usize::try_from(value.0).ok()
+}
+
+/// A duration within `min..=max`.
+fn duration_in(
+    errors: &mut Vec<ConfigError>,
+    key: &str,
+    value: HumanDuration,
+    min: HumanDuration,
+    max: HumanDuration,
+) -> Option<Duration> {
+    if value < min || value > max {
+        errors.push(ConfigError::invalid(
+            key,
+            format!("must be between {min} and {max}, is {value}"),
+        ));
+        return None;
+    }
+    Some(value.0)
+}
+
+/// A duration of at least `min` (a nanosecond: more than zero).
+fn at_least(
+    errors: &mut Vec<ConfigError>,
+    key: &str,
+    value: HumanDuration,
+    min: Duration,
+) -> Option<Duration> {
+    if value.0 < min {
+        let rule = if min == Duration::from_nanos(1) {
+            "must be more than 0s".to_string()
+        } else {
+            format!("must be at least {}", HumanDuration(min))
+        };
+        errors.push(ConfigError::invalid(key, format!("{rule}, is {value}")));
+        return None;
+    }
+    Some(value.0)
+}
+
+/// Compiles glob patterns. `*` does not cross a `/`, as in a shell, so that a pattern matches
+/// exactly the files discovery walks to (it walks one directory level per pattern component).
+fn globs(errors: &mut Vec<ConfigError>, key: &str, patterns: &[String]) -> GlobSet {
+    let mut set = GlobSetBuilder::new();
+    for pattern in patterns {
+        if !pattern.starts_with('/') {
+            errors.push(ConfigError::invalid(
+                key,
+                format!("{pattern:?} is not absolute: patterns match absolute paths (/**/ matches in any directory)"),
+            ));
+            continue;
+        }
+        match GlobBuilder::new(pattern).literal_separator(true).build() {
+            Ok(glob) => {
+                set.add(glob);
+            }
+            Err(e) => errors.push(ConfigError::invalid(
+                key,
+                format!("{pattern:?} is not a glob pattern: {}", e.kind()),
+            )),
+        }
+    }
+    set.build().unwrap_or_else(|e| {
+        errors.push(ConfigError::invalid(key, e.to_string()));
+        GlobSet::empty()
+    })
+}
+
+/// A tracing filter, as `EnvFilter` reads it. EnvFilter takes a bare word as a target to enable
+/// entirely, so `level = "inof"` would quietly hide every event of the agent; a bare word that
+/// is not a level is refused, and `target=level` is how a target is named.
+fn check_filter(errors: &mut Vec<ConfigError>, level: &str) {
+    if let Err(e) = EnvFilter::builder().parse(level) {
+        errors.push(ConfigError::invalid(
+            "log.level",
+            format!("{level:?} is not a tracing filter: {e}"),
+        ));
+        return;
+    }
+    for directive in level.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains(['=', '[', ':']) && directive.parse::<LevelFilter>().is_err() {
+            errors.push(ConfigError::invalid(
+                "log.level",
+                format!(
+                    "{directive:?} is not a level (off, error, warn, info, debug, trace); \
+                     to name a target write {directive}=debug"
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(raw: &RawConfig) -> Vec<String> {
+        match validate(raw, Some("node-1")) {
+            Ok(_) => Vec::new(),
+            Err(errors) => errors.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn the_defaults_validate() {
+        let settings = validate(&RawConfig::default(), Some("node-1")).unwrap();
+        assert_eq!(settings.data_dir, PathBuf::from("/var/lib/logship"));
+        assert_eq!(settings.node_name, "node-1");
+        assert_eq!(settings.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(settings.tail.include, ["/var/log/containers/*.log"]);
+        assert!(settings
+            .tail
+            .include_set
+            .is_match("/var/log/containers/web_shop_nginx-abc.log"));
+        assert!(!settings
+            .tail
+            .include_set
+            .is_match("/var/log/containers/sub/web.log"));
+        assert_eq!(settings.tail.max_line_bytes, 256 * 1024);
+        assert_eq!(settings.tail.read_budget, 256 * 1024);
+        assert_eq!(settings.tail.poll_interval, Duration::from_millis(250));
+        assert_eq!(settings.tail.rescan_interval, Duration::from_secs(10));
+        assert_eq!(settings.tail.rotate_wait, Duration::from_secs(5));
+        assert_eq!(settings.positions.flush_interval, Duration::from_secs(1));
+        assert_eq!(settings.positions.gc_after, Duration::from_secs(86_400));
+        assert_eq!(settings.buffer.max_bytes, 32 << 20);
+        assert_eq!(settings.output, OutputSettings::Stdout);
+    }
+
+    #[test]
+    fn node_name_falls_back_and_is_required() {
+        let mut raw = RawConfig::default();
+        assert!(errors_of(&raw).is_empty());
+        let err = validate(&raw, None).unwrap_err();
+        assert!(err[0]
+            .to_string()
+            .starts_with("node_name: is empty, and the NODE_NAME"));
+        raw.node_name = " node-7 ".into();
+        assert_eq!(validate(&raw, None).unwrap().node_name, "node-7");
+    }
+
+    #[test]
+    fn impossible_values_are_all_reported() {
+        let mut raw = RawConfig {
+            data_dir: "".into(),
+            shutdown_timeout: HumanDuration::secs(0),
+            ..RawConfig::default()
+        };
+        raw.log.level = "inof".into();
+        raw.tail.include = vec!["var/log/*.log".into(), "/var/log/[.log".into()];
+        raw.tail.exclude = vec!["*.gz".into()];
+        raw.tail.max_line_bytes = Size(512);
+        raw.tail.read_budget = Size::mib(128);
+        raw.tail.poll_interval = HumanDuration::secs(20);
+        raw.tail.rescan_interval = HumanDuration::millis(50);
+        raw.positions.flush_interval = HumanDuration::millis(1);
+        raw.output.kind = OutputType::File;
+        let errors = errors_of(&raw);
+        let expected = [
+            "data_dir: must not be empty",
+            "shutdown_timeout: must be more than 0s, is 0s",
+            "log.level: \"inof\" is not a level",
+            "tail.include: \"var/log/*.log\" is not absolute",
+            "tail.include: \"/var/log/[.log\" is not a glob pattern: unclosed character class",
+            "tail.exclude: \"*.gz\" is not absolute",
+            "tail.max_line_bytes: must be between 1KiB and 64MiB, is 512",
+            "tail.read_budget: must be between 4KiB and 64MiB, is 128MiB",
+            "tail.poll_interval: must be between 10ms and 10s, is 20s",
+            "tail.rescan_interval: must be at least 100ms, is 50ms",
+            "positions.flush_interval: must be at least 10ms, is 1ms",
+            "output.file.path: is required when output.type = \"file\"",
+        ];
+        assert_eq!(errors.len(), expected.len(), "{errors:#?}");
+        for (error, expected) in errors.iter().zip(expected) {
+            assert!(error.starts_with(expected), "{error:?} vs {expected:?}");
+        }
+    }
+
+    #[test]
+    fn the_buffer_must_hold_two_of_the_larger_of_a_line_and_a_read() {
+        let mut raw = RawConfig::default();
+        raw.tail.max_line_bytes = Size::mib(16);
+        raw.tail.read_budget = Size::mib(1);
+        raw.buffer.max_bytes = Size::mib(31);
+        let errors = errors_of(&raw);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with(
+            "buffer.max_bytes: must be at least 2 x max(tail.max_line_bytes, tail.read_budget) = 32MiB"
+        ));
+        assert!(errors[0].ends_with("is 31MiB"), "{}", errors[0]);
+        raw.buffer.max_bytes = Size::mib(32);
+        assert!(errors_of(&raw).is_empty());
+        // An out-of-range input is reported once, on its own key.
+        raw.tail.max_line_bytes = Size::mib(100);
+        raw.buffer.max_bytes = Size::kib(64);
+        let errors = errors_of(&raw);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("tail.max_line_bytes"));
+    }
+
+    #[test]
+    fn filters_and_globs_that_are_fine() {
+        let mut raw = RawConfig::default();
+        raw.log.level = "warn,logship::tail=debug,hyper[span]=off".into();
+        raw.tail.include = vec!["/var/log/**/*.log".into(), "/var/log/{a,b}/?.log".into()];
+        raw.tail.exclude = vec!["/**/*.gz".into()];
+        raw.output.kind = OutputType::File;
+        raw.output.file.path = "/tmp/out.ndjson".into();
+        raw.output.file.fsync = true;
+        let settings = validate(&raw, Some("n")).unwrap();
+        assert!(settings
+            .tail
+            .include_set
+            .is_match("/var/log/pods/x/y/0.log"));
+        assert!(settings.tail.include_set.is_match("/var/log/b/z.log"));
+        assert!(settings.tail.exclude_set.is_match("/var/log/a/x.gz"));
+        assert_eq!(
+            settings.output,
+            OutputSettings::File {
+                path: "/tmp/out.ndjson".into(),
+                fsync: true
+            }
+        );
+    }
+}
