@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::document::Encoder;
+use crate::sink::elasticsearch::{ElasticsearchSink, SinkError};
+use crate::sink::LocalOutput;
 use crate::tail::positions::{self, Positions, PositionsError};
 use crate::tail::{StartPolicy, Tailer, TailerParts};
 use crate::telemetry::{self, metrics};
@@ -45,6 +47,9 @@ pub enum AgentError {
     /// The positions file cannot be used (and must not be overwritten).
     #[error(transparent)]
     Positions(#[from] PositionsError),
+    /// The Elasticsearch sink cannot be built (certificates, credentials, dead-letter store).
+    #[error(transparent)]
+    Sink(#[from] SinkError),
     /// The tailer thread cannot be started.
     #[error("starting the tailer thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -98,12 +103,18 @@ impl Agent {
             })
             .map_err(AgentError::Thread)?;
 
-        let sink = tokio::spawn(crate::sink::run(
-            settings.output.clone(),
-            batch_rx,
-            positions.clone(),
-            encoder,
-        ));
+        let sink = match LocalOutput::of(&settings.output) {
+            Ok(local) => tokio::spawn(crate::sink::run_local(
+                local,
+                batch_rx,
+                positions.clone(),
+                encoder,
+            )),
+            Err(es) => {
+                let sink = ElasticsearchSink::build(es.clone(), &settings.node_name)?;
+                tokio::spawn(sink.run(batch_rx, positions.clone(), encoder))
+            }
+        };
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_positions(
             positions.clone(),

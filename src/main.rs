@@ -29,7 +29,7 @@ struct Cli {
     /// Where positions are kept, instead of `data_dir`.
     #[arg(long, global = true, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Where records go, instead of `output.type`: stdout, file or blackhole.
+    /// Where records go, instead of `output.type`: elasticsearch, stdout, file or blackhole.
     #[arg(long, global = true, value_name = "TYPE")]
     output: Option<String>,
 }
@@ -41,6 +41,17 @@ enum Command {
     /// Validate the configuration, print the effective configuration (secrets masked), and exit
     /// non-zero if anything is wrong.
     Check,
+    /// Work with the records Elasticsearch refused for good (`<data_dir>/dead-letter/`).
+    #[command(subcommand)]
+    DeadLetter(DeadLetterCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DeadLetterCommand {
+    /// Send every dead letter again (after the cause was fixed). Records now accepted, or
+    /// already present, are removed from the store; records still refused stay. Exits 0 when the
+    /// store is empty afterwards, 1 when records remain, 70 when it cannot run.
+    Replay,
 }
 
 fn main() -> ExitCode {
@@ -59,6 +70,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(loaded),
+        Command::DeadLetter(DeadLetterCommand::Replay) => replay(loaded),
     }
 }
 
@@ -81,6 +93,48 @@ fn load_options(cli: &Cli) -> LoadOptions {
         env: std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
+    }
+}
+
+/// `logship dead-letter replay`.
+fn replay(loaded: Loaded) -> ExitCode {
+    let settings = loaded.settings;
+    logship::telemetry::init_logging(&settings.log);
+    let Err(es) = logship::sink::LocalOutput::of(&settings.output) else {
+        eprintln!("logship: dead letters exist only with output.type = \"elasticsearch\".");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("logship: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    match runtime.block_on(logship::sink::elasticsearch::replay::replay(es)) {
+        Ok(report) => {
+            println!(
+                "Replayed {} files: {} records delivered, {} already present, {} still refused, {} unreadable lines; {} files skipped (in use by a running agent).",
+                report.files,
+                report.delivered,
+                report.already_present,
+                report.remaining,
+                report.unreadable,
+                report.busy
+            );
+            if report.remaining + report.unreadable + report.busy as u64 == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("logship: dead-letter replay failed: {e}");
+            ExitCode::from(EXIT_START)
+        }
     }
 }
 

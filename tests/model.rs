@@ -78,6 +78,26 @@ impl Model {
                 append(&self.path(stream), body.as_bytes());
             }
             Op::Rotate { stream } => {
+                // The kubelet rotates files that grew large, long after they were created: a file
+                // renamed before the agent ever opened it is not one any pattern finds. Rotate
+                // only a generation the agent has started to ship.
+                let generation = self.generation[stream];
+                let Some(first) = self
+                    .written
+                    .iter()
+                    .find(|(s, g, _)| *s == stream && *g == generation)
+                    .map(|(_, _, m)| m.clone())
+                else {
+                    return;
+                };
+                assert!(
+                    wait_until(Duration::from_secs(30), || self
+                        .fx
+                        .messages()
+                        .contains(&first)),
+                    "{}",
+                    self.agent.logs()
+                );
                 let suffix = format!("{}-{}", self.generation[stream], self.seq[stream]);
                 let rotated = kubelet_rotate(&self.path(stream), &suffix);
                 if let Some(older) = self.rotated[stream].replace(rotated) {

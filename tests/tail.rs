@@ -77,7 +77,15 @@ fn kubelet_rotation_with_gzip_and_delete_loses_and_doubles_nothing() {
             append(&path, cri("stdout", 'F', &m).as_bytes());
             expected.push(m);
         }
-        // Rotate right after writing: the agent is still reading the old file.
+        // The kubelet rotates a file once it grew large, long after the agent opened it: wait
+        // for the generation's first line, then rotate right after writing, while the agent is
+        // still reading the old file.
+        let first = format!("g{generation}-0");
+        assert!(
+            wait_until(WAIT, || fx.messages().contains(&first)),
+            "{}",
+            agent.logs()
+        );
         let rotated = kubelet_rotate(&path, &format!("2026112210000{generation}"));
         if let Some(old) = previous.replace(rotated) {
             kubelet_compress(&old);

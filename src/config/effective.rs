@@ -46,7 +46,8 @@ pub fn mask_secrets(table: &mut Table) {
 
 fn is_secret(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    SECRET_NAMES.iter().any(|name| key.contains(name))
+    // `password_file`, `bearer_token_file`: where a secret is, not the secret.
+    !key.ends_with("_file") && SECRET_NAMES.iter().any(|name| key.contains(name))
 }
 
 /// Masks every string under a secret key (a table of credentials is masked whole).
@@ -121,9 +122,11 @@ mod tests {
             "[buffer]",
             "max_bytes = \"32MiB\"",
             "[output]",
-            "type = \"stdout\"",
+            "type = \"elasticsearch\"",
             "[output.file]",
             "fsync = false",
+            "[output.elasticsearch]",
+            "[output.elasticsearch.dead_letter]",
         ]
         .iter()
         .map(|needle| {

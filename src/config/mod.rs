@@ -9,6 +9,7 @@
 //! - `env`: `LOGSHIP_*` variables as settings.
 //! - `layer`: one layer of values as a `config` crate source, and back.
 //! - `schema`: the known keys; unknown keys and wrong types in a merged tree.
+//! - `elasticsearch`: the `[output.elasticsearch]` section, validated.
 //! - `validate`: `RawConfig` -> [`Settings`], every range and cross-key rule, pure.
 //! - `effective`: the effective configuration as TOML, secrets masked.
 //! - `load`: the steps in order; [`load`] is the entry point.
@@ -16,6 +17,7 @@
 //! - `settings`: the validated, typed [`Settings`] the agent is built from.
 
 mod effective;
+mod elasticsearch;
 mod env;
 mod error;
 mod layer;

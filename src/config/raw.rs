@@ -169,19 +169,24 @@ impl Default for RawBuffer {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOutput {
-    /// `stdout` (NDJSON on standard output), `file` (NDJSON appended to `output.file.path`) or
-    /// `blackhole` (encoded, counted, discarded: for benchmarks and dry runs).
+    /// `elasticsearch` (bulk requests to `output.elasticsearch.hosts`), `stdout` (NDJSON on
+    /// standard output), `file` (NDJSON appended to `output.file.path`) or `blackhole` (encoded,
+    /// counted, discarded: for benchmarks and dry runs).
     #[serde(rename = "type")]
     pub kind: OutputType,
     /// The `file` output; ignored by the others.
     pub file: RawOutputFile,
+    /// The `elasticsearch` output; ignored by the others.
+    pub elasticsearch: RawElasticsearch,
 }
 
 /// The `output.type` names.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputType {
+    /// `_bulk` requests to Elasticsearch or OpenSearch (`output.elasticsearch`).
     #[default]
+    Elasticsearch,
     Stdout,
     File,
     Blackhole,
@@ -197,4 +202,169 @@ pub struct RawOutputFile {
     /// Whether every flush is also fsync'ed before it is acknowledged: survives a power loss,
     /// costs a disk round trip per flush.
     pub fsync: bool,
+}
+
+/// `[output.elasticsearch]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawElasticsearch {
+    /// Base URLs of the cluster's nodes (`https://es-0.example:9200`), used round-robin; a node
+    /// that fails is left out for a while and probed before it is used again. A path is kept
+    /// (`https://proxy/es`). Credentials belong in `auth`, not in the URL.
+    pub hosts: Vec<String>,
+    /// The index (or data stream) records go to: a template with strftime specifiers on the
+    /// record's timestamp in UTC (`%Y %m %d %H %M %j %G %V %u`) and field references in braces
+    /// (`{kubernetes.namespace}`, `{kubernetes.pod.name}`, `{kubernetes.container.name}`,
+    /// `{host.name}`, `{stream}`). The default is a data stream on Elasticsearch 7.9+ (its
+    /// built-in `logs-*-*` template) and a plain index on OpenSearch.
+    pub index: String,
+    /// Where records go whose template fields are missing (a file that is not a kubelet log has
+    /// no namespace). A plain index name.
+    pub index_fallback: String,
+    /// `create` (a repeated record answers 409 and counts as delivered: restarts and retries
+    /// never duplicate; required by data streams) or `index` (overwrites a document of the same
+    /// id).
+    pub op_type: String,
+    /// An ingest pipeline every record goes through; empty for none.
+    pub pipeline: String,
+    /// `gzip` or `none`: compression of request bodies.
+    pub compression: String,
+    /// gzip level, 1 (fastest) to 9 (smallest).
+    pub compression_level: u32,
+    /// How long one request may take before it is abandoned and retried.
+    pub request_timeout: HumanDuration,
+    /// Requests sent at once at most, 1 to 64.
+    pub max_in_flight: u32,
+    /// Install an index template (`logship`) with mappings that suit the documents
+    /// (`@timestamp` as date_nanos, labels and annotations as keywords) at start.
+    pub install_template: bool,
+    /// When a bulk request is closed and sent.
+    pub batch: RawBatch,
+    /// How failures are retried.
+    pub retry: RawRetry,
+    /// How requests authenticate; at most one method.
+    pub auth: RawAuth,
+    /// TLS towards the cluster.
+    pub tls: RawTls,
+    /// Records the cluster refused for good, kept under `<data_dir>/dead-letter/`.
+    pub dead_letter: RawDeadLetter,
+}
+
+impl Default for RawElasticsearch {
+    fn default() -> Self {
+        RawElasticsearch {
+            hosts: vec!["http://localhost:9200".into()],
+            index: "logs-logship-default".into(),
+            index_fallback: "logs-logship-default".into(),
+            op_type: "create".into(),
+            pipeline: String::new(),
+            compression: "gzip".into(),
+            compression_level: 1,
+            request_timeout: HumanDuration::secs(30),
+            max_in_flight: 4,
+            install_template: false,
+            batch: RawBatch::default(),
+            retry: RawRetry::default(),
+            auth: RawAuth::default(),
+            tls: RawTls::default(),
+            dead_letter: RawDeadLetter::default(),
+        }
+    }
+}
+
+/// `[output.elasticsearch.batch]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBatch {
+    /// A request is sent once it holds this many bytes (before compression)…
+    pub max_bytes: Size,
+    /// …or this many records…
+    pub max_events: u32,
+    /// …or this long after its first record went in.
+    pub timeout: HumanDuration,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        RawBatch {
+            max_bytes: Size::mib(5),
+            max_events: 10_000,
+            timeout: HumanDuration::secs(1),
+        }
+    }
+}
+
+/// `[output.elasticsearch.retry]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// The first wait before a retry; it doubles with each attempt (with full jitter).
+    pub initial_backoff: HumanDuration,
+    /// The longest wait between two attempts.
+    pub max_backoff: HumanDuration,
+    /// Give up after this long and put the records in the dead letters. Empty: never give up
+    /// (the default: while the cluster refuses, reading waits and nothing is lost).
+    pub max_duration: String,
+}
+
+impl Default for RawRetry {
+    fn default() -> Self {
+        RawRetry {
+            initial_backoff: HumanDuration::millis(100),
+            max_backoff: HumanDuration::secs(30),
+            max_duration: String::new(),
+        }
+    }
+}
+
+/// `[output.elasticsearch.auth]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// Basic authentication: the user…
+    pub user: String,
+    /// …and its password (better: `${ES_PASSWORD}` from a Secret, or `password_file`).
+    pub password: String,
+    /// A file holding the password (a mounted Secret).
+    pub password_file: String,
+    /// An API key, as the `encoded` value Elasticsearch's create API key call returns.
+    pub api_key: String,
+    /// A file holding the API key.
+    pub api_key_file: String,
+    /// A file holding a bearer token, read again whenever it changes.
+    pub bearer_token_file: String,
+}
+
+/// `[output.elasticsearch.tls]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file of CA certificates trusted in addition to the system's.
+    pub ca_file: String,
+    /// PEM client certificate for mutual TLS (with `key_file`).
+    pub cert_file: String,
+    /// PEM private key of `cert_file`.
+    pub key_file: String,
+    /// Accept any server certificate. Defeats TLS; logged as a warning at start.
+    pub insecure_skip_verify: bool,
+}
+
+/// `[output.elasticsearch.dead_letter]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDeadLetter {
+    /// All dead-letter files together at most this big; beyond it the oldest file is removed
+    /// (logged as an error and counted: that is data loss).
+    pub max_bytes: Size,
+    /// One file at most this big before the next one is started.
+    pub max_file_bytes: Size,
+}
+
+impl Default for RawDeadLetter {
+    fn default() -> Self {
+        RawDeadLetter {
+            max_bytes: Size::mib(1024),
+            max_file_bytes: Size::mib(64),
+        }
+    }
 }

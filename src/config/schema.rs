@@ -285,7 +285,8 @@ mod tests {
             ("tail.data_dir", Some("data_dir")),
             ("output.file.fsnyc", Some("output.file.fsync")),
             ("Data_Dir", Some("data_dir")),
-            ("elasticsearch", None),
+            ("elasticsearch", Some("output.elasticsearch")),
+            ("kafka", None),
             ("tail.zzz", None),
         ];
         for (typo, meant) in cases {

@@ -100,4 +100,6 @@ pub enum OutputSettings {
     File { path: PathBuf, fsync: bool },
     /// Encoded and counted, then discarded: for benchmarks and dry runs.
     Blackhole,
+    /// Bulk requests to Elasticsearch or OpenSearch.
+    Elasticsearch(Box<crate::sink::elasticsearch::ElasticsearchSettings>),
 }

@@ -113,7 +113,7 @@ fn no_file_is_the_defaults() {
     assert_eq!(s.node_name, "node-1");
     assert_eq!(s.tail.include, ["/var/log/containers/*.log"]);
     assert_eq!(s.tail.read_from, ReadFrom::Head);
-    assert_eq!(s.output, OutputSettings::Stdout);
+    assert!(matches!(s.output, OutputSettings::Elasticsearch(_)));
     assert!(loaded.effective_toml().contains("node_name = \"node-1\""));
 }
 

@@ -117,6 +117,14 @@ pub fn validate(
     });
 
     let output = match raw.output.kind {
+        OutputType::Elasticsearch => super::elasticsearch::validate(
+            e,
+            &raw.output.elasticsearch,
+            std::path::Path::new(&raw.data_dir),
+        )
+        .map_or(OutputSettings::Blackhole, |es| {
+            OutputSettings::Elasticsearch(Box::new(es))
+        }),
         OutputType::Stdout => OutputSettings::Stdout,
         OutputType::Blackhole => OutputSettings::Blackhole,
         OutputType::File => {
@@ -187,7 +195,7 @@ pub fn validate(
 }
 
 /// A size within `min..=max`, as a `usize`.
-fn size_in(
+pub(super) fn size_in(
     errors: &mut Vec<ConfigError>,
     key: &str,
     value: Size,
@@ -205,7 +213,7 @@ fn size_in(
 }
 
 /// A duration within `min..=max`.
-fn duration_in(
+pub(super) fn duration_in(
     errors: &mut Vec<ConfigError>,
     key: &str,
     value: HumanDuration,
@@ -223,7 +231,7 @@ fn duration_in(
 }
 
 /// A duration of at least `min` (a nanosecond: more than zero).
-fn at_least(
+pub(super) fn at_least(
     errors: &mut Vec<ConfigError>,
     key: &str,
     value: HumanDuration,
@@ -327,7 +335,17 @@ mod tests {
         assert_eq!(settings.positions.flush_interval, Duration::from_secs(1));
         assert_eq!(settings.positions.gc_after, Duration::from_secs(86_400));
         assert_eq!(settings.buffer.max_bytes, 32 << 20);
-        assert_eq!(settings.output, OutputSettings::Stdout);
+        let OutputSettings::Elasticsearch(es) = &settings.output else {
+            panic!("the default output is elasticsearch: {:?}", settings.output)
+        };
+        assert_eq!(es.client.hosts[0].as_str(), "http://localhost:9200/");
+        assert_eq!(es.index_fallback, "logs-logship-default");
+        assert_eq!(es.batch_max_bytes, 5 << 20);
+        assert_eq!(es.retry_max_duration, None);
+        assert_eq!(
+            es.dead_letter.dir,
+            PathBuf::from("/var/lib/logship/dead-letter")
+        );
     }
 
     #[test]

@@ -58,20 +58,46 @@ impl Destination {
     }
 }
 
+/// The local outputs, as [`run_local`] takes them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LocalOutput {
+    Stdout,
+    File {
+        path: std::path::PathBuf,
+        fsync: bool,
+    },
+    Blackhole,
+}
+
+impl LocalOutput {
+    /// The local output `output` names, or the Elasticsearch settings if it names none.
+    pub fn of(
+        output: &OutputSettings,
+    ) -> Result<LocalOutput, &elasticsearch::ElasticsearchSettings> {
+        match output {
+            OutputSettings::Stdout => Ok(LocalOutput::Stdout),
+            OutputSettings::File { path, fsync } => Ok(LocalOutput::File {
+                path: path.clone(),
+                fsync: *fsync,
+            }),
+            OutputSettings::Blackhole => Ok(LocalOutput::Blackhole),
+            OutputSettings::Elasticsearch(es) => Err(es),
+        }
+    }
+}
+
 /// Runs a local sink until the batch channel closes and every batch received is written and
 /// acknowledged.
-pub async fn run(
-    output: OutputSettings,
+pub async fn run_local(
+    output: LocalOutput,
     mut batches: Receiver<Batch>,
     positions: Positions,
     encoder: Arc<Encoder>,
 ) {
     let mut destination = match output {
-        OutputSettings::Stdout => Destination::Stdout(tokio::io::stdout()),
-        OutputSettings::File { path, fsync } => {
-            Destination::File(file::FileOutput::new(path, fsync))
-        }
-        OutputSettings::Blackhole => Destination::Blackhole,
+        LocalOutput::Stdout => Destination::Stdout(tokio::io::stdout()),
+        LocalOutput::File { path, fsync } => Destination::File(file::FileOutput::new(path, fsync)),
+        LocalOutput::Blackhole => Destination::Blackhole,
     };
     let mut waiting = Vec::with_capacity(BATCHES_PER_WRITE);
     let mut buf = Vec::new();

@@ -50,8 +50,22 @@ impl Discovery {
         let dirty = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&dirty);
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            // Errors (queue overflow) are covered by marking dirty too: the next scan finds all.
-            if event.as_ref().map_or(true, |e| !e.kind.is_access()) {
+            // Only what changes the set of names: creations, removals, renames. Writes to a
+            // followed file are seen by polling its descriptor; a scan per write would cost a
+            // directory walk per log line. Errors (queue overflow) mark dirty too: the next scan
+            // finds all.
+            let relevant = event.as_ref().map_or(true, |e| {
+                use notify::event::{EventKind, ModifyKind};
+                matches!(
+                    e.kind,
+                    EventKind::Create(_)
+                        | EventKind::Remove(_)
+                        | EventKind::Modify(ModifyKind::Name(_))
+                        | EventKind::Any
+                        | EventKind::Other
+                )
+            });
+            if relevant {
                 flag.store(true, Ordering::Release);
                 let _ = wake.try_send(());
             }

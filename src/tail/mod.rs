@@ -138,9 +138,14 @@ impl Tailer {
         let mut last_rotation_check = Instant::now();
         while !self.stop.is_cancelled() {
             let now = Instant::now();
-            if self.discovery.take_dirty()
-                || last_scan.is_none_or(|t| now - t >= self.settings.rescan_interval)
-            {
+            let names_changed = self.discovery.take_dirty();
+            if names_changed {
+                // A rename or removal in a watched directory: find out at once whether it was
+                // one of ours being rotated, so its successor is opened within milliseconds.
+                self.poll(true);
+                last_rotation_check = now;
+            }
+            if names_changed || last_scan.is_none_or(|t| now - t >= self.settings.rescan_interval) {
                 self.scan();
                 last_scan = Some(now);
             }
@@ -199,6 +204,10 @@ impl Tailer {
         }
         if first {
             self.recover_rotated();
+            tracing::info!(
+                files = self.files.len(),
+                "Initial scan done; following the files found."
+            );
         }
         self.update_gauge();
     }

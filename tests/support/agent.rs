@@ -8,6 +8,7 @@ use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -68,10 +69,9 @@ path = "{out}"
 
     /// Starts the agent with extra `LOGSHIP_*` variables.
     pub fn spawn(&self, env: &[(&str, &str)]) -> AgentProcess {
-        let stderr = self
-            .dir
-            .path()
-            .join(format!("agent-{}.log", Instant::now().elapsed().as_nanos()));
+        static SPAWNED: AtomicUsize = AtomicUsize::new(0);
+        let n = SPAWNED.fetch_add(1, Ordering::Relaxed);
+        let stderr = self.dir.path().join(format!("agent-{n}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logship"));
         cmd.arg("--config").arg(&self.config);
         for (k, v) in env {
@@ -84,7 +84,15 @@ path = "{out}"
             .stderr(err)
             .spawn()
             .expect("spawn logship");
-        AgentProcess { child, stderr }
+        let mut agent = AgentProcess { child, stderr };
+        // Files renamed before the agent ever saw them cannot be followed (no pattern matches
+        // their new names): tests act once the first scan is done, as a user's writes would
+        // come after the agent was ready.
+        let ready = wait_until(Duration::from_secs(20), || {
+            agent.logs().contains("Initial scan done") || !agent.running()
+        });
+        assert!(ready, "agent not ready:\n{}", agent.logs());
+        agent
     }
 
     /// Every record the file sink wrote, in order.
@@ -144,6 +152,11 @@ impl AgentProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         None
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// What the agent logged.

@@ -43,6 +43,31 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// A secret given in the configuration, or the file that holds it (a mounted Secret), read
+/// when the client is built.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SecretSource {
+    Value(Secret),
+    File(PathBuf),
+}
+
+impl SecretSource {
+    fn resolve(&self, what: &'static str) -> Result<Secret, ClientError> {
+        match self {
+            SecretSource::Value(secret) => Ok(secret.clone()),
+            SecretSource::File(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| ClientError::ReadFile {
+                        what,
+                        path: path.clone(),
+                        source,
+                    })?;
+                Ok(Secret::new(text.trim().to_owned()))
+            }
+        }
+    }
+}
+
 /// How requests authenticate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Auth {
@@ -50,11 +75,11 @@ pub enum Auth {
     /// HTTP basic authentication.
     Basic {
         user: String,
-        password: Secret,
+        password: SecretSource,
     },
     /// `Authorization: ApiKey <value>`; the value is the base64 of `id:key`, as Elasticsearch's
     /// create API key answer gives it in `encoded`.
-    ApiKey(Secret),
+    ApiKey(SecretSource),
     /// `Authorization: Bearer <token>`, the token read from a file and re-read when it changes.
     Bearer {
         token_file: PathBuf,
@@ -74,7 +99,7 @@ pub struct TlsSettings {
 }
 
 /// What the client needs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientSettings {
     pub hosts: Vec<Url>,
     pub auth: Auth,
@@ -267,7 +292,10 @@ struct TokenCache {
 pub struct Client {
     http: reqwest::Client,
     pub hosts: Hosts,
-    auth: Auth,
+    /// The `Authorization` header for basic and API key authentication, built once.
+    auth_header: Option<HeaderValue>,
+    /// The token file for bearer authentication.
+    token_file: Option<PathBuf>,
     token: Mutex<TokenCache>,
     pipeline: Option<String>,
 }
@@ -317,10 +345,35 @@ impl Client {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(ClientError::Build)?;
+        let header = |value: String| {
+            let mut h = HeaderValue::from_str(&value).map_err(|e| ClientError::ReadFile {
+                what: "credentials",
+                path: PathBuf::new(),
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
+            })?;
+            h.set_sensitive(true);
+            Ok::<_, ClientError>(h)
+        };
+        let (auth_header, token_file) = match &settings.auth {
+            Auth::None => (None, None),
+            Auth::Basic { user, password } => {
+                use base64::Engine as _;
+                let password = password.resolve("password file")?;
+                let pair = format!("{user}:{}", password.expose());
+                let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+                (Some(header(format!("Basic {encoded}"))?), None)
+            }
+            Auth::ApiKey(key) => {
+                let key = key.resolve("API key file")?;
+                (Some(header(format!("ApiKey {}", key.expose()))?), None)
+            }
+            Auth::Bearer { token_file } => (None, Some(token_file.clone())),
+        };
         Ok(Client {
             http,
             hosts: Hosts::new(settings.hosts.clone(), settings.host_backoff),
-            auth: settings.auth.clone(),
+            auth_header,
+            token_file,
             token: Mutex::new(TokenCache::default()),
             pipeline: settings.pipeline.clone(),
         })
@@ -330,12 +383,13 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<reqwest::RequestBuilder, ClientError> {
-        Ok(match &self.auth {
-            Auth::None => req,
-            Auth::Basic { user, password } => req.basic_auth(user, Some(password.expose())),
-            Auth::ApiKey(key) => req.header(AUTHORIZATION, format!("ApiKey {}", key.expose())),
-            Auth::Bearer { token_file } => req.header(AUTHORIZATION, self.bearer(token_file)?),
-        })
+        if let Some(h) = &self.auth_header {
+            return Ok(req.header(AUTHORIZATION, h.clone()));
+        }
+        if let Some(path) = &self.token_file {
+            return Ok(req.header(AUTHORIZATION, self.bearer(path)?));
+        }
+        Ok(req)
     }
 
     /// The bearer header, re-reading the token file when its modification time changed.
@@ -584,7 +638,7 @@ mod tests {
     fn secrets_are_masked_in_debug_output() {
         let auth = Auth::Basic {
             user: "elastic".into(),
-            password: Secret::new("hunter2".into()),
+            password: SecretSource::Value(Secret::new("hunter2".into())),
         };
         let text = format!("{auth:?}");
         assert!(!text.contains("hunter2") && text.contains("***"), "{text}");

@@ -53,7 +53,7 @@ use index::IndexTemplate;
 use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
 
 /// Everything the sink needs, validated.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ElasticsearchSettings {
     pub client: ClientSettings,
     /// The index every record goes to, as a template.

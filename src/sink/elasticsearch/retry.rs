@@ -217,7 +217,7 @@ pub fn error_summary(body: &[u8]) -> String {
 
 /// Exponential backoff with full jitter: attempt `n` waits a uniformly random time in
 /// `[0, min(max, base * 2^n)]`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Backoff {
     pub base: Duration,
     pub max: Duration,
