@@ -62,7 +62,10 @@ impl fmt::Display for Size {
             (1_000, "kB"),
         ];
         let n = self.0;
-        match UNITS.iter().find(|(unit, _)| n != 0 && n % unit == 0) {
+        match UNITS
+            .iter()
+            .find(|(unit, _)| n != 0 && n.is_multiple_of(*unit))
+        {
             Some((unit, name)) => write!(f, "{}{name}", n / unit),
             None => write!(f, "{n}"),
         }
@@ -136,7 +139,10 @@ impl fmt::Display for HumanDuration {
             (1, "ns"),
         ];
         let n = self.0.as_nanos();
-        match UNITS.iter().find(|(unit, _)| n % unit == 0 && n != 0) {
+        match UNITS
+            .iter()
+            .find(|(unit, _)| n.is_multiple_of(*unit) && n != 0)
+        {
             Some((unit, name)) => write!(f, "{}{name}", n / unit),
             None => f.write_str("0s"),
         }

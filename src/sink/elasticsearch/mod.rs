@@ -222,14 +222,16 @@ struct Driver {
     ready: VecDeque<BulkBody<ItemRef>>,
     retries: BinaryHeap<Reverse<Delayed>>,
     in_flight: JoinSet<Delivery>,
-    /// Rendered index names by (source, time bucket, stream); each entry keeps its source alive so
-    /// that its address cannot be reused by another file while cached.
-    index_cache: HashMap<(usize, i64, u8), (Arc<crate::source::Source>, Arc<str>)>,
+    index_cache: IndexCache,
     dead_letters: DeadLetters,
     /// Reused buffer for documents written to the dead letters.
     doc: Vec<u8>,
     retry_warnings: Throttle,
 }
+
+/// Rendered index names by (source address, time bucket, stream); each entry keeps its source
+/// alive so that its address cannot be reused by another file while cached.
+type IndexCache = HashMap<(usize, i64, u8), (Arc<crate::source::Source>, Arc<str>)>;
 
 /// Index cache entries at most before it is cleared (one per file and day, typically).
 const INDEX_CACHE_MAX: usize = 4096;
@@ -539,7 +541,7 @@ impl Driver {
 
 /// The index of `record`, rendered once per (file, time bucket, stream).
 fn index_name(
-    cache: &mut HashMap<(usize, i64, u8), (Arc<crate::source::Source>, Arc<str>)>,
+    cache: &mut IndexCache,
     settings: &ElasticsearchSettings,
     node_name: &str,
     batch: &Batch,
