@@ -1,0 +1,497 @@
+//! The agent against the test Elasticsearch: every line arrives exactly once through outages,
+//! 429 storms, partial failures, oversized requests, dropped connections, restarts with kill -9 and
+//! host failover; refused records go to the dead letters and come back with `dead-letter replay`.
+//! Each test runs the real binary and checks what a user would see in the cluster.
+
+mod support;
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use support::agent::{
+    append, cri, kubelet_compress, kubelet_rotate, wait_until, AgentProcess, Fixture,
+};
+use support::elasticsearch::{Credentials, DropPoint, Flavor, ItemRule, TestEs};
+
+const WAIT: Duration = Duration::from_secs(30);
+const INDEX: &str = "logs-logship-default";
+
+/// Settings for a test: short batches and backoffs so that a test takes seconds.
+fn es_env<'a>(hosts: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut env = vec![
+        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", hosts),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "50ms"),
+        (
+            "LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__INITIAL_BACKOFF",
+            "10ms",
+        ),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__MAX_BACKOFF", "300ms"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__REQUEST_TIMEOUT", "5s"),
+    ];
+    env.extend_from_slice(extra);
+    env
+}
+
+fn spawn(fx: &Fixture, es: &TestEs, extra: &[(&str, &str)]) -> AgentProcess {
+    let url = es.url();
+    fx.spawn(&es_env(&url, extra))
+}
+
+/// Messages stored in `index`, with how often each is there.
+fn stored(es: &TestEs, index: &str) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for doc in es.documents(index).values() {
+        let m = doc["message"].as_str().unwrap_or_default().to_string();
+        *counts.entry(m).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn assert_each_once(es: &TestEs, expected: &[String]) {
+    let counts = stored(es, INDEX);
+    for m in expected {
+        assert_eq!(
+            counts.get(m).copied().unwrap_or(0),
+            1,
+            "{m:?} should be stored exactly once"
+        );
+    }
+    assert_eq!(
+        counts.values().sum::<usize>(),
+        expected.len(),
+        "unexpected documents"
+    );
+}
+
+/// Writes `n` CRI lines `<prefix>-<i>` to `path`.
+fn write_lines(path: &std::path::Path, prefix: &str, n: usize) -> Vec<String> {
+    let mut body = String::new();
+    let mut written = Vec::new();
+    for i in 0..n {
+        let m = format!("{prefix}-{i}");
+        body.push_str(&cri("stdout", 'F', &m));
+        written.push(m);
+    }
+    append(path, body.as_bytes());
+    written
+}
+
+#[test]
+fn rotating_files_arrive_exactly_once_as_a_data_stream() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log(
+        "web-7d4b9_shop_nginx-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
+    );
+    let mut agent = spawn(&fx, &es, &[]);
+    let mut expected = Vec::new();
+    let mut previous = None;
+    for generation in 0..4 {
+        expected.extend(write_lines(&path, &format!("g{generation}"), 500));
+        let first = format!("g{generation}-0");
+        assert!(
+            wait_until(WAIT, || stored(&es, INDEX).contains_key(&first)),
+            "{}",
+            agent.logs()
+        );
+        let rotated = kubelet_rotate(&path, &format!("2026112210000{generation}"));
+        if let Some(old) = previous.replace(rotated) {
+            kubelet_compress(&old);
+        }
+    }
+    expected.extend(write_lines(&path, "last", 10));
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_each_once(&es, &expected);
+    assert_eq!(
+        es.data_streams().len(),
+        1,
+        "the default index is a data stream on 8.x"
+    );
+    let doc = es.documents(INDEX).into_values().next().unwrap();
+    assert_eq!(doc["kubernetes"]["namespace"], "shop");
+    assert_eq!(doc["kubernetes"]["pod"]["name"], "web-7d4b9");
+    assert_eq!(doc["host"]["name"], "test-node");
+    assert!(
+        es.bulk_requests().iter().all(|r| r.gzip),
+        "gzip is on by default"
+    );
+    assert!(
+        agent.logs().contains("Connected to the cluster"),
+        "{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn an_outage_delays_but_loses_and_doubles_nothing() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("app.log");
+    let mut agent = spawn(&fx, &es, &[]);
+    let mut expected = write_lines(&path, "before", 200);
+    assert!(es.wait_for_doc_count(200, WAIT), "{}", agent.logs());
+    es.down();
+    expected.extend(write_lines(&path, "during", 3000));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(es.doc_count(), 200);
+    es.up();
+    expected.extend(write_lines(&path, "after", 200));
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+    assert!(
+        agent.logs().contains("Bulk request failed; retrying"),
+        "{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn rejected_items_and_5xx_answers_are_retried_alone_until_accepted() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("storm.log");
+    // Every document is refused twice with 429 before it is taken; and a few 503s in between.
+    es.reject_items(ItemRule::FirstAttempts(2), 429);
+    es.fail_next(3, 503);
+    let mut agent = spawn(&fx, &es, &[]);
+    let expected = write_lines(&path, "m", 2000);
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+    let items = es.item_status_counts();
+    assert!(items.get(&429).copied().unwrap_or(0) >= 4000, "{items:?}");
+    // The retries carried only the refused items, not whole batches again: no 409s.
+    assert_eq!(items.get(&409), None, "{items:?}");
+}
+
+#[test]
+fn dropped_connections_and_timeouts_repeat_idempotently() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("drops.log");
+    // The server stores the documents and then drops the connection: the agent cannot know they
+    // arrived, sends them again, and Elasticsearch answers 409 for each.
+    es.drop_connections(2, DropPoint::AfterProcessing);
+    let mut agent = spawn(&fx, &es, &[]);
+    let expected = write_lines(&path, "d", 1000);
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        wait_until(WAIT, || es.item_status_counts().contains_key(&409)),
+        "the repeat was answered with 409s"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+}
+
+#[test]
+fn oversized_requests_are_split_in_halves() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("big.log");
+    es.set_max_content_length(64 * 1024);
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "500ms")],
+    );
+    let mut body = String::new();
+    let mut expected = Vec::new();
+    for i in 0..2000 {
+        let m = format!("{i:05} {}", "x".repeat(150));
+        body.push_str(&cri("stdout", 'F', &m));
+        expected.push(m);
+    }
+    append(&path, body.as_bytes());
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+    assert!(
+        es.status_counts().contains_key(&413),
+        "{:?}",
+        es.status_counts()
+    );
+    assert!(
+        agent.logs().contains("sending it in halves"),
+        "{}",
+        agent.logs()
+    );
+}
+
+#[test]
+fn refused_documents_go_to_the_dead_letters_and_replay_brings_them_back() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("poison.log");
+    es.reject_items(
+        ItemRule::matching(|item| {
+            item.source["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("poison"))
+        }),
+        400,
+    );
+    let mut agent = spawn(&fx, &es, &[]);
+    let mut body = String::new();
+    let mut good = Vec::new();
+    for i in 0..300 {
+        let m = if i % 50 == 7 {
+            format!("poison-{i}")
+        } else {
+            format!("good-{i}")
+        };
+        body.push_str(&cri("stdout", 'F', &m));
+        if !m.starts_with("poison") {
+            good.push(m);
+        }
+    }
+    append(&path, body.as_bytes());
+    assert!(es.wait_for_doc_count(good.len(), WAIT), "{}", agent.logs());
+    // The positions move past the refused records: the whole file is acknowledged.
+    let size = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        wait_until(WAIT, || fx.positions()["files"][0]["offset"] == size),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &good);
+
+    let dead_dir = fx.data.join("dead-letter");
+    let letters: Vec<Value> = std::fs::read_dir(&dead_dir)
+        .unwrap()
+        .flat_map(|e| {
+            let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(letters.len(), 6, "{letters:?}");
+    assert!(letters
+        .iter()
+        .all(|l| l["status"] == 400 && l["index"] == INDEX));
+    assert!(letters[0]["document"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("poison"));
+
+    // The operator fixes the cause; replay delivers the dead letters and empties the store.
+    es.clear_item_faults();
+    let url = es.url();
+    let out = Command::new(env!("CARGO_BIN_EXE_logship"))
+        .args(["dead-letter", "replay", "--config"])
+        .arg(&fx.config)
+        .envs(es_env(&url, &[]))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("6 records delivered"), "{stdout}");
+    assert_eq!(es.doc_count(), 300);
+    assert_eq!(
+        std::fs::read_dir(&dead_dir).unwrap().count(),
+        0,
+        "store emptied"
+    );
+}
+
+#[test]
+fn kill_9_and_restart_duplicate_nothing() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("crash.log");
+    // Slow answers keep requests in flight when the agent is killed.
+    es.set_delay(Duration::from_millis(50));
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_POSITIONS__FLUSH_INTERVAL", "2s"),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_EVENTS", "500"),
+        ],
+    );
+    let mut expected = write_lines(&path, "c", 20_000);
+    assert!(
+        wait_until(WAIT, || es.doc_count() >= 2000),
+        "{}",
+        agent.logs()
+    );
+    agent.kill9();
+    es.set_delay(Duration::ZERO);
+    expected.extend(write_lines(&path, "after", 100));
+    let mut agent = spawn(&fx, &es, &[]);
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+    assert!(
+        es.item_status_counts().get(&409).copied().unwrap_or(0) > 0,
+        "records shipped before the crash were sent again and answered 409: {:?}",
+        es.item_status_counts()
+    );
+}
+
+#[test]
+fn a_failed_host_is_left_out_and_the_other_takes_over() {
+    let a = TestEs::start(Flavor::Elasticsearch8);
+    let b = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("failover.log");
+    let hosts = format!("{},{}", a.url(), b.url());
+    let mut agent = fx.spawn(&es_env(&hosts, &[]));
+    let mut expected = write_lines(&path, "both", 1000);
+    assert!(
+        wait_until(WAIT, || a.doc_count() + b.doc_count() == 1000),
+        "{}",
+        agent.logs()
+    );
+    a.down();
+    expected.extend(write_lines(&path, "b-only", 1000));
+    assert!(
+        wait_until(WAIT, || a.doc_count() + b.doc_count() == 2000),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    let mut counts = stored(&a, INDEX);
+    for (m, n) in stored(&b, INDEX) {
+        *counts.entry(m).or_insert(0) += n;
+    }
+    for m in &expected {
+        assert_eq!(counts.get(m), Some(&1), "{m}");
+    }
+    assert!(
+        a.doc_count() > 0 && b.doc_count() > 0,
+        "round-robin used both hosts"
+    );
+}
+
+#[test]
+fn credentials_are_sent_and_rejected_ones_are_reported_not_fatal() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.require(Credentials::basic("elastic", "s3cret"));
+    let fx = Fixture::new();
+    let path = fx.log("auth.log");
+    let secret_file = fx.dir.path().join("password");
+    std::fs::write(&secret_file, "wrong\n").unwrap();
+    let secret = secret_file.display().to_string();
+    let creds = [
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__AUTH__USER", "elastic"),
+        (
+            "LOGSHIP_OUTPUT__ELASTICSEARCH__AUTH__PASSWORD_FILE",
+            secret.as_str(),
+        ),
+    ];
+    let mut agent = spawn(&fx, &es, &creds);
+    let expected = write_lines(&path, "a", 100);
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("security_exception")),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        agent.running(),
+        "wrong credentials must not crash the agent"
+    );
+    assert_eq!(es.doc_count(), 0);
+    assert!(agent.terminate().success());
+    assert!(
+        !agent.logs().contains("wrong"),
+        "the password never reaches the log"
+    );
+
+    std::fs::write(&secret_file, "s3cret\n").unwrap();
+    let mut agent = spawn(&fx, &es, &creds);
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+}
+
+#[test]
+fn opensearch_gets_a_plain_index_and_the_template_when_asked() {
+    let es = TestEs::start(Flavor::OpenSearch2);
+    let fx = Fixture::new();
+    let path = fx
+        .log("web-1_shop_api-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log");
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            (
+                "LOGSHIP_OUTPUT__ELASTICSEARCH__INDEX",
+                "logs-{kubernetes.namespace}-%Y.%m.%d",
+            ),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__INSTALL_TEMPLATE", "true"),
+        ],
+    );
+    assert!(
+        wait_until(WAIT, || es.index_template("logship").is_some()),
+        "{}",
+        agent.logs()
+    );
+    write_lines(&path, "o", 10);
+    append(&fx.log("plain.log"), b"not a kubelet file\n");
+    assert!(es.wait_for_doc_count(11, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert_eq!(
+        stored(&es, "logs-shop-2026.11.22").len(),
+        10,
+        "{:?}",
+        es.indices()
+    );
+    assert_eq!(
+        stored(&es, INDEX).len(),
+        1,
+        "no namespace: the fallback index"
+    );
+    assert!(es.data_streams().is_empty());
+    let template = es.index_template("logship").unwrap();
+    assert_eq!(template["index_patterns"][0], "logs-*", "{template}");
+    assert_eq!(
+        es.field_type("logs-shop-2026.11.22", "@timestamp")
+            .as_deref(),
+        Some("date_nanos")
+    );
+}
