@@ -2,6 +2,10 @@
 //! that is reused (cleared, not reallocated) between iterations, as the reader does per turn.
 //! Line boundaries are found once beforehand, so the figures are the parser's alone.
 //!
+//! Encoding throughput: the same records as JSON documents into a reused buffer (what every sink
+//! writes), and as gzip'ed bulk request items (action line, id, document) as the Elasticsearch
+//! sink writes them.
+//!
 //! The agent's target is 1,000,000 lines/s on one core end to end; the parser should take a
 //! small share of that, i.e. run at several million lines/s.
 
@@ -11,9 +15,12 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use logship::document::Encoder;
 use logship::parse::{FormatChoice, Line, LineParser, Oversize, Piece};
-use logship::record::{Batch, FileKey};
-use logship::source::Source;
+use logship::record::{Batch, FileKey, IdPrefix};
+use logship::sink::elasticsearch::bulk::{doc_id, BulkBuilder};
+use logship::sink::elasticsearch::retry::OpType;
+use logship::source::{KubeletName, Source};
 use logship::timestamp::Timestamp;
 
 const LINES: usize = 10_000;
@@ -104,5 +111,70 @@ fn parse(c: &mut Criterion) {
     bench_format(c, "auto_cri", FormatChoice::Auto, &cri());
 }
 
-criterion_group!(benches, parse);
+/// A batch of the CRI input parsed, with a kubelet file's fragment.
+fn parsed_batch(encoder: &Encoder) -> Batch {
+    let body = cri();
+    let path = Path::new(
+        "/var/log/containers/web-7d4b9_shop_nginx-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
+    );
+    let kubelet = KubeletName::from_path(path);
+    let source = Arc::new(Source {
+        path: path.to_path_buf(),
+        fragment: encoder.source_fragment(path, kubelet.as_ref()),
+        kubelet,
+    });
+    let mut parser = LineParser::new(
+        FormatChoice::Cri,
+        MAX_LINE_BYTES,
+        Oversize::Split,
+        Arc::from(path),
+    );
+    let mut batch = Batch::new(source, FileKey(1), 0);
+    for (start, nl) in lines(&body) {
+        let line = Line {
+            bytes: &body[start..nl],
+            piece: Piece::Whole,
+            offset: start as u64,
+            end: nl as u64 + 1,
+        };
+        parser.push(line, Timestamp::now(), &mut batch);
+    }
+    batch.id_prefix = IdPrefix([7; 12]);
+    batch
+}
+
+fn encode(c: &mut Criterion) {
+    let encoder = Encoder::new("node-1");
+    let batch = parsed_batch(&encoder);
+    let mut group = c.benchmark_group("encode");
+    group.throughput(Throughput::Elements(batch.records.len() as u64));
+    let mut out = Vec::new();
+    group.bench_function("document", |b| {
+        b.iter(|| {
+            out.clear();
+            for record in &batch.records {
+                encoder.encode(&batch, record, &mut out);
+                out.push(b'\n');
+            }
+            black_box(out.len())
+        })
+    });
+    for (name, gzip) in [("bulk_plain", None), ("bulk_gzip1", Some(1))] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut bulk = BulkBuilder::new(OpType::Create, gzip);
+                for (i, record) in batch.records.iter().enumerate() {
+                    let id = doc_id(batch.id_prefix, record.offset);
+                    bulk.push("logs-logship-default", &id, i, |out| {
+                        encoder.encode(&batch, record, out)
+                    });
+                }
+                black_box(bulk.finish().unwrap().bytes.len())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, parse, encode);
 criterion_main!(benches);

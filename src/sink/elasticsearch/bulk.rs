@@ -40,7 +40,7 @@ pub fn doc_id(prefix: IdPrefix, offset: u64) -> [u8; ID_LEN] {
 /// Where the body goes while it is written.
 enum Body {
     Plain(Vec<u8>),
-    Gzip(GzEncoder<Vec<u8>>),
+    Gzip(Box<GzEncoder<Vec<u8>>>),
 }
 
 /// One bulk request being written.
@@ -69,10 +69,10 @@ impl<R> BulkBuilder<R> {
     /// An empty request; `gzip` is the compression level, if any.
     pub fn new(op: OpType, gzip: Option<u32>) -> Self {
         let body = match gzip {
-            Some(level) => Body::Gzip(GzEncoder::new(
+            Some(level) => Body::Gzip(Box::new(GzEncoder::new(
                 Vec::with_capacity(64 * 1024),
                 flate2::Compression::new(level),
-            )),
+            ))),
             None => Body::Plain(Vec::with_capacity(64 * 1024)),
         };
         BulkBuilder {
