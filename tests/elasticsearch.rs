@@ -495,3 +495,53 @@ fn opensearch_gets_a_plain_index_and_the_template_when_asked() {
         Some("date_nanos")
     );
 }
+
+#[test]
+fn a_dead_letter_index_takes_refused_records_when_configured() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("dl.log");
+    es.reject_items(
+        ItemRule::matching(|item| {
+            item.index == INDEX
+                && item.source["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("poison"))
+        }),
+        400,
+    );
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[(
+            "LOGSHIP_OUTPUT__ELASTICSEARCH__DEAD_LETTER__INDEX",
+            "logship-dead-letters",
+        )],
+    );
+    let mut body = String::new();
+    for i in 0..100 {
+        let m = if i % 25 == 3 {
+            format!("poison-{i}")
+        } else {
+            format!("good-{i}")
+        };
+        body.push_str(&cri("stdout", 'F', &m));
+    }
+    append(&path, body.as_bytes());
+    assert!(es.wait_for_doc_count(100, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert_eq!(stored(&es, INDEX).len(), 96);
+    let dead = es.documents("logship-dead-letters");
+    assert_eq!(dead.len(), 4, "{dead:?}");
+    for letter in dead.values() {
+        assert_eq!(letter["status"], 400);
+        assert_eq!(letter["index"], INDEX);
+        let original: Value = serde_json::from_str(letter["document"].as_str().unwrap()).unwrap();
+        assert!(original["message"].as_str().unwrap().starts_with("poison"));
+        assert!(letter["error"]["reason"].is_string());
+    }
+    let files = std::fs::read_dir(fx.data.join("dead-letter"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(files, 0, "the index took them: no files");
+}

@@ -167,6 +167,27 @@ pub fn validate(
         ));
     }
 
+    let dead_letter_index = match raw.dead_letter.index.trim() {
+        "" => None,
+        name => match IndexTemplate::parse(name) {
+            Ok(t) if t.pattern() == name => Some(name.to_owned()),
+            Ok(_) => {
+                e.push(ConfigError::invalid(
+                    key("dead_letter.index"),
+                    "must be a plain index name, without % or {fields}",
+                ));
+                None
+            }
+            Err(err) => {
+                e.push(ConfigError::invalid(
+                    key("dead_letter.index"),
+                    err.to_string(),
+                ));
+                None
+            }
+        },
+    };
+
     if e.len() > before {
         return None;
     }
@@ -199,6 +220,7 @@ pub fn validate(
             max_bytes: raw.dead_letter.max_bytes.0,
             max_file_bytes: raw.dead_letter.max_file_bytes.0,
         },
+        dead_letter_index,
     })
 }
 

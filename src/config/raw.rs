@@ -358,6 +358,9 @@ pub struct RawDeadLetter {
     pub max_bytes: Size,
     /// One file at most this big before the next one is started.
     pub max_file_bytes: Size,
+    /// Send refused records to this index instead (as `{"error", "index", "id", "document":
+    /// "<the record as a string>"}`), keeping the files as the fallback; empty: files only.
+    pub index: String,
 }
 
 impl Default for RawDeadLetter {
@@ -365,6 +368,7 @@ impl Default for RawDeadLetter {
         RawDeadLetter {
             max_bytes: Size::mib(1024),
             max_file_bytes: Size::mib(64),
+            index: String::new(),
         }
     }
 }

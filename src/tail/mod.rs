@@ -531,6 +531,7 @@ impl Tailer {
                 tracing::warn!(path = %f.path.display(), offset = f.read_offset, error = %e, "Error reading log file; retrying at the next poll.");
             }
             let mut batch = turn.batch;
+            telemetry::add(&metrics().records_read, batch.records.len() as u64);
             f.stamp(&mut batch, &self.node_name);
             self.send(batch)?;
         }
@@ -569,6 +570,7 @@ impl Tailer {
                 },
             );
             let mut batch = batch;
+            telemetry::add(&metrics().records_read, batch.records.len() as u64);
             f.stamp(&mut batch, &self.node_name);
             self.send(batch)?;
             self.positions.release(f.key, end);

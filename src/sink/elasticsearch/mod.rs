@@ -78,6 +78,9 @@ pub struct ElasticsearchSettings {
     /// Install an index template with mappings that suit logship's documents at start.
     pub install_template: bool,
     pub dead_letter: DeadLetterSettings,
+    /// Send refused records to this index (wrapped, the document as a string) instead of the
+    /// dead-letter files; the files remain the fallback if that index refuses them too.
+    pub dead_letter_index: Option<String>,
 }
 
 /// Errors building the sink.
@@ -140,6 +143,7 @@ impl ElasticsearchSink {
             index_cache: HashMap::new(),
             dead_letters: self.dead_letters,
             doc: Vec::new(),
+            refusals: HashMap::new(),
             retry_warnings: Throttle::new(Duration::from_secs(10)),
         };
         driver.run(batches).await;
@@ -162,6 +166,16 @@ struct ItemRef {
     attempts: u32,
     /// When the record was first sent, for `retry.max_duration`.
     since: Instant,
+    /// The record was refused and now goes to the dead-letter index, wrapped.
+    dead: bool,
+}
+
+/// Why a record is on its way to the dead-letter index.
+#[derive(Debug)]
+struct Refusal {
+    status: u16,
+    kind: String,
+    reason: String,
 }
 
 /// A retried item waiting for its backoff to pass.
@@ -226,6 +240,8 @@ struct Driver {
     dead_letters: DeadLetters,
     /// Reused buffer for documents written to the dead letters.
     doc: Vec<u8>,
+    /// Refusals of the records on their way to the dead-letter index, by (slot, record).
+    refusals: HashMap<(u32, u32), Refusal>,
     retry_warnings: Throttle,
 }
 
@@ -314,6 +330,7 @@ impl Driver {
                 record,
                 attempts: 0,
                 since,
+                dead: false,
             });
         }
     }
@@ -338,8 +355,23 @@ impl Driver {
             opened_at: Instant::now(),
         });
         let encoder = &self.encoder;
-        open.builder
-            .push(&index, &id, item, |out| encoder.encode(batch, record, out));
+        match (
+            item.dead,
+            &self.settings.dead_letter_index,
+            self.refusals.get(&(item.slot, item.record)),
+        ) {
+            (true, Some(dl_index), Some(refusal)) => {
+                let doc = &mut self.doc;
+                doc.clear();
+                encoder.encode(batch, record, doc);
+                open.builder.push(dl_index, &id, item, |out| {
+                    wrap_dead_letter(out, refusal, &index, &id, doc)
+                });
+            }
+            _ => open
+                .builder
+                .push(&index, &id, item, |out| encoder.encode(batch, record, out)),
+        }
         if open.builder.raw_bytes() >= self.settings.batch_max_bytes
             || open.builder.len() >= self.settings.batch_max_events
         {
@@ -406,6 +438,10 @@ impl Driver {
                 let mut duplicates = 0u64;
                 for (item, outcome) in items.into_iter().zip(outcomes) {
                     match outcome {
+                        ItemOutcome::Delivered | ItemOutcome::AlreadyDelivered if item.dead => {
+                            telemetry::add(&metrics().dead_lettered, 1);
+                            self.resolve(item);
+                        }
                         ItemOutcome::Delivered => {
                             delivered += 1;
                             self.resolve(item);
@@ -481,7 +517,40 @@ impl Driver {
 
     /// Writes a record to the dead letters and resolves it. If the store cannot be written, the
     /// record is not resolved but retried later: its position must not move past it.
-    fn dead_letter(&mut self, item: ItemRef, status: u16, kind: &str, reason: &str) {
+    fn dead_letter(&mut self, mut item: ItemRef, status: u16, kind: &str, reason: &str) {
+        if self.pending[item.slot as usize].is_none() {
+            return;
+        }
+        if let (false, Some(dl_index)) = (item.dead, &self.settings.dead_letter_index) {
+            tracing::warn!(dead_letter_index = %dl_index, status, error = kind, reason, "Record refused by Elasticsearch; sending it to the dead-letter index.");
+            self.refusals.insert(
+                (item.slot, item.record),
+                Refusal {
+                    status,
+                    kind: kind.to_owned(),
+                    reason: reason.to_owned(),
+                },
+            );
+            item.dead = true;
+            item.attempts = 0;
+            self.push(item);
+            return;
+        }
+        // The dead-letter index refused it too: the file keeps the first refusal, which is the
+        // one the operator must fix.
+        let first = self.refusals.get(&(item.slot, item.record));
+        let (status, kind, reason) = match first {
+            Some(r) => (
+                r.status,
+                r.kind.clone(),
+                format!(
+                    "{} (the dead-letter index refused it too: {kind}: {reason})",
+                    r.reason
+                ),
+            ),
+            None => (status, kind.to_owned(), reason.to_owned()),
+        };
+        let (kind, reason) = (kind.as_str(), reason.as_str());
         let Some(pending) = self.pending[item.slot as usize].as_ref() else {
             return;
         };
@@ -525,6 +594,9 @@ impl Driver {
 
     /// One record is done; a batch whose records are all done is acknowledged and dropped.
     fn resolve(&mut self, item: ItemRef) {
+        if item.dead {
+            self.refusals.remove(&(item.slot, item.record));
+        }
         let slot = item.slot as usize;
         let Some(pending) = self.pending[slot].as_mut() else {
             return;
@@ -579,6 +651,26 @@ fn index_name(
     }
     cache.insert(key, (Arc::clone(&batch.source), Arc::clone(&name)));
     name
+}
+
+/// The document a refused record becomes in the dead-letter index: the refusal, where the record
+/// was going, and the record itself as a string (as an object it could hit the same mapping
+/// conflict again).
+fn wrap_dead_letter(out: &mut Vec<u8>, refusal: &Refusal, index: &str, id: &[u8], doc: &[u8]) {
+    out.extend_from_slice(b"{\"@timestamp\":\"");
+    crate::timestamp::Timestamp::now().write_rfc3339(out);
+    out.extend_from_slice(b"\",\"status\":");
+    out.extend_from_slice(refusal.status.to_string().as_bytes());
+    let rest = serde_json::json!({
+        "error": { "type": refusal.kind, "reason": refusal.reason },
+        "index": index,
+        "id": std::str::from_utf8(id).unwrap_or_default(),
+        "document": String::from_utf8_lossy(doc),
+    });
+    // `rest` is an object: splice its members in after `status`.
+    let rest = rest.to_string();
+    out.push(b',');
+    out.extend_from_slice(&rest.as_bytes()[1..]);
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
