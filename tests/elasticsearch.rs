@@ -545,3 +545,128 @@ fn a_dead_letter_index_takes_refused_records_when_configured() {
         .unwrap_or(0);
     assert_eq!(files, 0, "the index took them: no files");
 }
+
+#[test]
+fn api_keys_and_rotating_bearer_tokens_authenticate() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let key = Credentials::api_key("VuaCfGcBCdbkQm-e5aOx", "ui2lp2axTNmsyakw9tvNnw");
+    es.require(key.clone());
+    let fx = Fixture::new();
+    let path = fx.log("keys.log");
+    let encoded = key.header().trim_start_matches("ApiKey ").to_string();
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[("LOGSHIP_OUTPUT__ELASTICSEARCH__AUTH__API_KEY", &encoded)],
+    );
+    let mut expected = write_lines(&path, "key", 50);
+    assert!(es.wait_for_doc_count(50, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+
+    // A bearer token file, rotated while the agent runs (a projected token, a Vault agent).
+    es.allow_anonymous();
+    es.require(Credentials::Bearer("token-one".into()));
+    let token_file = fx.dir.path().join("token");
+    std::fs::write(&token_file, "token-one\n").unwrap();
+    let token = token_file.display().to_string();
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[(
+            "LOGSHIP_OUTPUT__ELASTICSEARCH__AUTH__BEARER_TOKEN_FILE",
+            &token,
+        )],
+    );
+    expected.extend(write_lines(&path, "one", 50));
+    assert!(es.wait_for_doc_count(100, WAIT), "{}", agent.logs());
+    es.allow_anonymous();
+    es.require(Credentials::Bearer("token-two".into()));
+    // A new file moved into place, as the kubelet does, with a later modification time.
+    std::thread::sleep(Duration::from_millis(20));
+    let next = fx.dir.path().join("token.new");
+    std::fs::write(&next, "token-two\n").unwrap();
+    std::fs::rename(&next, &token_file).unwrap();
+    expected.extend(write_lines(&path, "two", 50));
+    assert!(es.wait_for_doc_count(150, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+}
+
+/// `PUT` with a JSON body over a plain HTTP/1.1 connection; the status code.
+fn put_json(es: &TestEs, path: &str, body: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(es.addr()).unwrap();
+    write!(
+        stream,
+        "PUT {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        es.addr(),
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_real_mapping_conflict_is_dead_lettered_and_the_rest_delivered() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    // An index whose `message` is a number: text messages conflict with the mapping, as a
+    // dotted label conflicts with a concrete field in real clusters.
+    let status = put_json(
+        &es,
+        "/_index_template/numbers",
+        r#"{"index_patterns":["numbers*"],"priority":300,"template":{"mappings":{"properties":{"message":{"type":"long"}}}}}"#,
+    );
+    assert_eq!(status, 200);
+    let fx = Fixture::new();
+    let path = fx.log("numbers.log");
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__INDEX", "numbers"),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__INDEX_FALLBACK", "numbers"),
+        ],
+    );
+    let mut body = String::new();
+    for i in 0..50 {
+        let m = if i % 10 == 0 {
+            format!("not a number {i}")
+        } else {
+            i.to_string()
+        };
+        body.push_str(&cri("stdout", 'F', &m));
+    }
+    append(&path, body.as_bytes());
+    assert!(es.wait_for_doc_count(45, WAIT), "{}", agent.logs());
+    let dead_dir = fx.data.join("dead-letter");
+    let read_letters = || -> Vec<Value> {
+        std::fs::read_dir(&dead_dir)
+            .map(|d| {
+                d.flat_map(|e| {
+                    std::fs::read_to_string(e.unwrap().path())
+                        .unwrap()
+                        .lines()
+                        .map(|l| serde_json::from_str(l).unwrap())
+                        .collect::<Vec<Value>>()
+                })
+                .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        wait_until(WAIT, || read_letters().len() == 5),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    let letters = read_letters();
+    assert!(
+        letters
+            .iter()
+            .all(|l| l["error"]["type"] == "document_parsing_exception" && l["status"] == 400),
+        "{letters:?}"
+    );
+    assert_eq!(es.doc_count(), 45);
+}
