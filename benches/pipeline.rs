@@ -99,7 +99,7 @@ fn run_once(
         let cpu0 = cpu_seconds();
         let alloc0 = ALLOCATIONS.load(Ordering::Relaxed);
         let start = Instant::now();
-        let agent = Agent::start(settings).unwrap();
+        let agent = Agent::start(settings).await.unwrap();
         let positions = agent.positions().clone();
         loop {
             let done: u64 = positions.snapshot().files.iter().map(|f| f.offset).sum();

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::document::Encoder;
+use crate::enrich;
 use crate::sink::elasticsearch::{ElasticsearchSink, SinkError};
 use crate::sink::LocalOutput;
 use crate::tail::positions::{self, Positions, PositionsError};
@@ -50,6 +51,9 @@ pub enum AgentError {
     /// The Elasticsearch sink cannot be built (certificates, credentials, dead-letter store).
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The Kubernetes client cannot be configured (in-cluster files, kubeconfig, URL).
+    #[error(transparent)]
+    Kubernetes(#[from] enrich::watch::WatchError),
     /// The tailer thread cannot be started.
     #[error("starting the tailer thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -65,23 +69,46 @@ pub struct Agent {
     sink: Option<JoinHandle<()>>,
     flusher_stop: CancellationToken,
     flusher: JoinHandle<()>,
+    /// Stops the Kubernetes watch tasks, if enrichment is on.
+    enrich_stop: CancellationToken,
     shutdown_timeout: Duration,
 }
 
 impl Agent {
     /// Loads positions and starts every stage. Must be called inside a tokio runtime.
-    pub fn start(settings: Settings) -> Result<Agent, AgentError> {
+    pub async fn start(settings: Settings) -> Result<Agent, AgentError> {
         let data_dir = settings.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
         let (positions, start_policy) = load_positions(&data_dir)?;
-        let encoder = Arc::new(Encoder::new(&settings.node_name));
+        let encoder = Arc::new(Encoder::with_schema(&settings.node_name, settings.schema));
         let budget = Budget::new(settings.buffer.max_bytes);
         let (batch_tx, batch_rx) = mpsc::channel(CHANNEL_BATCHES);
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let stop_reading = CancellationToken::new();
+        let enrich_stop = CancellationToken::new();
+        let enricher = match &settings.kubernetes {
+            None => None,
+            Some(k) => {
+                let client = enrich::watch::client(&k.access).await?;
+                let cache = Arc::new(enrich::Cache::new());
+                tracing::info!(node = %k.node_name, access = ?k.access, "Watching this node's pods for Kubernetes metadata.");
+                tokio::spawn(enrich::watch::run(
+                    client,
+                    k.clone(),
+                    Arc::clone(&cache),
+                    Some(wake_tx.clone()),
+                    enrich_stop.clone(),
+                ));
+                Some(enrich::Enricher {
+                    cache,
+                    schema: k.schema,
+                    wait_for_metadata: k.wait_for_metadata,
+                })
+            }
+        };
 
         let tailer = Tailer::new(TailerParts {
             settings: settings.tail.clone(),
@@ -93,6 +120,7 @@ impl Agent {
             wake: (wake_tx.clone(), wake_rx),
             start_policy,
             node_name: settings.node_name.clone(),
+            enricher,
         });
         let (done_tx, tailer_done) = oneshot::channel();
         std::thread::Builder::new()
@@ -131,6 +159,7 @@ impl Agent {
             sink: Some(sink),
             flusher_stop,
             flusher,
+            enrich_stop,
             shutdown_timeout: settings.shutdown_timeout,
         })
     }
@@ -169,6 +198,7 @@ impl Agent {
             sink,
             flusher_stop,
             flusher,
+            enrich_stop,
             shutdown_timeout,
             ..
         } = self;
@@ -190,6 +220,7 @@ impl Agent {
             tracing::warn!(timeout = ?drain_for, "Shutdown timeout reached before the sink drained; unacknowledged records will be read again at the next start.");
         }
         flusher_stop.cancel();
+        enrich_stop.cancel();
         let _ = tokio::time::timeout(shutdown_timeout / 5, flusher).await;
         tracing::info!(
             records_sent = telemetry::get(&metrics().records_sent),

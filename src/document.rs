@@ -1,8 +1,9 @@
 //! Records -> JSON documents (the ECS-style schema of DESIGN.md), the bytes every sink writes.
 //!
 //! Most of a document is the same for every record of a file: its path, what the kubelet name
-//! says, the host. That part is rendered once per file into a [`Source::fragment`] when the file is
-//! opened, and each record only writes what is its own (timestamp, message, stream, offset) before
+//! and the pod's metadata say, the host. That part is rendered once per file into a fragment
+//! ([`Source::fragment`], replaced by enrichment when the pod's metadata is known or changes),
+//! and each record only writes what is its own (timestamp, message, stream, offset) before
 //! splicing the fragment in. Encoding a record allocates nothing: it appends to the caller's
 //! reused buffer.
 //!
@@ -15,78 +16,82 @@
 //! ```
 //!
 //! `stream` is left out for raw files, `kubernetes` and `container` for files whose name is not a
-//! kubelet name.
+//! kubelet name. The `fluentd` schema writes the names fluent-plugin-kubernetes_metadata_filter
+//! writes instead (`log` for the message, `time`, `kubernetes.pod_name`, `docker.container_id`).
 //!
 //! [`Source::fragment`]: crate::source::Source::fragment
 
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
+use crate::enrich::metadata::{self, Schema};
 use crate::record::{Batch, Record};
 use crate::source::KubeletName;
 
 /// Renders documents. One per agent, shared by the tailer (fragments) and the sinks (records).
 #[derive(Debug)]
 pub struct Encoder {
-    /// `"host":{"name":"<node>"}`, already escaped: the tail of every fragment.
+    /// `"host":{"name":"<node>"}}`, already escaped: the end of every document.
     host: Box<str>,
+    schema: Schema,
 }
 
 impl Encoder {
-    /// An encoder whose documents carry `host.name = host_name`.
+    /// An encoder of ECS documents whose `host.name` is `host_name`.
     pub fn new(host_name: &str) -> Self {
-        let host = format!("\"host\":{}", json!({ "name": host_name }));
-        Encoder { host: host.into() }
+        Encoder::with_schema(host_name, Schema::Ecs)
     }
 
-    /// The per-file rest of every document of the file at `path`, from `"file"` (inside `log`)
-    /// to the document's closing brace.
-    pub fn source_fragment(&self, path: &Path, kubelet: Option<&KubeletName>) -> Box<str> {
-        let mut out = String::with_capacity(256);
-        out.push_str("\"file\":");
-        out.push_str(&json!({ "path": path.to_string_lossy() }).to_string());
-        out.push_str("},");
-        if let Some(k) = kubelet {
-            let mut pod = Map::new();
-            pod.insert("name".into(), Value::from(k.pod.as_str()));
-            if let Some(uid) = &k.pod_uid {
-                pod.insert("uid".into(), Value::from(uid.as_str()));
-            }
-            let kubernetes = json!({
-                "namespace": k.namespace,
-                "pod": pod,
-                "container": { "name": k.container },
-            });
-            out.push_str("\"kubernetes\":");
-            out.push_str(&kubernetes.to_string());
-            out.push(',');
-            if let Some(id) = &k.container_id {
-                out.push_str("\"container\":");
-                out.push_str(&json!({ "id": id }).to_string());
-                out.push(',');
-            }
+    /// An encoder of documents in `schema`.
+    pub fn with_schema(host_name: &str, schema: Schema) -> Self {
+        let host = format!("\"host\":{}}}", json!({ "name": host_name }));
+        Encoder {
+            host: host.into(),
+            schema,
         }
-        out.push_str(&self.host);
-        out.push('}');
-        out.into_boxed_str()
+    }
+
+    pub fn schema(&self) -> Schema {
+        self.schema
+    }
+
+    /// The per-file part of the documents of the file at `path`, as its name tells it (see
+    /// [`metadata::render`]); enrichment renders a fuller one the same way.
+    pub fn source_fragment(
+        &self,
+        path: &Path,
+        kubelet: Option<&KubeletName>,
+    ) -> std::sync::Arc<str> {
+        metadata::render(self.schema, &path.to_string_lossy(), kubelet, None, None).into()
     }
 
     /// Appends the document of `record` (which belongs to `batch`) to `out`, without a newline.
     pub fn encode(&self, batch: &Batch, record: &Record, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"@timestamp\":\"");
         record.timestamp.write_rfc3339(out);
-        out.extend_from_slice(b"\",\"message\":");
+        match self.schema {
+            Schema::Ecs => out.extend_from_slice(b"\",\"message\":"),
+            Schema::Fluentd => out.extend_from_slice(b"\",\"log\":"),
+        }
         write_json_str(out, batch.message(record));
         if let Some(stream) = record.stream.as_str() {
             out.extend_from_slice(b",\"stream\":\"");
             out.extend_from_slice(stream.as_bytes());
             out.push(b'"');
         }
-        out.extend_from_slice(b",\"log\":{\"offset\":");
+        match self.schema {
+            Schema::Ecs => out.extend_from_slice(b",\"log\":{\"offset\":"),
+            Schema::Fluentd => {
+                out.extend_from_slice(b",\"time\":\"");
+                record.timestamp.write_rfc3339(out);
+                out.extend_from_slice(b"\",\"offset\":");
+            }
+        }
         write_u64(out, record.offset);
         out.push(b',');
-        out.extend_from_slice(batch.source.fragment.as_bytes());
+        out.extend_from_slice(batch.fragment.as_bytes());
+        out.extend_from_slice(self.host.as_bytes());
     }
 }
 
@@ -148,6 +153,7 @@ mod tests {
     use crate::record::{FileKey, Stream};
     use crate::source::Source;
     use crate::timestamp::Timestamp;
+    use serde_json::Value;
     use std::sync::Arc;
 
     fn batch(encoder: &Encoder, path: &str) -> Batch {

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod buffer;
 pub mod config;
 pub mod document;
+pub mod enrich;
 pub mod parse;
 pub mod record;
 pub mod shutdown;

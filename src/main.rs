@@ -162,7 +162,7 @@ fn run(loaded: Loaded) -> ExitCode {
             }
         };
         tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %settings.node_name, "Starting logship.");
-        match Agent::start(settings) {
+        match Agent::start(settings).await {
             Ok(agent) => {
                 agent.run_until(shutdown).await;
                 ExitCode::SUCCESS

@@ -89,6 +89,9 @@ pub struct Batch {
     pub ack: AckToken,
     /// The file generation part of the records' document ids.
     pub id_prefix: IdPrefix,
+    /// The per-file fields of the records' documents (path, Kubernetes metadata) as a JSON
+    /// fragment: the source's, or the enriched one current when the batch was read.
+    pub fragment: Arc<str>,
     /// The share of the memory budget this batch holds; released when the batch is dropped,
     /// which is after the sink has acknowledged it.
     pub permit: Option<Permit>,
@@ -98,6 +101,7 @@ impl Batch {
     /// An empty batch of `file` whose token starts (and so far ends) at `start`.
     pub fn new(source: Arc<Source>, file: FileKey, start: u64) -> Self {
         Batch {
+            fragment: Arc::clone(&source.fragment),
             source,
             records: Vec::new(),
             text: String::new(),

@@ -46,9 +46,10 @@ pub struct Source {
     pub path: PathBuf,
     /// Parsed from the file name; `None` for files that are not kubelet container logs.
     pub kubelet: Option<KubeletName>,
-    /// The document fields that are the same for every record of this file, rendered once as a
-    /// JSON fragment (see `document`), so encoding a record never re-renders them.
-    pub fragment: Box<str>,
+    /// The document fields that are the same for every record of this file, as its name tells
+    /// them, rendered once as a JSON fragment (see `document`), so encoding a record never
+    /// re-renders them. Batches carry their own copy, which enrichment may replace.
+    pub fragment: std::sync::Arc<str>,
 }
 
 impl KubeletName {

@@ -67,6 +67,17 @@ pub struct Metrics {
     pub dead_letter_errors: AtomicU64,
     /// Dead letters lost because the store was full (oldest file removed).
     pub dead_letters_evicted: AtomicU64,
+    /// Pods whose metadata is cached (deleted ones in their grace period included).
+    pub kubernetes_cached_pods: AtomicU64,
+    /// Failed Kubernetes list or watch requests (each retried with backoff).
+    pub kubernetes_watch_errors: AtomicU64,
+    /// Full re-lists of pods (at start, after 410 Gone or a dropped watch).
+    pub kubernetes_relists: AtomicU64,
+    /// 1 while the Kubernetes API answers.
+    pub kubernetes_reachable: AtomicU64,
+    /// Files whose pod was not in the metadata cache within `kubernetes.wait_for_metadata`:
+    /// shipped with what their name tells until the metadata arrives.
+    pub enrich_timeouts: AtomicU64,
     /// Bytes (encoded documents) a sink wrote.
     pub bytes_sent: AtomicU64,
     /// Errors writing to the sink (each one retried).
@@ -140,6 +151,16 @@ pub fn observe_bulk(status: u16, elapsed: Duration) {
     add(class, 1);
     add(&m.es_latency_us_sum, elapsed.as_micros() as u64);
     add(&m.es_latency_count, 1);
+}
+
+/// Sets a gauge.
+pub fn set_gauge(gauge: &AtomicU64, value: u64) {
+    gauge.store(value, Ordering::Relaxed);
+}
+
+/// Whether the Kubernetes API answers (readiness).
+pub fn set_kubernetes_reachable(reachable: bool) {
+    set_gauge(&metrics().kubernetes_reachable, u64::from(reachable));
 }
 
 /// Whether the cluster answered (readiness).

@@ -106,7 +106,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     } else {
         None
     };
-    match validate(&raw, fallback.as_deref()) {
+    // Inside a pod the kubelet sets this for every container; `kubernetes.enabled = "auto"`
+    // follows it.
+    let in_cluster = options.env.contains_key("KUBERNETES_SERVICE_HOST");
+    match validate(&raw, fallback.as_deref(), in_cluster) {
         Ok(settings) if errors.is_empty() => {
             raw.node_name.clone_from(&settings.node_name);
             return Ok(Loaded {

@@ -10,6 +10,7 @@
 //! - `layer`: one layer of values as a `config` crate source, and back.
 //! - `schema`: the known keys; unknown keys and wrong types in a merged tree.
 //! - `elasticsearch`: the `[output.elasticsearch]` section, validated.
+//! - `kubernetes`: the `[kubernetes]` section, validated (enrichment on or off).
 //! - `validate`: `RawConfig` -> [`Settings`], every range and cross-key rule, pure.
 //! - `effective`: the effective configuration as TOML, secrets masked.
 //! - `load`: the steps in order; [`load`] is the entry point.
@@ -20,6 +21,7 @@ mod effective;
 mod elasticsearch;
 mod env;
 mod error;
+mod kubernetes;
 mod layer;
 mod load;
 mod raw;

@@ -37,6 +37,8 @@ pub struct RawConfig {
     pub buffer: RawBuffer,
     /// Where records go.
     pub output: RawOutput,
+    /// Pod metadata from the Kubernetes API.
+    pub kubernetes: RawKubernetes,
 }
 
 impl Default for RawConfig {
@@ -50,6 +52,7 @@ impl Default for RawConfig {
             positions: RawPositions::default(),
             buffer: RawBuffer::default(),
             output: RawOutput::default(),
+            kubernetes: RawKubernetes::default(),
         }
     }
 }
@@ -369,6 +372,63 @@ impl Default for RawDeadLetter {
             max_bytes: Size::mib(1024),
             max_file_bytes: Size::mib(64),
             index: String::new(),
+        }
+    }
+}
+
+/// `[kubernetes]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetes {
+    /// `auto` (on inside a cluster, that is when `KUBERNETES_SERVICE_HOST` is set, or when
+    /// `api_url` or `kubeconfig` is given; off elsewhere), `true` or `false`.
+    pub enabled: String,
+    /// The API server's URL, for running outside a pod (a VM, a test); empty: in-cluster
+    /// configuration or `kubeconfig`.
+    pub api_url: String,
+    /// A file holding the bearer token for `api_url`, re-read as it rotates.
+    pub token_file: String,
+    /// The CA certificate (PEM) of `api_url`.
+    pub ca_file: String,
+    /// A kubeconfig file (its current context) instead of `api_url`.
+    pub kubeconfig: String,
+    /// Field names: `ecs` (`kubernetes.pod.name`, `container.id`, ...) or `fluentd` (the names
+    /// fluent-plugin-kubernetes_metadata_filter writes: `kubernetes.pod_name`,
+    /// `kubernetes.namespace_name`, `docker.container_id`, the message in `log`).
+    pub schema: String,
+    /// Pod labels in `kubernetes.labels`.
+    pub labels: bool,
+    /// Namespace labels in `kubernetes.namespace_labels`.
+    pub namespace_labels: bool,
+    /// Annotation keys to copy into `kubernetes.annotations`, as globs
+    /// (`["example.com/*", "owner"]`); empty: none (annotations can be large).
+    pub annotations: Vec<String>,
+    /// Replaces `.` in label and annotation keys (`app.kubernetes.io/name` ->
+    /// `app_kubernetes_io/name`), so that `app` and `app.kubernetes.io/name` never conflict in
+    /// Elasticsearch's mappings. Empty: keep the dots.
+    pub dedot_separator: String,
+    /// How long a new file waits for its pod's metadata before it is shipped with what its name
+    /// tells (the watch may not have delivered a pod that just started). Other files go on.
+    pub wait_for_metadata: HumanDuration,
+    /// How long a deleted pod's metadata is kept, so that its last lines are still enriched.
+    pub delete_grace: HumanDuration,
+}
+
+impl Default for RawKubernetes {
+    fn default() -> Self {
+        RawKubernetes {
+            enabled: "auto".into(),
+            api_url: String::new(),
+            token_file: String::new(),
+            ca_file: String::new(),
+            kubeconfig: String::new(),
+            schema: "ecs".into(),
+            labels: true,
+            namespace_labels: true,
+            annotations: Vec::new(),
+            dedot_separator: "_".into(),
+            wait_for_metadata: HumanDuration::secs(2),
+            delete_grace: HumanDuration::secs(300),
         }
     }
 }

@@ -23,6 +23,10 @@ pub struct Settings {
     pub positions: PositionsSettings,
     pub buffer: BufferSettings,
     pub output: OutputSettings,
+    /// Pod metadata from the Kubernetes API; `None` when enrichment is off.
+    pub kubernetes: Option<crate::enrich::KubernetesSettings>,
+    /// The documents' field names (`kubernetes.schema`), with or without enrichment.
+    pub schema: crate::enrich::metadata::Schema,
 }
 
 #[derive(Clone, Debug)]

@@ -25,6 +25,7 @@ const NODE_NAME_FALLBACK: &str =
 pub fn validate(
     raw: &RawConfig,
     fallback_node_name: Option<&str>,
+    in_cluster: bool,
 ) -> Result<Settings, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let e = &mut errors;
@@ -141,6 +142,12 @@ pub fn validate(
         }
     };
 
+    let kubernetes = super::kubernetes::validate(e, &raw.kubernetes, &node_name, in_cluster);
+    let schema = match raw.kubernetes.schema.as_str() {
+        "fluentd" => crate::enrich::metadata::Schema::Fluentd,
+        _ => crate::enrich::metadata::Schema::Ecs,
+    };
+
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -191,6 +198,8 @@ pub fn validate(
         },
         buffer: BufferSettings { max_bytes },
         output,
+        kubernetes,
+        schema,
     })
 }
 
@@ -306,7 +315,7 @@ mod tests {
     use super::*;
 
     fn errors_of(raw: &RawConfig) -> Vec<String> {
-        match validate(raw, Some("node-1")) {
+        match validate(raw, Some("node-1"), false) {
             Ok(_) => Vec::new(),
             Err(errors) => errors.iter().map(ToString::to_string).collect(),
         }
@@ -314,7 +323,7 @@ mod tests {
 
     #[test]
     fn the_defaults_validate() {
-        let settings = validate(&RawConfig::default(), Some("node-1")).unwrap();
+        let settings = validate(&RawConfig::default(), Some("node-1"), false).unwrap();
         assert_eq!(settings.data_dir, PathBuf::from("/var/lib/logship"));
         assert_eq!(settings.node_name, "node-1");
         assert_eq!(settings.shutdown_timeout, Duration::from_secs(25));
@@ -352,12 +361,12 @@ mod tests {
     fn node_name_falls_back_and_is_required() {
         let mut raw = RawConfig::default();
         assert!(errors_of(&raw).is_empty());
-        let err = validate(&raw, None).unwrap_err();
+        let err = validate(&raw, None, false).unwrap_err();
         assert!(err[0]
             .to_string()
             .starts_with("node_name: is empty, and the NODE_NAME"));
         raw.node_name = " node-7 ".into();
-        assert_eq!(validate(&raw, None).unwrap().node_name, "node-7");
+        assert_eq!(validate(&raw, None, false).unwrap().node_name, "node-7");
     }
 
     #[test]
@@ -428,7 +437,7 @@ mod tests {
         raw.output.kind = OutputType::File;
         raw.output.file.path = "/tmp/out.ndjson".into();
         raw.output.file.fsync = true;
-        let settings = validate(&raw, Some("n")).unwrap();
+        let settings = validate(&raw, Some("n"), false).unwrap();
         assert!(settings
             .tail
             .include_set

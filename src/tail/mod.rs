@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Budget;
 use crate::config::{ReadFrom, TailSettings};
 use crate::document::Encoder;
+use crate::enrich::Enricher;
 use crate::parse::LineParser;
 use crate::record::{Batch, FileKey};
 use crate::source::{FileIdentity, Fingerprint, KubeletName, Source};
@@ -68,6 +69,8 @@ pub struct TailerParts {
     pub start_policy: StartPolicy,
     /// This node's name: part of every record's document id (see [`IdPrefix`]).
     pub node_name: String,
+    /// Kubernetes metadata, when enrichment is on.
+    pub enricher: Option<Enricher>,
 }
 
 /// Where a file starts being read, and how many truncations its generation has seen.
@@ -95,6 +98,8 @@ pub struct Tailer {
     /// (its rotated name matches a pattern) it resumes there, not at a position still in flight.
     released: HashMap<(u64, u64), Resume>,
     node_name: String,
+    enricher: Option<Enricher>,
+    enrich_warnings: Throttle,
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
@@ -120,6 +125,8 @@ impl Tailer {
             discovery,
             start_policy: parts.start_policy,
             node_name: parts.node_name,
+            enricher: parts.enricher,
+            enrich_warnings: Throttle::new(Duration::from_secs(30)),
             files: Vec::new(),
             by_path: HashMap::new(),
             released: HashMap::new(),
@@ -519,6 +526,12 @@ impl Tailer {
             if !f.readable {
                 continue;
             }
+            if let Some(enricher) = &self.enricher {
+                if !enrich(f, enricher, &self.enrich_warnings) {
+                    // Held back while its pod's metadata is on its way; other files go on.
+                    continue;
+                }
+            }
             let turn = f.read_turn(
                 &mut self.scratch,
                 self.settings.read_budget,
@@ -613,6 +626,45 @@ impl Tailer {
             std::sync::atomic::Ordering::Relaxed,
         );
     }
+}
+
+/// Brings a file's document fragment up to date with the metadata cache. Returns whether the
+/// file may be read now: not while its pod is unknown and it has waited less than
+/// `wait_for_metadata` (the watch may not have delivered a pod that just started).
+fn enrich(f: &mut TailedFile, enricher: &Enricher, warnings: &Throttle) -> bool {
+    let Some(kubelet) = f.source.kubelet.as_ref() else {
+        return true;
+    };
+    let version = enricher.cache.version();
+    if f.meta_version != version {
+        f.meta_version = version;
+        if let Some(found) = enricher.cache.lookup(&kubelet.namespace, &kubelet.pod) {
+            let path = f.source.path.to_string_lossy();
+            f.fragment = crate::enrich::metadata::render(
+                enricher.schema,
+                &path,
+                Some(kubelet),
+                Some(&found.pod),
+                found.namespace.as_deref(),
+            )
+            .into();
+            f.enriched = true;
+        }
+        // Not found: the pod was deleted longer ago than the grace period, or is not known
+        // yet; the fragment keeps what it had (the file name's, or the last metadata).
+    }
+    if f.enriched || f.waited_out {
+        return true;
+    }
+    if f.opened.elapsed() < enricher.wait_for_metadata {
+        return false;
+    }
+    f.waited_out = true;
+    telemetry::add(&metrics().enrich_timeouts, 1);
+    if let Some(suppressed) = warnings.admit() {
+        tracing::warn!(path = %f.path.display(), namespace = %kubelet.namespace, pod = %kubelet.pod, wait = ?enricher.wait_for_metadata, suppressed, "No Kubernetes metadata for this pod yet; shipping its lines with what the file name tells until it arrives.");
+    }
+    true
 }
 
 /// Where `read_from = "tail"` starts: after the last newline, so the first record is whole.

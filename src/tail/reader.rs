@@ -63,6 +63,16 @@ pub struct TailedFile {
     /// This generation's document id prefix, computed when its first record is sent (only then
     /// is its first line complete).
     id_prefix: Option<IdPrefix>,
+    /// The per-file document fragment batches carry: the source's, or the enriched one.
+    pub fragment: Arc<str>,
+    /// The enrichment cache version `fragment` was rendered at (`u64::MAX`: never).
+    pub meta_version: u64,
+    /// The pod's metadata was found (at least once).
+    pub enriched: bool,
+    /// When the file was opened: how long it has waited for its pod's metadata.
+    pub opened: Instant,
+    /// It waited `wait_for_metadata` in vain; it is read now, and counted once.
+    pub waited_out: bool,
 }
 
 /// What one turn did.
@@ -88,6 +98,7 @@ impl TailedFile {
         parser: LineParser,
         offset: u64,
     ) -> Self {
+        let fragment = Arc::clone(&source.fragment);
         TailedFile {
             key,
             path,
@@ -105,6 +116,11 @@ impl TailedFile {
             last_read: Instant::now(),
             truncations: 0,
             id_prefix: None,
+            fragment,
+            meta_version: u64::MAX,
+            enriched: false,
+            opened: Instant::now(),
+            waited_out: false,
         }
     }
 
@@ -292,6 +308,7 @@ impl TailedFile {
             }
         };
         batch.id_prefix = prefix;
+        batch.fragment = Arc::clone(&self.fragment);
     }
 
     /// Bytes of the incomplete last line held in memory.

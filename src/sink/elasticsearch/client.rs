@@ -542,8 +542,8 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, ClientError> {
     })
 }
 
-/// reqwest is built without a default TLS crypto provider; logship uses ring's.
-fn install_crypto_provider() {
+/// reqwest and kube are built without a default TLS crypto provider; logship uses ring's.
+pub fn install_crypto_provider() {
     // Fails only if one is installed already, which is what we want.
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
