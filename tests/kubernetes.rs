@@ -1,0 +1,224 @@
+//! Enrichment against the test Kubernetes API server: records carry their pod's metadata from a
+//! list+watch of the node's pods (a handful of requests, never one per pod), stay right when pods
+//! change, start late, are deleted, or when the API resets the watch or goes away.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use support::agent::{append, cri, wait_until, AgentProcess, Fixture};
+use support::kubernetes::{container_id, namespace, pod, TestKube};
+
+const WAIT: Duration = Duration::from_secs(20);
+const NODE: &str = "test-node";
+
+fn spawn(fx: &Fixture, kube: &TestKube, extra: &[(&str, &str)]) -> AgentProcess {
+    let url = kube.url();
+    let mut env = vec![
+        ("LOGSHIP_KUBERNETES__ENABLED", "true"),
+        ("LOGSHIP_KUBERNETES__API_URL", url.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    fx.spawn(&env)
+}
+
+/// The kubelet's file name of a container.
+fn file_name(namespace: &str, pod: &str, container: &str) -> String {
+    format!(
+        "{pod}_{namespace}_{container}-{}.log",
+        container_id(namespace, pod, container)
+    )
+}
+
+fn record_with(fx: &Fixture, message: &str) -> Option<Value> {
+    fx.records().into_iter().find(|r| r["message"] == message)
+}
+
+fn wait_record(fx: &Fixture, agent: &AgentProcess, message: &str) -> Value {
+    assert!(
+        wait_until(WAIT, || record_with(fx, message).is_some()),
+        "{message} never shipped:\n{}",
+        agent.logs()
+    );
+    record_with(fx, message).unwrap()
+}
+
+#[test]
+fn records_carry_their_pods_metadata_from_one_list_and_watch() {
+    let kube = TestKube::start();
+    kube.create_namespace(namespace("shop").label("team", "payments").build());
+    kube.create_pod(
+        pod("shop", "web-7d4b9-x2x9k", NODE)
+            .replica_set("web-7d4b9")
+            .annotation("example.com/owner", "payments")
+            .build(),
+    );
+    // Pods of other nodes are not this agent's business.
+    kube.create_pod(pod("shop", "api-5f6d8-aaaaa", "other-node").build());
+    let fx = Fixture::new();
+    let path = fx.log(&file_name("shop", "web-7d4b9-x2x9k", "web"));
+    append(&path, cri("stdout", 'F', "hello").as_bytes());
+    let mut agent = spawn(&fx, &kube, &[("LOGSHIP_KUBERNETES__ANNOTATIONS", "example.com/*")]);
+    let r = wait_record(&fx, &agent, "hello");
+    let k = &r["kubernetes"];
+    assert_eq!(k["namespace"], "shop");
+    assert_eq!(k["namespace_labels"]["team"], "payments");
+    assert_eq!(k["pod"]["name"], "web-7d4b9-x2x9k");
+    assert!(k["pod"]["uid"].as_str().is_some_and(|u| u.len() == 36), "{r}");
+    assert!(k["pod"]["ip"].as_str().is_some_and(|ip| ip.starts_with("10.244.")), "{r}");
+    assert_eq!(k["node"]["name"], NODE);
+    assert_eq!(k["labels"]["app"], "web");
+    assert_eq!(k["labels"]["app_kubernetes_io/name"], "web", "de-dotted: {r}");
+    assert_eq!(k["annotations"]["example_com/owner"], "payments");
+    assert_eq!(k["deployment"]["name"], "web");
+    assert_eq!(r["container"]["id"], container_id("shop", "web-7d4b9-x2x9k", "web"));
+    assert_eq!(r["container"]["image"]["name"], "registry.example.com/web:1.4.2");
+    assert_eq!(r["container"]["runtime"], "containerd");
+
+    // More lines and time cost no more requests: one list and one watch per resource.
+    for i in 0..50 {
+        append(&path, cri("stdout", 'F', &format!("line {i}")).as_bytes());
+    }
+    wait_record(&fx, &agent, "line 49");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.terminate().success());
+    let pod_requests = kube.requests_for("/api/v1/pods");
+    assert!(
+        pod_requests.len() <= 3,
+        "a list and a watch, not a request per line: {pod_requests:?}"
+    );
+    assert!(pod_requests
+        .iter()
+        .all(|r| r.param("fieldSelector").as_deref() == Some("spec.nodeName=test-node")));
+    assert!(kube.get_requests().is_empty(), "never a GET per pod");
+}
+
+#[test]
+fn a_pod_the_watch_delivers_late_waits_briefly_and_an_unknown_one_ships_anyway() {
+    let kube = TestKube::start();
+    let fx = Fixture::new();
+    let mut agent = spawn(&fx, &kube, &[("LOGSHIP_KUBERNETES__WAIT_FOR_METADATA", "3s")]);
+    // The file appears before the watch has the pod (the kubelet starts containers quickly).
+    let late = fx.log(&file_name("shop", "late-0", "late"));
+    append(&late, cri("stdout", 'F', "early line").as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+    kube.create_pod(pod("shop", "late-0", NODE).stateful_set("late").build());
+    let r = wait_record(&fx, &agent, "early line");
+    assert_eq!(r["kubernetes"]["statefulset"]["name"], "late", "{r}");
+
+    // A pod the API never tells about: after the wait, the file name's fields, and a counter.
+    let started = Instant::now();
+    append(
+        &fx.log(&file_name("shop", "ghost-1", "ghost")),
+        cri("stdout", 'F', "ghost line").as_bytes(),
+    );
+    let r = wait_record(&fx, &agent, "ghost line");
+    assert!(started.elapsed() >= Duration::from_millis(2500), "it waited");
+    assert_eq!(r["kubernetes"]["pod"]["name"], "ghost-1");
+    assert!(r["kubernetes"].get("labels").is_none());
+    assert!(agent.logs().contains("No Kubernetes metadata for this pod yet"));
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn label_changes_deletions_and_api_resets_are_followed() {
+    let kube = TestKube::start();
+    kube.create_pod(pod("shop", "cart-0", NODE).label("tier", "gold").build());
+    let fx = Fixture::new();
+    let path = fx.log(&file_name("shop", "cart-0", "cart"));
+    let mut agent = spawn(&fx, &kube, &[]);
+    append(&path, cri("stdout", 'F', "gold").as_bytes());
+    assert_eq!(wait_record(&fx, &agent, "gold")["kubernetes"]["labels"]["tier"], "gold");
+
+    kube.set_pod_label("shop", "cart-0", "tier", Some("silver"));
+    std::thread::sleep(Duration::from_millis(300));
+    append(&path, cri("stdout", 'F', "silver").as_bytes());
+    assert_eq!(wait_record(&fx, &agent, "silver")["kubernetes"]["labels"]["tier"], "silver");
+
+    // The API server compacts its history and drops every watch: the agent re-lists and a pod
+    // created meanwhile is enriched.
+    kube.compact();
+    kube.close_watches();
+    kube.create_pod(pod("shop", "after-0", NODE).build());
+    append(
+        &fx.log(&file_name("shop", "after-0", "after")),
+        cri("stdout", 'F', "after reset").as_bytes(),
+    );
+    assert_eq!(
+        wait_record(&fx, &agent, "after reset")["kubernetes"]["labels"]["app"],
+        "after"
+    );
+
+    // A deleted pod's last lines are still enriched (grace period).
+    kube.delete_pod("shop", "cart-0");
+    std::thread::sleep(Duration::from_millis(300));
+    append(&path, cri("stdout", 'F', "last words").as_bytes());
+    assert_eq!(
+        wait_record(&fx, &agent, "last words")["kubernetes"]["labels"]["tier"],
+        "silver"
+    );
+
+    // The API goes away: lines keep shipping with what is cached.
+    kube.down();
+    append(&path, cri("stdout", 'F', "during outage").as_bytes());
+    assert_eq!(
+        wait_record(&fx, &agent, "during outage")["kubernetes"]["labels"]["tier"],
+        "silver"
+    );
+    // It comes back: pods created after the outage are enriched without a restart.
+    kube.up();
+    kube.create_pod(pod("shop", "back-0", NODE).build());
+    append(
+        &fx.log(&file_name("shop", "back-0", "back")),
+        cri("stdout", 'F', "after outage").as_bytes(),
+    );
+    assert_eq!(
+        wait_record(&fx, &agent, "after outage")["kubernetes"]["labels"]["app"],
+        "back",
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn fluentd_schema_and_kubeconfig_access() {
+    let kube = TestKube::start();
+    kube.require_token("s3cret-token");
+    kube.create_pod(pod("shop", "web-7d4b9-abcde", NODE).replica_set("web-7d4b9").build());
+    let fx = Fixture::new();
+    let kubeconfig = fx.dir.path().join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig, Some("s3cret-token"));
+    let kubeconfig = kubeconfig.display().to_string();
+    append(
+        &fx.log(&file_name("shop", "web-7d4b9-abcde", "web")),
+        cri("stderr", 'F', "fluent").as_bytes(),
+    );
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_KUBERNETES__ENABLED", "auto"),
+        ("LOGSHIP_KUBERNETES__KUBECONFIG", kubeconfig.as_str()),
+        ("LOGSHIP_KUBERNETES__SCHEMA", "fluentd"),
+    ]);
+    assert!(
+        wait_until(WAIT, || fx.records().iter().any(|r| r["log"] == "fluent")),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    let r = fx
+        .records()
+        .into_iter()
+        .find(|r| r["log"] == "fluent")
+        .unwrap();
+    assert_eq!(r["stream"], "stderr");
+    assert_eq!(r["kubernetes"]["pod_name"], "web-7d4b9-abcde");
+    assert_eq!(r["kubernetes"]["namespace_name"], "shop");
+    assert_eq!(r["kubernetes"]["container_name"], "web");
+    assert_eq!(r["kubernetes"]["labels"]["app"], "web");
+    assert_eq!(r["kubernetes"]["host"], NODE);
+    assert_eq!(r["docker"]["container_id"], container_id("shop", "web-7d4b9-abcde", "web"));
+    assert_eq!(r["time"], r["@timestamp"]);
+    assert!(r.get("message").is_none());
+}
