@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, ListParams, ResourceExt};
+use kube::core::PartialObjectMeta;
 use kube::runtime::watcher::{self, Event};
 use serde_json::Value;
 use support::kubernetes::{container_id, namespace, pod, Target, TestKube};
@@ -933,7 +934,11 @@ where
     loop {
         match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
             Ok(Some(Ok(e))) => return e,
-            Ok(Some(Err(e))) => errors.push(e),
+            Ok(Some(Err(e))) => {
+                errors.push(e);
+                // The raw watcher retries at once; a real caller backs off.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             Ok(None) => panic!("the watcher ended"),
             Err(_) => panic!("no watcher event within 10 s"),
         }
@@ -1070,7 +1075,13 @@ async fn kube_paginates_a_consistent_list_with_continue_tokens() {
     let mut errors = Vec::new();
     let names = initial_listing(&mut stream, &mut errors).await;
     assert_eq!(names.len(), 200);
-    tokio::spawn(async move { while stream.next().await.is_some() {} });
+    // The watch starts on the next poll; nothing arrives on it.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), stream.next()).await;
+    assert!(
+        quiet.is_err(),
+        "{:?}",
+        quiet.map(|e| e.map(|e| e.map(|_| ())))
+    );
     let lists = kube.list_requests();
     assert_eq!(lists.len(), 4, "200 pods in pages of 64");
     assert!(lists[0].param("continue").is_none());
@@ -1129,4 +1140,89 @@ async fn kube_streaming_lists_work_and_api_errors_reach_the_client() {
     kube.require_token("t");
     let unauthorized = pods.list(&ListParams::default()).await;
     assert!(matches!(unauthorized, Err(kube::Error::Api(s)) if s.code == 401));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_metadata_watcher_follows_namespace_labels() {
+    let kube = TestKube::start();
+    kube.create_namespace(namespace("shop").label("team", "payments").build());
+    let client = client_for(&kube, None).await;
+    // kube 5 asks for metadata only when the Api is over `PartialObjectMeta`.
+    let namespaces: Api<PartialObjectMeta<Namespace>> = Api::all(client);
+    let mut config = watcher::Config::default().any_semantic();
+    config.page_size = None;
+    let mut stream = watcher::watcher(namespaces, config).boxed();
+    let mut next = async || match tokio::time::timeout(Duration::from_secs(10), stream.next()).await
+    {
+        Ok(Some(Ok(e))) => e,
+        Ok(Some(Err(e))) => panic!("watcher error {e:?}"),
+        _ => panic!("no namespace event within 10 s"),
+    };
+    assert!(matches!(next().await, Event::Init));
+    let mut seen: Vec<PartialObjectMeta<Namespace>> = Vec::new();
+    loop {
+        match next().await {
+            Event::InitApply(ns) => seen.push(ns),
+            Event::InitDone => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    let shop = seen.iter().find(|n| n.name_any() == "shop").unwrap();
+    assert_eq!(shop.labels()["team"], "payments");
+    assert_eq!(
+        kube.list_requests()[0].accept.as_deref(),
+        Some("application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1")
+    );
+
+    kube.set_namespace_label("shop", "team", Some("checkout"));
+    match next().await {
+        Event::Apply(ns) => assert_eq!(ns.labels()["team"], "checkout"),
+        other => panic!("expected the relabelled namespace, got {other:?}"),
+    }
+    kube.delete_namespace("shop");
+    loop {
+        match next().await {
+            Event::Delete(ns) => {
+                assert_eq!(ns.name_any(), "shop");
+                break;
+            }
+            Event::Apply(ns) => assert_eq!(ns.name_any(), "shop", "turns Terminating first"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_watcher_recovers_when_the_apiserver_comes_back() {
+    let kube = TestKube::start();
+    kube.create_pod(pod("shop", "web-1", "node-1").build());
+    let client = client_for(&kube, None).await;
+    let pods: Api<Pod> = Api::all(client);
+    let config = watcher::Config::default().fields("spec.nodeName=node-1");
+    let mut stream = watcher::watcher(pods, config).boxed();
+    let mut errors = Vec::new();
+    assert_eq!(initial_listing(&mut stream, &mut errors).await, ["web-1"]);
+
+    kube.down();
+    // While the apiserver is away the watcher fails to watch again; it says so and goes on.
+    let poll = tokio::time::timeout(
+        Duration::from_millis(500),
+        next_event(&mut stream, &mut errors),
+    )
+    .await;
+    assert!(poll.is_err(), "no event while the apiserver is down");
+    assert!(
+        errors
+            .iter()
+            .any(|e| matches!(e, watcher::Error::WatchStartFailed(_))),
+        "{errors:?}"
+    );
+    kube.create_pod(pod("shop", "web-2", "node-1").build());
+    kube.up();
+    match next_event(&mut stream, &mut errors).await {
+        Event::Apply(p) => assert_eq!(p.name_any(), "web-2", "replayed from the watcher's version"),
+        other => panic!("expected the pod created during the outage, got {other:?}"),
+    }
+    assert_eq!(kube.list_requests().len(), 1, "a re-watch, not a re-list");
 }

@@ -260,7 +260,10 @@ async fn run(
                 None => std::future::pending().await,
             }
         };
+        // Biased: a close or cut the test asked for before a write is acted on before that
+        // write is sent, so the order a test does things in is the order a client sees.
         tokio::select! {
+            biased;
             _ = tokio::time::sleep_until(deadline) => return,
             _ = tx.closed() => return,
             r = close.changed() => {
