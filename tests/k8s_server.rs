@@ -570,6 +570,22 @@ fn a_watch_from_before_the_compaction_gets_410_as_an_error_event() {
 }
 
 #[test]
+fn a_compaction_leaves_open_watches_alone() {
+    let kube = TestKube::start();
+    let rv = kube.resource_version();
+    let mut w = Watch::open(
+        kube.addr(),
+        &format!("/api/v1/pods?watch=true&resourceVersion={rv}"),
+    );
+    assert!(kube.wait_for_open_watches(1, Duration::from_secs(5)));
+    kube.create_pod(pod("shop", "web-1", "node-1").build());
+    kube.compact();
+    kube.create_pod(pod("shop", "web-2", "node-1").build());
+    assert_eq!(w.event()["object"]["metadata"]["name"], "web-1");
+    assert_eq!(w.event()["object"]["metadata"]["name"], "web-2");
+}
+
+#[test]
 fn a_bounded_history_expires_old_versions_too() {
     let kube = TestKube::start();
     kube.set_history_limit(3);

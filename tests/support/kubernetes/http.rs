@@ -764,7 +764,8 @@ async fn collection_with(
                 },
                 metadata_only,
             },
-        );
+        )
+        .await;
     }
     list::list(shared, kind, namespace, labels, fields, opts, metadata_only).await
 }

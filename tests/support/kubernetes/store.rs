@@ -105,6 +105,10 @@ pub struct Store {
     history: VecDeque<Change>,
     /// A watch from a version below this one gets 410; see the module documentation.
     pub floor: u64,
+    /// The version of the last change dropped from memory (at most `floor`). Compaction only
+    /// raises `floor`, so watches already open still get every change; a bounded history drops
+    /// changes, and an open watch that had not sent them yet is closed.
+    retained_after: u64,
     /// Most changes kept; older ones are dropped and raise the floor, as the watch cache's ring
     /// buffer does.
     pub history_limit: usize,
@@ -134,6 +138,7 @@ impl Store {
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             floor: first_rv,
+            retained_after: first_rv,
             history_limit: MAX_HISTORY,
         }
     }
@@ -177,9 +182,19 @@ impl Store {
         Some(state.into_iter().collect())
     }
 
-    /// Changes after `rv`, oldest first. `None` when changes after `rv` are no longer all kept.
+    /// Changes after `rv` for a watch starting there, oldest first. `None` when `rv` is below
+    /// the floor (410).
     pub fn changes_after(&self, rv: u64) -> Option<Vec<Change>> {
         if rv < self.floor {
+            return None;
+        }
+        self.pending_after(rv)
+    }
+
+    /// Changes after `rv` for a watch already open and sent up to `rv`. `None` when some of them
+    /// were dropped from memory before it could send them.
+    pub fn pending_after(&self, rv: u64) -> Option<Vec<Change>> {
+        if rv < self.retained_after {
             return None;
         }
         let start = self.history.partition_point(|c| c.rv <= rv);
@@ -188,27 +203,28 @@ impl Store {
 
     fn record(&mut self, change: Change) {
         self.history.push_back(change);
+        self.trim();
+    }
+
+    fn trim(&mut self) {
         while self.history.len() > self.history_limit {
             if let Some(dropped) = self.history.pop_front() {
+                self.retained_after = dropped.rv;
                 self.floor = self.floor.max(dropped.rv);
             }
         }
     }
 
-    /// Drops all history: only versions from now on can be watched from, as after an etcd
-    /// compaction at the current revision followed by a watch-cache re-initialisation.
+    /// Only versions from now on can be watched from or listed at, as after an etcd compaction
+    /// at the current revision and a watch-cache re-initialisation. Watches already open are not
+    /// affected, as real ones are not.
     pub fn compact(&mut self) {
-        self.history.clear();
         self.floor = self.rv;
     }
 
     pub fn set_history_limit(&mut self, limit: usize) {
         self.history_limit = limit.max(1);
-        while self.history.len() > self.history_limit {
-            if let Some(dropped) = self.history.pop_front() {
-                self.floor = self.floor.max(dropped.rv);
-            }
-        }
+        self.trim();
     }
 
     pub fn create(&mut self, kind: Kind, mut object: Value) -> Result<Arc<Value>, WriteError> {

@@ -122,21 +122,24 @@ fn error_line(status: &Value) -> Bytes {
 
 type Chunk = Result<Bytes, io::Error>;
 
-/// Answers a watch: headers now, events as they come.
-pub fn start(shared: Arc<Shared>, request: WatchRequest) -> Response {
+/// Answers a watch: finds where it starts (waiting up to 3 s for a future version), then sends
+/// the headers and streams events as they come, as the cacher registers a watcher before the
+/// response starts.
+pub async fn start(shared: Arc<Shared>, request: WatchRequest) -> Response {
     let (tx, mut rx) = mpsc::channel::<Chunk>(BUFFER);
-    // Subscribed before the watch counts as open, so that a signal sent once a test sees it open
-    // reaches it.
+    // Subscribed before the store is read, so no write after that read goes unnoticed, and
+    // before the watch counts as open, so a signal sent once a test sees it open reaches it.
     let signals = Subscriptions {
         changes: shared.signals.changes.subscribe(),
         close: shared.signals.close.subscribe(),
         cut: shared.signals.cut.subscribe(),
         bookmark: shared.signals.bookmark.subscribe(),
     };
+    let begin = begin(&shared, &request).await;
     let guard = OpenWatch::new(shared.clone());
     tokio::spawn(async move {
         let _guard = guard;
-        run(shared, request, signals, tx).await;
+        run(shared, request, signals, begin, tx).await;
     });
     let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     Response::builder()
@@ -170,30 +173,17 @@ struct Subscriptions {
     bookmark: watch::Receiver<u64>,
 }
 
-async fn run(
-    shared: Arc<Shared>,
-    w: WatchRequest,
-    signals: Subscriptions,
-    tx: mpsc::Sender<Chunk>,
-) {
-    let deadline = Instant::now() + w.timeout;
-    let Subscriptions {
-        mut changes,
-        mut close,
-        mut cut,
-        bookmark: mut bookmark_now,
-    } = signals;
-
+/// Where a watch starts; see the module documentation.
+async fn begin(shared: &Shared, w: &WatchRequest) -> Begin {
     if let Some(n) = w.resource_version {
         if n > shared.lock().store.rv {
             if let Err(s) = shared.wait_for_rv(n).await {
-                send(&tx, error_line(&s)).await;
-                return;
+                return Begin::Fail(s);
             }
         }
     }
     let initial = w.send_initial_events == Some(true);
-    let begin = {
+    {
         let st = shared.lock();
         let store = &st.store;
         let current_state = || {
@@ -217,8 +207,24 @@ async fn run(
                 },
             }
         }
-    };
-    changes.mark_unchanged();
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    w: WatchRequest,
+    signals: Subscriptions,
+    begin: Begin,
+    tx: mpsc::Sender<Chunk>,
+) {
+    let deadline = Instant::now() + w.timeout;
+    let Subscriptions {
+        mut changes,
+        mut close,
+        mut cut,
+        bookmark: mut bookmark_now,
+    } = signals;
+
     let mut position = match begin {
         Begin::Fail(s) => {
             send(&tx, error_line(&s)).await;
@@ -229,7 +235,7 @@ async fn run(
             for o in objects {
                 send(&tx, w.line("ADDED", &o)).await;
             }
-            if initial && w.bookmarks {
+            if w.send_initial_events == Some(true) && w.bookmarks {
                 send(&tx, w.bookmark(rv, true)).await;
             }
             rv
@@ -328,7 +334,7 @@ async fn run(
 /// no longer holds them (the watcher fell behind and is closed).
 fn drain(shared: &Shared, w: &WatchRequest, position: u64) -> Option<(Vec<Bytes>, u64)> {
     let st = shared.lock();
-    let changes = st.store.changes_after(position)?;
+    let changes = st.store.pending_after(position)?;
     let lines = changes.iter().filter_map(|c| w.event(c)).collect();
     Some((lines, st.store.rv.max(position)))
 }
