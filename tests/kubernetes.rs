@@ -60,21 +60,47 @@ fn records_carry_their_pods_metadata_from_one_list_and_watch() {
     let fx = Fixture::new();
     let path = fx.log(&file_name("shop", "web-7d4b9-x2x9k", "web"));
     append(&path, cri("stdout", 'F', "hello").as_bytes());
-    let mut agent = spawn(&fx, &kube, &[("LOGSHIP_KUBERNETES__ANNOTATIONS", "example.com/*")]);
+    let mut agent = spawn(
+        &fx,
+        &kube,
+        &[("LOGSHIP_KUBERNETES__ANNOTATIONS", "example.com/*")],
+    );
     let r = wait_record(&fx, &agent, "hello");
     let k = &r["kubernetes"];
     assert_eq!(k["namespace"], "shop");
-    assert_eq!(k["namespace_labels"]["team"], "payments");
+    assert_eq!(
+        k["namespace_labels"]["team"],
+        "payments",
+        "{r}\n{}",
+        agent.logs()
+    );
     assert_eq!(k["pod"]["name"], "web-7d4b9-x2x9k");
-    assert!(k["pod"]["uid"].as_str().is_some_and(|u| u.len() == 36), "{r}");
-    assert!(k["pod"]["ip"].as_str().is_some_and(|ip| ip.starts_with("10.244.")), "{r}");
+    assert!(
+        k["pod"]["uid"].as_str().is_some_and(|u| u.len() == 36),
+        "{r}"
+    );
+    assert!(
+        k["pod"]["ip"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.244.")),
+        "{r}"
+    );
     assert_eq!(k["node"]["name"], NODE);
     assert_eq!(k["labels"]["app"], "web");
-    assert_eq!(k["labels"]["app_kubernetes_io/name"], "web", "de-dotted: {r}");
+    assert_eq!(
+        k["labels"]["app_kubernetes_io/name"], "web",
+        "de-dotted: {r}"
+    );
     assert_eq!(k["annotations"]["example_com/owner"], "payments");
     assert_eq!(k["deployment"]["name"], "web");
-    assert_eq!(r["container"]["id"], container_id("shop", "web-7d4b9-x2x9k", "web"));
-    assert_eq!(r["container"]["image"]["name"], "registry.example.com/web:1.4.2");
+    assert_eq!(
+        r["container"]["id"],
+        container_id("shop", "web-7d4b9-x2x9k", "web")
+    );
+    assert_eq!(
+        r["container"]["image"]["name"],
+        "registry.example.com/web:1.4.2"
+    );
     assert_eq!(r["container"]["runtime"], "containerd");
 
     // More lines and time cost no more requests: one list and one watch per resource.
@@ -93,13 +119,25 @@ fn records_carry_their_pods_metadata_from_one_list_and_watch() {
         .iter()
         .all(|r| r.param("fieldSelector").as_deref() == Some("spec.nodeName=test-node")));
     assert!(kube.get_requests().is_empty(), "never a GET per pod");
+    for list in kube.list_requests() {
+        assert_eq!(
+            list.param("resourceVersion").as_deref(),
+            Some("0"),
+            "served from the API server's cache: {list:?}"
+        );
+        assert_eq!(list.param("limit"), None);
+    }
 }
 
 #[test]
 fn a_pod_the_watch_delivers_late_waits_briefly_and_an_unknown_one_ships_anyway() {
     let kube = TestKube::start();
     let fx = Fixture::new();
-    let mut agent = spawn(&fx, &kube, &[("LOGSHIP_KUBERNETES__WAIT_FOR_METADATA", "3s")]);
+    let mut agent = spawn(
+        &fx,
+        &kube,
+        &[("LOGSHIP_KUBERNETES__WAIT_FOR_METADATA", "3s")],
+    );
     // The file appears before the watch has the pod (the kubelet starts containers quickly).
     let late = fx.log(&file_name("shop", "late-0", "late"));
     append(&late, cri("stdout", 'F', "early line").as_bytes());
@@ -115,10 +153,15 @@ fn a_pod_the_watch_delivers_late_waits_briefly_and_an_unknown_one_ships_anyway()
         cri("stdout", 'F', "ghost line").as_bytes(),
     );
     let r = wait_record(&fx, &agent, "ghost line");
-    assert!(started.elapsed() >= Duration::from_millis(2500), "it waited");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "it waited"
+    );
     assert_eq!(r["kubernetes"]["pod"]["name"], "ghost-1");
     assert!(r["kubernetes"].get("labels").is_none());
-    assert!(agent.logs().contains("No Kubernetes metadata for this pod yet"));
+    assert!(agent
+        .logs()
+        .contains("No Kubernetes metadata for this pod yet"));
     assert!(agent.terminate().success());
 }
 
@@ -130,12 +173,18 @@ fn label_changes_deletions_and_api_resets_are_followed() {
     let path = fx.log(&file_name("shop", "cart-0", "cart"));
     let mut agent = spawn(&fx, &kube, &[]);
     append(&path, cri("stdout", 'F', "gold").as_bytes());
-    assert_eq!(wait_record(&fx, &agent, "gold")["kubernetes"]["labels"]["tier"], "gold");
+    assert_eq!(
+        wait_record(&fx, &agent, "gold")["kubernetes"]["labels"]["tier"],
+        "gold"
+    );
 
     kube.set_pod_label("shop", "cart-0", "tier", Some("silver"));
     std::thread::sleep(Duration::from_millis(300));
     append(&path, cri("stdout", 'F', "silver").as_bytes());
-    assert_eq!(wait_record(&fx, &agent, "silver")["kubernetes"]["labels"]["tier"], "silver");
+    assert_eq!(
+        wait_record(&fx, &agent, "silver")["kubernetes"]["labels"]["tier"],
+        "silver"
+    );
 
     // The API server compacts its history and drops every watch: the agent re-lists and a pod
     // created meanwhile is enriched.
@@ -187,7 +236,11 @@ fn label_changes_deletions_and_api_resets_are_followed() {
 fn fluentd_schema_and_kubeconfig_access() {
     let kube = TestKube::start();
     kube.require_token("s3cret-token");
-    kube.create_pod(pod("shop", "web-7d4b9-abcde", NODE).replica_set("web-7d4b9").build());
+    kube.create_pod(
+        pod("shop", "web-7d4b9-abcde", NODE)
+            .replica_set("web-7d4b9")
+            .build(),
+    );
     let fx = Fixture::new();
     let kubeconfig = fx.dir.path().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig, Some("s3cret-token"));
@@ -218,7 +271,10 @@ fn fluentd_schema_and_kubeconfig_access() {
     assert_eq!(r["kubernetes"]["container_name"], "web");
     assert_eq!(r["kubernetes"]["labels"]["app"], "web");
     assert_eq!(r["kubernetes"]["host"], NODE);
-    assert_eq!(r["docker"]["container_id"], container_id("shop", "web-7d4b9-abcde", "web"));
+    assert_eq!(
+        r["docker"]["container_id"],
+        container_id("shop", "web-7d4b9-abcde", "web")
+    );
     assert_eq!(r["time"], r["@timestamp"]);
     assert!(r.get("message").is_none());
 }

@@ -75,6 +75,8 @@ pub struct Cache {
     version: AtomicU64,
     /// The pods watch has delivered its initial list at least once.
     pods_synced: AtomicBool,
+    /// The namespaces watch has delivered its initial list at least once.
+    namespaces_synced: AtomicBool,
     /// The last request to the API server succeeded (readiness).
     reachable: AtomicBool,
 }
@@ -197,6 +199,17 @@ impl Cache {
     /// Whether the initial list of pods has arrived.
     pub fn synced(&self) -> bool {
         self.pods_synced.load(Ordering::Acquire)
+    }
+
+    pub fn set_namespaces_synced(&self) {
+        if !self.namespaces_synced.swap(true, Ordering::AcqRel) {
+            self.bump();
+        }
+    }
+
+    /// Whether the initial list of namespaces has arrived (their labels are known).
+    pub fn namespaces_synced(&self) -> bool {
+        self.namespaces_synced.load(Ordering::Acquire)
     }
 
     pub fn set_reachable(&self, reachable: bool) {

@@ -122,6 +122,16 @@ pub async fn run(
     }
 }
 
+/// Lists with `resourceVersion=0`: answered from the API server's watch cache instead of a
+/// quorum read of etcd, which is what a thousand agents starting at once must not cause. kube
+/// leaves `resourceVersion=0` out of paged lists (the API server would ignore the limit), so
+/// paging is off: one node's pods are one response.
+fn list_from_cache(config: watcher::Config) -> watcher::Config {
+    let mut config = config.any_semantic();
+    config.page_size = None;
+    config
+}
+
 fn wake_up(wake: &Option<std::sync::mpsc::SyncSender<()>>) {
     if let Some(w) = wake {
         let _ = w.try_send(());
@@ -144,9 +154,8 @@ async fn watch_pods(
     cache: Arc<Cache>,
     wake: Option<std::sync::mpsc::SyncSender<()>>,
 ) {
-    let config = watcher::Config::default()
-        .fields(&format!("spec.nodeName={node}"))
-        .any_semantic();
+    let config =
+        list_from_cache(watcher::Config::default().fields(&format!("spec.nodeName={node}")));
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let throttle = Throttle::new(Duration::from_secs(30));
     let mut listed: HashSet<(String, String)> = HashSet::new();
@@ -200,7 +209,7 @@ async fn watch_namespaces(
     cache: Arc<Cache>,
     wake: Option<std::sync::mpsc::SyncSender<()>>,
 ) {
-    let config = watcher::Config::default().any_semantic();
+    let config = list_from_cache(watcher::Config::default());
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let throttle = Throttle::new(Duration::from_secs(30));
     while let Some(event) = events.next().await {
@@ -216,7 +225,11 @@ async fn watch_namespaces(
                     cache.delete_namespace(name);
                 }
             }
-            Ok(Event::Init) | Ok(Event::InitDone) => {}
+            Ok(Event::InitDone) => {
+                cache.set_namespaces_synced();
+                wake_up(&wake);
+            }
+            Ok(Event::Init) => {}
             Err(e) => watch_failed(&cache, "namespaces", &e, &throttle),
         }
     }

@@ -635,6 +635,9 @@ fn enrich(f: &mut TailedFile, enricher: &Enricher, warnings: &Throttle) -> bool 
     let Some(kubelet) = f.source.kubelet.as_ref() else {
         return true;
     };
+    // Read before the version: once the namespaces' initial list is seen complete, every
+    // namespace it held is in the cache and counted in the version read next.
+    let namespaces_ready = enricher.cache.namespaces_synced();
     let version = enricher.cache.version();
     if f.meta_version != version {
         f.meta_version = version;
@@ -653,7 +656,8 @@ fn enrich(f: &mut TailedFile, enricher: &Enricher, warnings: &Throttle) -> bool 
         // Not found: the pod was deleted longer ago than the grace period, or is not known
         // yet; the fragment keeps what it had (the file name's, or the last metadata).
     }
-    if f.enriched || f.waited_out {
+    // The namespace's labels belong to the first records too: wait for its list as well.
+    if (f.enriched && namespaces_ready) || f.waited_out {
         return true;
     }
     if f.opened.elapsed() < enricher.wait_for_metadata {
