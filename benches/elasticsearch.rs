@@ -157,6 +157,7 @@ fn main() {
             .env("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", &url)
             .env("LOGSHIP_NODE_NAME", "bench")
             .env("LOGSHIP_LOG__LEVEL", "warn")
+            .env("LOGSHIP_SERVER__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::document::Encoder;
+use crate::server::{Server, ServerError};
 use crate::sink::elasticsearch::{ElasticsearchSink, SinkError};
 use crate::sink::LocalOutput;
 use crate::tail::positions::{self, Positions, PositionsError};
@@ -50,6 +51,9 @@ pub enum AgentError {
     /// The Elasticsearch sink cannot be built (certificates, credentials, dead-letter store).
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The HTTP endpoint cannot listen on `server.listen`.
+    #[error(transparent)]
+    Server(#[from] ServerError),
     /// The tailer thread cannot be started.
     #[error("starting the tailer thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -66,6 +70,8 @@ pub struct Agent {
     flusher_stop: CancellationToken,
     flusher: JoinHandle<()>,
     shutdown_timeout: Duration,
+    /// Metrics and probes; stopped after the drain, so that they answer during it.
+    server: Server,
 }
 
 impl Agent {
@@ -82,6 +88,8 @@ impl Agent {
         let (batch_tx, batch_rx) = mpsc::channel(CHANNEL_BATCHES);
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let stop_reading = CancellationToken::new();
+        // Before any stage runs: an address that cannot be bound stops the start cleanly.
+        let server = Server::start(&settings, &budget)?;
 
         let tailer = Tailer::new(TailerParts {
             settings: settings.tail.clone(),
@@ -132,6 +140,7 @@ impl Agent {
             flusher_stop,
             flusher,
             shutdown_timeout: settings.shutdown_timeout,
+            server,
         })
     }
 
@@ -170,6 +179,7 @@ impl Agent {
             flusher_stop,
             flusher,
             shutdown_timeout,
+            server,
             ..
         } = self;
         tracing::info!(timeout = ?shutdown_timeout, "Shutting down: draining records in flight.");
@@ -195,6 +205,7 @@ impl Agent {
             records_sent = telemetry::get(&metrics().records_sent),
             "Stopped."
         );
+        server.stop().await;
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Settings {
     pub positions: PositionsSettings,
     pub buffer: BufferSettings,
     pub output: OutputSettings,
+    pub server: ServerSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -89,6 +90,12 @@ pub struct PositionsSettings {
 pub struct BufferSettings {
     /// Bytes of records held between reading and acknowledgement.
     pub max_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where the HTTP endpoint listens; port 0 lets the system choose.
+    pub listen: std::net::SocketAddr,
 }
 
 /// Where records go.
