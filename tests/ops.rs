@@ -189,15 +189,12 @@ fn probes_answer_live_and_ready_with_a_local_output() {
     assert!(TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err());
 }
 
-#[test]
-fn readyz_fails_while_elasticsearch_is_down_and_the_buffer_full_and_recovers() {
-    let es = TestEs::start(Flavor::Elasticsearch8);
-    es.down();
-    let fx = Fixture::new();
-    let url = es.url();
-    let agent = fx.spawn(&[
+/// Elasticsearch at `url` with short batches and backoffs, and the smallest buffer the rules
+/// allow, so that a little input fills it.
+fn small_buffer_to(url: &str) -> Vec<(&'static str, &str)> {
+    vec![
         ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
-        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", &url),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url),
         ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "50ms"),
         (
             "LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__INITIAL_BACKOFF",
@@ -205,11 +202,19 @@ fn readyz_fails_while_elasticsearch_is_down_and_the_buffer_full_and_recovers() {
         ),
         ("LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__MAX_BACKOFF", "200ms"),
         ("LOGSHIP_OUTPUT__ELASTICSEARCH__REQUEST_TIMEOUT", "5s"),
-        // The smallest buffer the rules allow, so that a little input fills it.
         ("LOGSHIP_TAIL__READ_BUDGET", "4KiB"),
         ("LOGSHIP_TAIL__MAX_LINE_BYTES", "1KiB"),
         ("LOGSHIP_BUFFER__MAX_BYTES", "8KiB"),
-    ]);
+    ]
+}
+
+#[test]
+fn readyz_fails_while_elasticsearch_is_down_and_the_buffer_full_and_recovers() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.down();
+    let fx = Fixture::new();
+    let url = es.url();
+    let agent = fx.spawn(&small_buffer_to(&url));
     let addr = agent.server_addr();
 
     // Down, but nothing waiting: records could still be taken in, so ready.
@@ -290,6 +295,55 @@ fn readyz_fails_while_elasticsearch_is_down_and_the_buffer_full_and_recovers() {
         )),
         "{stdout}"
     );
+}
+
+/// An outage after the cluster had answered: the first failed request tells readiness, the
+/// buffer fills, and the first answer after the outage makes the agent ready again.
+#[test]
+fn readyz_follows_an_outage_that_starts_while_running() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let url = es.url();
+    let agent = fx.spawn(&small_buffer_to(&url));
+    let addr = agent.server_addr();
+    let log = fx.log("app.log");
+    write_lines(&log, "before", 100);
+    assert!(
+        wait_until(WAIT, || es.doc_count() == 100),
+        "{}",
+        agent.logs()
+    );
+    let (status, _, body) = get(addr, "/readyz");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("; Elasticsearch reachable; buffer "),
+        "{body}"
+    );
+
+    es.down();
+    write_lines(&log, "during", 2000);
+    assert!(
+        wait_until(WAIT, || get(addr, "/readyz").0 == 503),
+        "{}",
+        agent.logs()
+    );
+    let m = scrape(addr);
+    assert_eq!(counter(&m, "logship_elasticsearch_reachable"), 0.0);
+    assert!(
+        m.value(
+            "logship_elasticsearch_responses_total",
+            &[("class", "none")]
+        )
+        .unwrap()
+            >= 1.0,
+        "a failed attempt is what told"
+    );
+    assert_eq!(get(addr, "/healthz").0, 200);
+
+    es.up();
+    assert!(wait_until(WAIT, || get(addr, "/readyz").0 == 200));
+    assert!(wait_until(Duration::from_secs(60), || es.doc_count() >= 2100));
+    assert_eq!(es.doc_count(), 2100, "each line once");
 }
 
 #[test]

@@ -124,6 +124,8 @@ pub async fn run_local(
         }
         let mut backoff = BACKOFF_START;
         while let Err(e) = destination.write(&buf).await {
+            // Retrying is turning (liveness): a restart would not make the output writable.
+            telemetry::beat(telemetry::Loop::Sink);
             telemetry::add(&metrics().sink_errors, 1);
             tracing::error!(sink = destination.name(), error = %e, retry_in = ?backoff, "Writing records failed; retrying, readers wait meanwhile.");
             tokio::time::sleep(backoff).await;
