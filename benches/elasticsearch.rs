@@ -158,6 +158,7 @@ fn main() {
             .env("LOGSHIP_NODE_NAME", "bench")
             .env("LOGSHIP_LOG__LEVEL", "warn")
             .env("LOGSHIP_KUBERNETES__ENABLED", "false")
+            .env("LOGSHIP_SERVER__LISTEN", "127.0.0.1:0")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

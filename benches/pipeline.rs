@@ -91,6 +91,7 @@ fn run_once(
             ),
             ("data_dir".into(), data.display().to_string().into()),
             ("output.type".into(), "blackhole".into()),
+            ("server.listen".into(), "127.0.0.1:0".into()),
         ],
         env,
     };

@@ -23,6 +23,7 @@ use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::document::Encoder;
 use crate::enrich;
+use crate::server::{Server, ServerError};
 use crate::sink::elasticsearch::{ElasticsearchSink, SinkError};
 use crate::sink::LocalOutput;
 use crate::tail::positions::{self, Positions, PositionsError};
@@ -54,6 +55,9 @@ pub enum AgentError {
     /// The Kubernetes client cannot be configured (in-cluster files, kubeconfig, URL).
     #[error(transparent)]
     Kubernetes(#[from] enrich::watch::WatchError),
+    /// The HTTP endpoint cannot listen on `server.listen`.
+    #[error(transparent)]
+    Server(#[from] ServerError),
     /// The tailer thread cannot be started.
     #[error("starting the tailer thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -72,6 +76,8 @@ pub struct Agent {
     /// Stops the Kubernetes watch tasks, if enrichment is on.
     enrich_stop: CancellationToken,
     shutdown_timeout: Duration,
+    /// Metrics and probes; stopped after the drain, so that they answer during it.
+    server: Server,
 }
 
 impl Agent {
@@ -109,6 +115,8 @@ impl Agent {
                 })
             }
         };
+        // Before any stage runs: an address that cannot be bound stops the start cleanly.
+        let server = Server::start(&settings, &budget)?;
 
         let tailer = Tailer::new(TailerParts {
             settings: settings.tail.clone(),
@@ -161,6 +169,7 @@ impl Agent {
             flusher,
             enrich_stop,
             shutdown_timeout: settings.shutdown_timeout,
+            server,
         })
     }
 
@@ -200,6 +209,7 @@ impl Agent {
             flusher,
             enrich_stop,
             shutdown_timeout,
+            server,
             ..
         } = self;
         tracing::info!(timeout = ?shutdown_timeout, "Shutting down: draining records in flight.");
@@ -226,6 +236,7 @@ impl Agent {
             records_sent = telemetry::get(&metrics().records_sent),
             "Stopped."
         );
+        server.stop().await;
     }
 }
 

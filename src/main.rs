@@ -11,8 +11,10 @@ use logship::config::{self, LoadOptions, Loaded};
 
 /// Exit code for a configuration that does not validate (EX_USAGE, as linkerd2-proxy does).
 const EXIT_CONFIG: u8 = 64;
-/// Exit code for a failure to start (data directory, positions file).
+/// Exit code for a failure to start (data directory, positions file, listen address).
 const EXIT_START: u8 = 70;
+/// Exit code of `status` when the endpoint cannot be reached (EX_UNAVAILABLE).
+const EXIT_UNREACHABLE: u8 = 69;
 
 /// A node log agent: tails container logs, and ships every line exactly once.
 #[derive(Debug, Parser)]
@@ -44,6 +46,14 @@ enum Command {
     /// Work with the records Elasticsearch refused for good (`<data_dir>/dead-letter/`).
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
+    /// Ask a running agent how it is doing (its /readyz, /healthz and /metrics) and print a
+    /// summary. Exits 0 when it is ready and live, 1 when it is not, 69 when it cannot be reached.
+    Status {
+        /// The agent's endpoint, HOST:PORT. Default: `server.listen` of the configuration, with
+        /// 0.0.0.0 (every interface) asked on 127.0.0.1.
+        #[arg(long, value_name = "HOST:PORT")]
+        server: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +66,13 @@ enum DeadLetterCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Status {
+        server: Some(server),
+    }) = &cli.command
+    {
+        // The address is given: the configuration is not needed, nor required to be valid.
+        return status(Some(server), "0.0.0.0:0".parse().expect("an address"));
+    }
     let loaded = match config::load(&load_options(&cli)) {
         Ok(loaded) => loaded,
         Err(e) => {
@@ -71,6 +88,27 @@ fn main() -> ExitCode {
         }
         Command::Run => run(loaded),
         Command::DeadLetter(DeadLetterCommand::Replay) => replay(loaded),
+        Command::Status { server } => status(server.as_deref(), loaded.settings.server.listen),
+    }
+}
+
+/// `logship status`.
+fn status(server: Option<&str>, listen: std::net::SocketAddr) -> ExitCode {
+    use logship::status;
+    let report = status::target(server, listen).and_then(status::fetch);
+    match report {
+        Ok(report) => {
+            print!("{}", status::render(&report));
+            if report.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("logship: cannot reach the agent: {e}");
+            ExitCode::from(EXIT_UNREACHABLE)
+        }
     }
 }
 

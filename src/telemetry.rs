@@ -1,8 +1,10 @@
-//! The agent's own telemetry: counters and its own logs.
+//! The agent's own telemetry: counters, heartbeats and its own logs.
 //!
 //! Every event that loses, alters or delays data has one function here that logs it and counts
-//! it, so that a log line and a counter can never disagree. Counters are process-wide atomics
-//! (the "Operations" issue exposes them over HTTP); their labels never grow with pods or files.
+//! it, so that a log line and a counter can never disagree. Counters are process-wide atomics,
+//! declared once in [`Metrics`] with the name they have on `/metrics` (`crate::server` exposes
+//! them); their labels are fixed in the declaration, so they never grow with pods or files.
+//! The loops of the pipeline tick a heartbeat ([`beat`]) that `/healthz` reads.
 //! Warnings about bad input are rate-limited per kind, with the number suppressed in between, so a
 //! file full of garbage cannot flood the agent's own log.
 
@@ -10,81 +12,177 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// Process-wide counters. Gauges are the `*_current` fields.
-#[derive(Debug, Default)]
-pub struct Metrics {
+use prometheus_client::metrics::histogram::Histogram;
+
+/// How a field of [`Metrics`] is exposed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only ever grows; exposed with a `_total` suffix.
+    Counter,
+    /// A level that goes up and down.
+    Gauge,
+}
+
+/// One exposed series: a field of [`Metrics`], with its Prometheus family name and label.
+#[derive(Debug)]
+pub struct Series {
+    /// The family name, without the `_total` a counter gets when exposed.
+    pub name: &'static str,
+    pub kind: Kind,
+    /// The field's doc comment; the first field of a family gives the family's HELP text.
+    pub help: &'static str,
+    /// At most one label, with a value fixed here: label cardinality cannot grow with pods,
+    /// files or anything else at run time.
+    pub label: Option<(&'static str, &'static str)>,
+    /// Reads the field.
+    pub value: fn(&Metrics) -> u64,
+}
+
+/// Declares [`Metrics`] and its exposition table [`Metrics::SERIES`] from one list, so that a
+/// new counter or gauge is one documented field with its `#[metric]` line, and is on `/metrics`
+/// with nothing else to change. The fields of one labelled family must follow each other.
+macro_rules! metrics {
+    ($(
+        $(#[doc = $doc:literal])*
+        #[metric($kind:ident $name:literal $(, $key:ident = $value:literal)?)]
+        pub $field:ident: AtomicU64,
+    )*) => {
+        /// Process-wide counters and gauges, exposed on `/metrics` as their `#[metric]` line says.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( $(#[doc = $doc])* pub $field: AtomicU64, )*
+        }
+
+        impl Metrics {
+            /// Every field as an exposed series, in declaration order.
+            pub const SERIES: &'static [Series] = &[$(
+                Series {
+                    name: $name,
+                    kind: Kind::$kind,
+                    help: concat!($($doc),*),
+                    label: metrics!(@label $($key = $value)?),
+                    value: |m| get(&m.$field),
+                },
+            )*];
+        }
+    };
+    (@label) => { None };
+    (@label $key:ident = $value:literal) => { Some((stringify!($key), $value)) };
+}
+
+metrics! {
     /// Bytes read from log files.
+    #[metric(Counter "logship_read_bytes")]
     pub bytes_read: AtomicU64,
     /// Records produced by the parsers.
+    #[metric(Counter "logship_read_records")]
     pub records_read: AtomicU64,
-    /// Lines that did not parse in their file's format, kept as raw text.
+    /// Lines that were not ordinary, by reason: malformed (did not parse in its file's format,
+    /// kept as raw text), invalid_utf8 (replaced by U+FFFD), empty (skipped), oversize_split,
+    /// oversize_truncated (longer than tail.max_line_bytes).
+    #[metric(Counter "logship_irregular_lines", reason = "malformed")]
     pub malformed_lines: AtomicU64,
     /// Lines that had invalid UTF-8 replaced by U+FFFD.
+    #[metric(Counter "logship_irregular_lines", reason = "invalid_utf8")]
     pub invalid_utf8_lines: AtomicU64,
     /// Empty lines, skipped (they carry no message; their bytes are still acknowledged).
+    #[metric(Counter "logship_irregular_lines", reason = "empty")]
     pub empty_lines: AtomicU64,
     /// Lines longer than `max_line_bytes` that were split into several records.
+    #[metric(Counter "logship_irregular_lines", reason = "oversize_split")]
     pub oversize_lines_split: AtomicU64,
     /// Lines longer than `max_line_bytes` whose excess was discarded.
+    #[metric(Counter "logship_irregular_lines", reason = "oversize_truncated")]
     pub oversize_lines_truncated: AtomicU64,
-    /// Bytes discarded by truncation of oversize lines.
+    /// Bytes of input never shipped, by reason: oversize_truncated (the excess of lines longer
+    /// than tail.max_line_bytes, with tail.oversize_lines = truncate).
+    #[metric(Counter "logship_dropped_bytes", reason = "oversize_truncated")]
     pub oversize_bytes_discarded: AtomicU64,
-    /// Files opened for following.
+    /// Files followed, by event: opened, released (read to their end after rotation or
+    /// deletion), rotated (renamed away while followed), truncated (shrank, read again from 0).
+    #[metric(Counter "logship_file_events", event = "opened")]
     pub files_opened: AtomicU64,
     /// Files let go after rotation or deletion, read to their end.
+    #[metric(Counter "logship_file_events", event = "released")]
     pub files_released: AtomicU64,
     /// Files that were renamed away (rotated) while followed.
+    #[metric(Counter "logship_file_events", event = "rotated")]
     pub files_rotated: AtomicU64,
     /// Files that shrank while followed (copytruncate), restarted at offset 0.
+    #[metric(Counter "logship_file_events", event = "truncated")]
     pub files_truncated: AtomicU64,
     /// Files followed right now.
+    #[metric(Gauge "logship_files_watched")]
     pub files_current: AtomicU64,
     /// I/O errors reading, opening or inspecting log files.
+    #[metric(Counter "logship_read_errors")]
     pub read_errors: AtomicU64,
-    /// Records a sink wrote and acknowledged.
+    /// Records the output wrote and acknowledged (for Elasticsearch: created, or already there).
+    #[metric(Counter "logship_sent_records")]
     pub records_sent: AtomicU64,
+    /// Bytes (encoded documents) the output wrote.
+    #[metric(Counter "logship_sent_bytes")]
+    pub bytes_sent: AtomicU64,
+    /// Errors writing to a local output (stdout, file), each one retried.
+    #[metric(Counter "logship_output_errors")]
+    pub sink_errors: AtomicU64,
     /// Bulk requests sent to Elasticsearch (first attempts).
+    #[metric(Counter "logship_elasticsearch_requests")]
     pub es_requests: AtomicU64,
     /// Bulk requests sent again after a whole-request failure.
+    #[metric(Counter "logship_elasticsearch_request_retries")]
     pub es_request_retries: AtomicU64,
     /// Records Elasticsearch refused for now (429, 5xx) and that were sent again alone.
+    #[metric(Counter "logship_elasticsearch_items_retried")]
     pub es_items_retried: AtomicU64,
     /// Records Elasticsearch already had (409 on create): delivered by an earlier attempt.
+    #[metric(Counter "logship_elasticsearch_items_duplicate")]
     pub es_items_duplicate: AtomicU64,
-    /// Bulk answers by class: 2xx, 4xx, 5xx, and attempts without an answer.
+    /// Bulk request attempts by answer class: 2xx, 4xx, 5xx, and none (connection error or
+    /// timeout).
+    #[metric(Counter "logship_elasticsearch_responses", class = "2xx")]
     pub es_responses_2xx: AtomicU64,
+    #[metric(Counter "logship_elasticsearch_responses", class = "4xx")]
     pub es_responses_4xx: AtomicU64,
+    #[metric(Counter "logship_elasticsearch_responses", class = "5xx")]
     pub es_responses_5xx: AtomicU64,
+    #[metric(Counter "logship_elasticsearch_responses", class = "none")]
     pub es_transport_errors: AtomicU64,
-    /// Sum of bulk request latencies in microseconds, and how many (for the mean).
-    pub es_latency_us_sum: AtomicU64,
-    pub es_latency_count: AtomicU64,
-    /// 1 once the cluster answered `GET /`.
+    /// 1 while Elasticsearch answers: set by the start-up `GET /` and by every bulk attempt (an
+    /// HTTP answer of any status sets it, an attempt without one clears it).
+    #[metric(Gauge "logship_elasticsearch_reachable")]
     pub es_cluster_reachable: AtomicU64,
     /// Records written to the dead letters.
+    #[metric(Counter "logship_dead_lettered_records")]
     pub dead_lettered: AtomicU64,
     /// Failures writing the dead letters (the record is kept and tried again).
+    #[metric(Counter "logship_dead_letter_errors")]
     pub dead_letter_errors: AtomicU64,
-    /// Dead letters lost because the store was full (oldest file removed).
+    /// Records lost for good, by reason: dead_letter_evicted (the dead-letter store was full
+    /// and its oldest file was removed).
+    #[metric(Counter "logship_dropped_records", reason = "dead_letter_evicted")]
     pub dead_letters_evicted: AtomicU64,
     /// Pods whose metadata is cached (deleted ones in their grace period included).
+    #[metric(Gauge "logship_kubernetes_cached_pods")]
     pub kubernetes_cached_pods: AtomicU64,
     /// Failed Kubernetes list or watch requests (each retried with backoff).
+    #[metric(Counter "logship_kubernetes_watch_errors")]
     pub kubernetes_watch_errors: AtomicU64,
-    /// Full re-lists of pods (at start, after 410 Gone or a dropped watch).
+    /// Full re-lists of pods: at start, after 410 Gone or a watch that could not resume.
+    #[metric(Counter "logship_kubernetes_relists")]
     pub kubernetes_relists: AtomicU64,
-    /// 1 while the Kubernetes API answers.
+    /// 1 while the Kubernetes API answers (0 also when enrichment is off).
+    #[metric(Gauge "logship_kubernetes_reachable")]
     pub kubernetes_reachable: AtomicU64,
     /// Files whose pod was not in the metadata cache within `kubernetes.wait_for_metadata`:
     /// shipped with what their name tells until the metadata arrives.
+    #[metric(Counter "logship_enrich_timeouts")]
     pub enrich_timeouts: AtomicU64,
-    /// Bytes (encoded documents) a sink wrote.
-    pub bytes_sent: AtomicU64,
-    /// Errors writing to the sink (each one retried).
-    pub sink_errors: AtomicU64,
     /// Positions files written.
+    #[metric(Counter "logship_positions_writes")]
     pub positions_writes: AtomicU64,
     /// Failures writing the positions file.
+    #[metric(Counter "logship_positions_write_errors")]
     pub positions_write_errors: AtomicU64,
 }
 
@@ -139,6 +237,18 @@ impl Throttle {
     }
 }
 
+/// Upper bounds of the bulk latency histogram's buckets, in seconds: from a fast local cluster
+/// (a few ms) to the default `request_timeout` (30 s) and beyond.
+pub const BULK_LATENCY_BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// How long bulk request attempts took, answered or not.
+pub fn bulk_latency() -> &'static Histogram {
+    static HISTOGRAM: OnceLock<Histogram> = OnceLock::new();
+    HISTOGRAM.get_or_init(|| Histogram::new(BULK_LATENCY_BUCKETS))
+}
+
 /// One bulk request attempt ended with `status` (0: no answer) after `elapsed`.
 pub fn observe_bulk(status: u16, elapsed: Duration) {
     let m = metrics();
@@ -149,8 +259,10 @@ pub fn observe_bulk(status: u16, elapsed: Duration) {
         _ => &m.es_transport_errors,
     };
     add(class, 1);
-    add(&m.es_latency_us_sum, elapsed.as_micros() as u64);
-    add(&m.es_latency_count, 1);
+    bulk_latency().observe(elapsed.as_secs_f64());
+    // Any answer, even a 503, means the cluster is there; readiness only needs to know
+    // whether records can leave at all.
+    set_cluster_reachable(status != 0);
 }
 
 /// Sets a gauge.
@@ -168,6 +280,58 @@ pub fn set_cluster_reachable(reachable: bool) {
     metrics()
         .es_cluster_reachable
         .store(u64::from(reachable), Ordering::Relaxed);
+}
+
+/// The loops whose turning shows that the agent is alive (`/healthz`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loop {
+    /// The reader thread (discover, read, parse): it turns at least every
+    /// `tail.poll_interval`, also while it waits for buffer space.
+    Tailer,
+    /// The sink task: it turns at least every [`HEARTBEAT_PERIOD`], idle or not.
+    Sink,
+}
+
+impl Loop {
+    pub const ALL: [Loop; 2] = [Loop::Tailer, Loop::Sink];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Loop::Tailer => "tailer",
+            Loop::Sink => "sink",
+        }
+    }
+}
+
+/// The longest a loop that waits for work sleeps before it turns anyway, to show it is alive.
+pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+
+/// When each [`Loop`] last turned, in milliseconds since [`epoch`] plus one; 0 for never.
+static HEARTBEATS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The process's reference instant for heartbeats.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// `which` turned once more.
+#[inline]
+pub fn beat(which: Loop) {
+    let ms = epoch().elapsed().as_millis() as u64 + 1;
+    HEARTBEATS[which as usize].store(ms, Ordering::Relaxed);
+}
+
+/// How long ago `which` last turned; `None` if it never did.
+pub fn since_beat(which: Loop) -> Option<Duration> {
+    match HEARTBEATS[which as usize].load(Ordering::Relaxed) {
+        0 => None,
+        ms => Some(
+            epoch()
+                .elapsed()
+                .saturating_sub(Duration::from_millis(ms - 1)),
+        ),
+    }
 }
 
 /// How often each kind of bad-input warning may be logged.
@@ -246,5 +410,70 @@ mod tests {
         let t0 = Throttle::new(Duration::ZERO);
         assert_eq!(t0.admit(), Some(0));
         assert_eq!(t0.admit(), Some(0));
+    }
+
+    /// Prometheus needs a family's samples together, under one TYPE and HELP; the declaration
+    /// order is the exposition order, so each family's fields must follow each other.
+    #[test]
+    fn every_family_is_contiguous_typed_once_and_documented() {
+        let valid_name = |n: &str| {
+            n.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        let mut previous: Option<&Series> = None;
+        for s in Metrics::SERIES {
+            assert!(valid_name(s.name), "{}", s.name);
+            assert!(s.name.starts_with("logship_"), "{}", s.name);
+            assert!(
+                !s.name.ends_with("_total"),
+                "{}: the encoder adds _total",
+                s.name
+            );
+            match previous {
+                Some(p) if p.name == s.name => {
+                    assert_eq!(p.kind, s.kind, "{}", s.name);
+                    let (Some((pk, pv)), Some((k, v))) = (p.label, s.label) else {
+                        panic!("{}: every member of a family has the label", s.name)
+                    };
+                    assert_eq!(pk, k, "{}", s.name);
+                    assert_ne!(pv, v, "{}: two fields for one series", s.name);
+                }
+                _ => {
+                    assert!(!seen.contains(&s.name), "{} is split", s.name);
+                    assert!(!s.help.trim().is_empty(), "{} has no help", s.name);
+                    seen.push(s.name);
+                }
+            }
+            if let Some((key, value)) = s.label {
+                assert!(valid_name(key) && !value.is_empty(), "{}", s.name);
+            }
+            previous = Some(s);
+        }
+    }
+
+    #[test]
+    fn series_read_their_own_field() {
+        let m = Metrics::default();
+        add(&m.es_responses_4xx, 7);
+        type Read<'a> = (&'a str, Option<(&'a str, &'a str)>, u64);
+        let read: Vec<Read> = Metrics::SERIES
+            .iter()
+            .filter(|s| (s.value)(&m) != 0)
+            .map(|s| (s.name, s.label, (s.value)(&m)))
+            .collect();
+        assert_eq!(
+            read,
+            [("logship_elasticsearch_responses", Some(("class", "4xx")), 7)]
+        );
+    }
+
+    #[test]
+    fn heartbeats_tell_how_long_ago() {
+        // Process-wide: other tests may beat too, so only "recent" is certain.
+        beat(Loop::Sink);
+        let age = since_beat(Loop::Sink).expect("beaten");
+        assert!(age < Duration::from_secs(5), "{age:?}");
+        assert_eq!(Loop::ALL.map(Loop::name), ["tailer", "sink"]);
     }
 }

@@ -1,33 +1,34 @@
 //! The manifests in deploy/ are what an operator applies: their configuration must validate with
 //! this logship, and the DaemonSet must keep the promises the README makes (a grace period above
-//! the shutdown timeout, read-only logs, no capabilities, every node).
+//! the shutdown timeout, read-only logs, no capabilities, every node, probes on the endpoint the
+//! configuration opens). The overlays must parse and fit the base.
+//!
+//! Layout: `deploy/kustomization.yaml` names `base/` (the manifests); `overlays/*` build on
+//! `../../base` (kustomize refuses an overlay inside its base's directory).
 
+use std::path::Path;
 use std::process::Command;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
-fn load(name: &str) -> Yaml {
-    let path = format!("{}/deploy/{name}", env!("CARGO_MANIFEST_DIR"));
+/// The first document of `deploy/<path>`.
+fn load(path: &str) -> Yaml {
+    let path = format!("{}/deploy/{path}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     YamlLoader::load_from_str(&text)
         .unwrap_or_else(|e| panic!("{path}: {e}"))
         .remove(0)
 }
 
-#[test]
-fn kustomization_lists_every_manifest() {
-    let k = load("kustomization.yaml");
-    assert_eq!(k["namespace"].as_str(), Some("kube-system"));
-    for resource in k["resources"].as_vec().unwrap() {
-        let name = resource.as_str().unwrap();
-        assert!(!load(name)["kind"].is_badvalue(), "{name} has a kind");
-    }
+/// A manifest of the base.
+fn base(name: &str) -> Yaml {
+    load(&format!("base/{name}"))
 }
 
-#[test]
-fn the_configmap_validates_and_drains_within_the_grace_period() {
-    let cm = load("configmap.yaml");
-    let toml = cm["data"]["logship.toml"].as_str().unwrap();
+/// `logship check` on a ConfigMap's logship.toml, as the DaemonSet's environment would have it:
+/// the exit status and the effective configuration.
+fn check(configmap: &Yaml) -> (bool, String, String) {
+    let toml = configmap["data"]["logship.toml"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("logship.toml");
     std::fs::write(&file, toml).unwrap();
@@ -40,19 +41,62 @@ fn the_configmap_validates_and_drains_within_the_grace_period() {
         .env("ES_PASSWORD", "from-the-secret")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
+    (
         out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every resource a kustomization names: a file that parses with a kind, or a directory with
+/// a kustomization of its own (checked in turn).
+fn check_kustomization(dir: &str) {
+    let k = load(&format!("{dir}/kustomization.yaml"));
+    assert_eq!(
+        k["kind"].as_str(),
+        Some("Kustomization"),
+        "{dir}/kustomization.yaml"
     );
+    for resource in k["resources"].as_vec().unwrap() {
+        let name = resource.as_str().unwrap();
+        let path = format!("{dir}/{name}");
+        let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy")
+            .join(&path);
+        if full.is_dir() {
+            check_kustomization(&path);
+        } else {
+            assert!(!load(&path)["kind"].is_badvalue(), "{path} has a kind");
+        }
+    }
+    for patch in k["patches"].as_vec().into_iter().flatten() {
+        let path = format!("{dir}/{}", patch["path"].as_str().unwrap());
+        assert!(!load(&path)["kind"].is_badvalue(), "{path} has a kind");
+    }
+}
+
+#[test]
+fn kustomizations_list_manifests_that_parse() {
+    let top = load("kustomization.yaml");
+    assert_eq!(top["resources"][0].as_str(), Some("base"));
+    let k = base("kustomization.yaml");
+    assert_eq!(k["namespace"].as_str(), Some("kube-system"));
+    for dir in [".", "overlays/prometheus", "overlays/example"] {
+        check_kustomization(dir);
+    }
+}
+
+#[test]
+fn the_configmap_validates_and_drains_within_the_grace_period() {
+    let (ok, stdout, stderr) = check(&base("configmap.yaml"));
+    assert!(ok, "{stderr}");
     assert!(
         !stdout.contains("from-the-secret"),
         "the password is masked"
     );
     assert!(stdout.contains("password = \"***\""), "{stdout}");
 
-    let ds = load("daemonset.yaml");
+    let ds = base("daemonset.yaml");
     let pod = &ds["spec"]["template"]["spec"];
     let shutdown: u64 = stdout
         .lines()
@@ -68,7 +112,7 @@ fn the_configmap_validates_and_drains_within_the_grace_period() {
 
 #[test]
 fn the_daemonset_runs_everywhere_with_least_privilege() {
-    let ds = load("daemonset.yaml");
+    let ds = base("daemonset.yaml");
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["tolerations"][0]["operator"].as_str(), Some("Exists"));
     assert_eq!(
@@ -97,4 +141,244 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
         .filter_map(|e| e["name"].as_str())
         .collect();
     assert!(env.contains(&"NODE_NAME"));
+}
+
+/// The probes and the port point at the endpoint the ConfigMap's configuration opens.
+#[test]
+fn the_probes_ask_the_endpoint_the_configuration_opens() {
+    let (ok, stdout, stderr) = check(&base("configmap.yaml"));
+    assert!(ok, "{stderr}");
+    let listen = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .map(|v| v.trim_end_matches('"'))
+        .expect("server.listen in the effective configuration");
+    let (ip, port) = listen.rsplit_once(':').unwrap();
+    assert_eq!(ip, "0.0.0.0", "the kubelet probes the pod's IP");
+    let port: i64 = port.parse().unwrap();
+
+    let ds = base("daemonset.yaml");
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let http = c["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some("http"))
+        .expect("a port named http");
+    assert_eq!(http["containerPort"].as_i64(), Some(port));
+    assert_eq!(http["protocol"].as_str(), Some("TCP"));
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("http"), "{probe}");
+    }
+    // A stuck agent is restarted, but not before the liveness bound (60s) has passed.
+    let live = &c["livenessProbe"];
+    let period = live["periodSeconds"].as_i64().unwrap();
+    let failures = live["failureThreshold"].as_i64().unwrap();
+    assert!(period * failures >= 30, "{period}s x {failures}");
+}
+
+#[test]
+fn the_prometheus_overlay_scrapes_the_agents_http_port() {
+    let ds = base("daemonset.yaml");
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let service = load("overlays/prometheus/service.yaml");
+    assert_eq!(service["kind"].as_str(), Some("Service"));
+    assert_eq!(service["spec"]["clusterIP"].as_str(), Some("None"));
+    for (k, v) in service["spec"]["selector"].as_hash().unwrap() {
+        assert_eq!(&pod_labels[k.as_str().unwrap()], v, "selector {k:?}");
+    }
+    let port = &service["spec"]["ports"][0];
+    assert_eq!(port["targetPort"].as_str(), Some("http"));
+    assert_eq!(port["port"].as_i64(), Some(2020));
+
+    let monitor = load("overlays/prometheus/podmonitor.yaml");
+    assert_eq!(
+        monitor["apiVersion"].as_str(),
+        Some("monitoring.coreos.com/v1")
+    );
+    assert_eq!(monitor["kind"].as_str(), Some("PodMonitor"));
+    for (k, v) in monitor["spec"]["selector"]["matchLabels"]
+        .as_hash()
+        .unwrap()
+    {
+        assert_eq!(&pod_labels[k.as_str().unwrap()], v, "selector {k:?}");
+    }
+    let endpoint = &monitor["spec"]["podMetricsEndpoints"][0];
+    assert_eq!(endpoint["port"].as_str(), Some("http"));
+    assert_eq!(endpoint["path"].as_str(), Some("/metrics"));
+}
+
+/// The example overlay patches the base ConfigMap (same name and namespace) with a
+/// configuration that validates and differs from the base only in the Elasticsearch hosts.
+#[test]
+fn the_example_overlay_changes_only_the_elasticsearch_url() {
+    let base_cm = base("configmap.yaml");
+    let patch = load("overlays/example/configmap.yaml");
+    for key in ["kind", "apiVersion"] {
+        assert_eq!(patch[key], base_cm[key], "{key}");
+    }
+    for key in ["name", "namespace"] {
+        assert_eq!(patch["metadata"][key], base_cm["metadata"][key], "{key}");
+    }
+    let (ok, patched, stderr) = check(&patch);
+    assert!(ok, "{stderr}");
+    let (_, original, _) = check(&base_cm);
+    let differ: Vec<(&str, &str)> = original
+        .lines()
+        .zip(patched.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(original.lines().count(), patched.lines().count());
+    assert_eq!(differ.len(), 1, "{differ:?}");
+    assert!(differ[0].1.starts_with("hosts = [\"https://"), "{differ:?}");
+}
+
+/// `deploy/<path>` as text.
+fn text(path: &str) -> String {
+    let path = format!("{}/deploy/{path}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The `key=value` settings of a systemd unit, in order (a key may repeat).
+fn unit_settings(unit: &str) -> Vec<(String, String)> {
+    unit.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('['))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// The VM configuration validates, and the unit that runs it drains within its stop timeout,
+/// may write the data directory and nothing else, and reads the logs as a non-root user.
+#[test]
+fn the_vm_configuration_and_its_systemd_unit_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("logship.toml");
+    std::fs::write(&file, text("vm/logship.toml")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logship"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .env_clear()
+        .env("NODE_NAME", "vm-1")
+        .output()
+        .unwrap();
+    let effective = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let effective: toml::Table = toml::from_str(&effective).unwrap();
+    let value = |path: &str| {
+        let mut v = &effective[path.split('.').next().unwrap()];
+        for part in path.split('.').skip(1) {
+            v = &v[part];
+        }
+        v.as_str().unwrap_or_else(|| panic!("{path}")).to_string()
+    };
+    assert_eq!(value("tail.format"), "raw");
+    assert_eq!(value("output.type"), "elasticsearch");
+    let data_dir = value("data_dir");
+    let shutdown: u64 = value("shutdown_timeout")
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+
+    let settings = unit_settings(&text("systemd/logship.service"));
+    let get = |key: &str| -> Vec<&str> {
+        settings
+            .iter()
+            .filter(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    let one = |key: &str| -> &str {
+        let values = get(key);
+        assert_eq!(values.len(), 1, "{key}: {values:?}");
+        values[0]
+    };
+    let stop: u64 = one("TimeoutStopSec").trim_end_matches('s').parse().unwrap();
+    assert!(
+        stop > shutdown,
+        "TimeoutStopSec {stop}s vs shutdown_timeout {shutdown}s"
+    );
+    assert_eq!(one("KillSignal"), "SIGTERM");
+    assert_eq!(one("Restart"), "on-failure");
+    assert_eq!(one("NoNewPrivileges"), "yes");
+    assert_eq!(one("ProtectSystem"), "strict");
+    assert_eq!(one("ReadWritePaths"), data_dir);
+    assert_eq!(format!("/var/lib/{}", one("StateDirectory")), data_dir);
+    assert_eq!(one("User"), "logship");
+    assert!(one("SupplementaryGroups")
+        .split_whitespace()
+        .any(|g| g == "adm"));
+    assert_eq!(one("CapabilityBoundingSet"), "", "no capability");
+    assert_eq!(
+        one("ExecStart"),
+        "/usr/local/bin/logship run --config /etc/logship/logship.toml"
+    );
+}
+
+/// The image: built locked in release, the agent as its entry point with the config path the
+/// DaemonSet mounts, the endpoint's port exposed, a non-root default the DaemonSet overrides.
+#[test]
+fn the_dockerfile_builds_and_runs_what_the_daemonset_expects() {
+    let dockerfile = text("Dockerfile");
+    // Instructions, with continuation lines joined.
+    let joined = dockerfile.replace("\\\n", " ");
+    let instructions: Vec<&str> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let has = |prefix: &str| instructions.iter().any(|l| l.starts_with(prefix));
+    let froms: Vec<&&str> = instructions
+        .iter()
+        .filter(|l| l.starts_with("FROM "))
+        .collect();
+    assert_eq!(froms.len(), 2, "multi-stage: {froms:?}");
+    assert!(
+        froms[1].starts_with("FROM gcr.io/distroless/cc-debian12"),
+        "{froms:?}"
+    );
+    assert!(
+        froms[0].contains("-bookworm"),
+        "the builder matches the runtime's glibc"
+    );
+    assert!(joined.contains("cargo build --release --locked"));
+    assert!(has(r#"ENTRYPOINT ["/usr/local/bin/logship"]"#));
+    assert!(has(r#"CMD ["--config", "/etc/logship/logship.toml"]"#));
+    assert!(has("EXPOSE 2020"));
+    assert!(has("USER 65532:65532"));
+    for label in ["title", "version", "revision", "source", "licenses"] {
+        assert!(
+            joined.contains(&format!("org.opencontainers.image.{label}=")),
+            "{label}"
+        );
+    }
+    // The DaemonSet passes the same config path and runs the image as root.
+    let ds = base("daemonset.yaml");
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert_eq!(args, ["--config", "/etc/logship/logship.toml"]);
+    assert_eq!(c["securityContext"]["runAsUser"].as_i64(), Some(0));
+    // Every file the image copies from the repository is there.
+    for line in instructions
+        .iter()
+        .filter(|l| l.starts_with("COPY ") && !l.contains("--from"))
+    {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        for source in &words[1..words.len() - 1] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(source);
+            assert!(path.exists(), "{line}: {source}");
+        }
+    }
 }

@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub output: RawOutput,
     /// Pod metadata from the Kubernetes API.
     pub kubernetes: RawKubernetes,
+    /// The HTTP endpoint: metrics, probes and `logship status`.
+    pub server: RawServer,
 }
 
 impl Default for RawConfig {
@@ -53,6 +55,7 @@ impl Default for RawConfig {
             buffer: RawBuffer::default(),
             output: RawOutput::default(),
             kubernetes: RawKubernetes::default(),
+            server: RawServer::default(),
         }
     }
 }
@@ -164,6 +167,24 @@ impl Default for RawBuffer {
     fn default() -> Self {
         RawBuffer {
             max_bytes: Size::mib(32),
+        }
+    }
+}
+
+/// `[server]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address and port of the HTTP endpoint (`/metrics`, `/healthz`, `/readyz`), as `IP:PORT`:
+    /// `0.0.0.0:2020` for every interface (the kubelet's probes and Prometheus reach the pod's
+    /// IP), `127.0.0.1:2020` for this machine only. Port 0 takes a free port, logged at start.
+    pub listen: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "0.0.0.0:2020".into(),
         }
     }
 }

@@ -27,6 +27,7 @@ pub struct Settings {
     pub kubernetes: Option<crate::enrich::KubernetesSettings>,
     /// The documents' field names (`kubernetes.schema`), with or without enrichment.
     pub schema: crate::enrich::metadata::Schema,
+    pub server: ServerSettings,
 }
 
 #[derive(Clone, Debug)]
@@ -93,6 +94,12 @@ pub struct PositionsSettings {
 pub struct BufferSettings {
     /// Bytes of records held between reading and acknowledgement.
     pub max_bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Where the HTTP endpoint listens; port 0 lets the system choose.
+    pub listen: std::net::SocketAddr,
 }
 
 /// Where records go.

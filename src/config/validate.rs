@@ -13,7 +13,8 @@ use super::error::ConfigError;
 use super::raw::{OutputType, RawConfig};
 use super::units::{HumanDuration, Size};
 use super::{
-    BufferSettings, LogSettings, OutputSettings, PositionsSettings, Settings, TailSettings,
+    BufferSettings, LogSettings, OutputSettings, PositionsSettings, ServerSettings, Settings,
+    TailSettings,
 };
 
 /// Where `node_name` comes from when the configuration leaves it empty.
@@ -147,6 +148,7 @@ pub fn validate(
         "fluentd" => crate::enrich::metadata::Schema::Fluentd,
         _ => crate::enrich::metadata::Schema::Ecs,
     };
+    let listen = listen_address(e, &raw.server.listen);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -159,6 +161,7 @@ pub fn validate(
         Some(poll_interval),
         Some(rescan_interval),
         Some(flush_interval),
+        Some(listen),
     ) = (
         shutdown_timeout,
         max_line_bytes,
@@ -166,6 +169,7 @@ pub fn validate(
         poll_interval,
         rescan_interval,
         flush_interval,
+        listen,
     )
     else {
         unreachable!("a value missing without an error");
@@ -200,7 +204,26 @@ pub fn validate(
         output,
         kubernetes,
         schema,
+        server: ServerSettings { listen },
     })
+}
+
+/// `server.listen`: an IP address and a port. A host name is refused rather than resolved:
+/// validation does not touch the network, and which of a name's addresses is bound would be
+/// a guess.
+fn listen_address(errors: &mut Vec<ConfigError>, listen: &str) -> Option<std::net::SocketAddr> {
+    match listen.trim().parse() {
+        Ok(addr) => Some(addr),
+        Err(_) => {
+            errors.push(ConfigError::invalid(
+                "server.listen",
+                format!(
+                    "{listen:?} is not an IP address and port (\"0.0.0.0:2020\", \"127.0.0.1:2020\", \"[::]:2020\")"
+                ),
+            ));
+            None
+        }
+    }
 }
 
 /// A size within `min..=max`, as a `usize`.
@@ -355,6 +378,26 @@ mod tests {
             es.dead_letter.dir,
             PathBuf::from("/var/lib/logship/dead-letter")
         );
+        assert_eq!(settings.server.listen.to_string(), "0.0.0.0:2020");
+    }
+
+    #[test]
+    fn the_listen_address_is_an_ip_and_a_port() {
+        let mut raw = RawConfig::default();
+        for good in ["127.0.0.1:0", "[::]:2020", " 10.0.0.1:9000 "] {
+            raw.server.listen = good.into();
+            assert!(errors_of(&raw).is_empty(), "{good}");
+        }
+        for bad in ["localhost:2020", "0.0.0.0", ":2020", "0.0.0.0:70000", ""] {
+            raw.server.listen = bad.into();
+            let errors = errors_of(&raw);
+            assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+            assert!(
+                errors[0].starts_with("server.listen: ")
+                    && errors[0].contains("IP address and port"),
+                "{errors:?}"
+            );
+        }
     }
 
     #[test]

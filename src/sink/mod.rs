@@ -101,7 +101,18 @@ pub async fn run_local(
     };
     let mut waiting = Vec::with_capacity(BATCHES_PER_WRITE);
     let mut buf = Vec::new();
-    while batches.recv_many(&mut waiting, BATCHES_PER_WRITE).await > 0 {
+    loop {
+        telemetry::beat(telemetry::Loop::Sink);
+        // Wake at least every heartbeat period, idle or not, to show the sink is alive.
+        let received = tokio::time::timeout(
+            telemetry::HEARTBEAT_PERIOD,
+            batches.recv_many(&mut waiting, BATCHES_PER_WRITE),
+        );
+        match received.await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(_) => continue,
+        }
         buf.clear();
         let mut records = 0u64;
         for batch in &waiting {
@@ -113,6 +124,8 @@ pub async fn run_local(
         }
         let mut backoff = BACKOFF_START;
         while let Err(e) = destination.write(&buf).await {
+            // Retrying is turning (liveness): a restart would not make the output writable.
+            telemetry::beat(telemetry::Loop::Sink);
             telemetry::add(&metrics().sink_errors, 1);
             tracing::error!(sink = destination.name(), error = %e, retry_in = ?backoff, "Writing records failed; retrying, readers wait meanwhile.");
             tokio::time::sleep(backoff).await;

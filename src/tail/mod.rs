@@ -144,6 +144,7 @@ impl Tailer {
         let mut last_poll = Instant::now();
         let mut last_rotation_check = Instant::now();
         while !self.stop.is_cancelled() {
+            telemetry::beat(telemetry::Loop::Tailer);
             let now = Instant::now();
             let names_changed = self.discovery.take_dirty();
             if names_changed {
@@ -612,6 +613,8 @@ impl Tailer {
             if self.stop.is_cancelled() {
                 return Err(Stopped);
             }
+            // Waiting for the sink is turning, not being stuck (liveness).
+            telemetry::beat(telemetry::Loop::Tailer);
             if let Ok(p) = self.budget.acquire(bytes, BUDGET_WAIT) {
                 break p;
             }

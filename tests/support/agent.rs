@@ -3,6 +3,10 @@
 //! A [`Fixture`] owns a directory with `logs/` (what the agent follows), `data/` (its positions)
 //! and `out.ndjson` (the file sink). Settings beyond the base config are passed the way a user
 //! would: `LOGSHIP_*` environment variables.
+//!
+//! Every agent's HTTP endpoint listens on `127.0.0.1:0`: the system picks a free port, so tests
+//! running side by side never race for one, and [`AgentProcess::server_addr`] reads the port the
+//! agent logged at start.
 
 use std::fs;
 use std::io::Write;
@@ -51,6 +55,8 @@ enabled = "false"
 type = "file"
 [output.file]
 path = "{out}"
+[server]
+listen = "127.0.0.1:0"
 "#,
             data = data.display(),
             logs = logs.display(),
@@ -165,6 +171,17 @@ impl AgentProcess {
     /// What the agent logged.
     pub fn logs(&self) -> String {
         fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// The address the agent's HTTP endpoint listens on, from its start-up log line.
+    pub fn server_addr(&self) -> std::net::SocketAddr {
+        let logs = self.logs();
+        logs.lines()
+            .filter(|l| l.contains("Serving /metrics"))
+            .find_map(|l| l.split("addr=").nth(1))
+            .and_then(|a| a.split_whitespace().next())
+            .and_then(|a| a.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("no endpoint address in the agent's log:\n{logs}"))
     }
 }
 

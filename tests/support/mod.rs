@@ -4,3 +4,4 @@
 pub mod agent;
 pub mod elasticsearch;
 pub mod kubernetes;
+pub mod prometheus;

@@ -256,6 +256,7 @@ impl Driver {
     async fn run(&mut self, mut batches: Receiver<Batch>) {
         let mut input_open = true;
         loop {
+            telemetry::beat(telemetry::Loop::Sink);
             self.release_due_retries(Instant::now());
             self.close_if_due(Instant::now(), !input_open);
             self.dispatch();
@@ -271,7 +272,9 @@ impl Driver {
             // Take new batches only when nothing written is waiting for a request slot: the
             // bodies in memory stay bounded, and a slow cluster slows the readers.
             let accept = input_open && self.ready.is_empty();
-            let deadline = self.next_deadline();
+            // Turn at least every heartbeat period, idle or not, to show the sink is alive.
+            let heartbeat = Instant::now() + telemetry::HEARTBEAT_PERIOD;
+            let deadline = Some(self.next_deadline().map_or(heartbeat, |d| d.min(heartbeat)));
             tokio::select! {
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     match done {
