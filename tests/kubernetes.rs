@@ -278,3 +278,51 @@ fn fluentd_schema_and_kubeconfig_access() {
     assert_eq!(r["time"], r["@timestamp"]);
     assert!(r.get("message").is_none());
 }
+
+/// Resident memory of a process in KiB (VmRSS).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn hundreds_of_pods_cost_little_memory() {
+    let kube = TestKube::start();
+    let fx = Fixture::new();
+    let mut agent = spawn(&fx, &kube, &[]);
+    assert!(kube.wait_for_open_watches(2, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(agent.child.id());
+    for i in 0..500 {
+        kube.create_pod(
+            pod("shop", &format!("svc{i}-7d4b9-abcde"), NODE)
+                .replica_set(&format!("svc{i}-7d4b9"))
+                .annotation(
+                    "kubectl.kubernetes.io/last-applied-configuration",
+                    &"x".repeat(2000),
+                )
+                .build(),
+        );
+    }
+    // Every pod reached the cache (the metric says so), then memory is measured.
+    let addr = agent.server_addr();
+    assert!(
+        wait_until(WAIT, || support::agent::http_get(addr, "/metrics")
+            .2
+            .contains("logship_kubernetes_cached_pods 500")),
+        "{}",
+        agent.logs()
+    );
+    let after = rss_kib(agent.child.id());
+    let growth = after.saturating_sub(before);
+    println!("500 pods: RSS {before} KiB -> {after} KiB (+{growth} KiB)");
+    assert!(
+        growth < 8 * 1024,
+        "500 trimmed pods must stay under 8 MiB, grew {growth} KiB"
+    );
+    assert!(agent.terminate().success());
+}
