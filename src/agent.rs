@@ -129,6 +129,7 @@ impl Agent {
             start_policy,
             node_name: settings.node_name.clone(),
             enricher,
+            rate_limit: settings.rate_limit.clone(),
         });
         let (done_tx, tailer_done) = oneshot::channel();
         std::thread::Builder::new()

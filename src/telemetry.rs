@@ -95,9 +95,12 @@ metrics! {
     #[metric(Counter "logship_irregular_lines", reason = "oversize_truncated")]
     pub oversize_lines_truncated: AtomicU64,
     /// Bytes of input never shipped, by reason: oversize_truncated (the excess of lines longer
-    /// than tail.max_line_bytes, with tail.oversize_lines = truncate).
+    /// than tail.max_line_bytes, with tail.oversize_lines = truncate), rate_limit (lines past
+    /// their container's limit with rate_limit.action = drop).
     #[metric(Counter "logship_dropped_bytes", reason = "oversize_truncated")]
     pub oversize_bytes_discarded: AtomicU64,
+    #[metric(Counter "logship_dropped_bytes", reason = "rate_limit")]
+    pub rate_limit_dropped_bytes: AtomicU64,
     /// Files followed, by event: opened, released (read to their end after rotation or
     /// deletion), rotated (renamed away while followed), truncated (shrank, read again from 0).
     #[metric(Counter "logship_file_events", event = "opened")]
@@ -159,9 +162,12 @@ metrics! {
     #[metric(Counter "logship_dead_letter_errors")]
     pub dead_letter_errors: AtomicU64,
     /// Records lost for good, by reason: dead_letter_evicted (the dead-letter store was full
-    /// and its oldest file was removed).
+    /// and its oldest file was removed), rate_limit (lines past their container's limit with
+    /// rate_limit.action = drop, summarised in a record).
     #[metric(Counter "logship_dropped_records", reason = "dead_letter_evicted")]
     pub dead_letters_evicted: AtomicU64,
+    #[metric(Counter "logship_dropped_records", reason = "rate_limit")]
+    pub rate_limit_dropped_lines: AtomicU64,
     /// Pods whose metadata is cached (deleted ones in their grace period included).
     #[metric(Gauge "logship_kubernetes_cached_pods")]
     pub kubernetes_cached_pods: AtomicU64,
@@ -178,6 +184,12 @@ metrics! {
     /// shipped with what their name tells until the metadata arrives.
     #[metric(Counter "logship_enrich_timeouts")]
     pub enrich_timeouts: AtomicU64,
+    /// Lines read past their container's rate limit that made its file wait (throttle).
+    #[metric(Counter "logship_rate_limited_lines", action = "throttled")]
+    pub rate_limit_throttled_lines: AtomicU64,
+    /// Summary records shipped in place of dropped lines.
+    #[metric(Counter "logship_rate_limit_summaries")]
+    pub rate_limit_summaries: AtomicU64,
     /// Positions files written.
     #[metric(Counter "logship_positions_writes")]
     pub positions_writes: AtomicU64,

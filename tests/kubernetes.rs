@@ -326,3 +326,66 @@ fn hundreds_of_pods_cost_little_memory() {
     );
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_pod_annotation_sets_its_rate_limit_and_can_change_while_it_runs() {
+    let kube = TestKube::start();
+    kube.create_pod(
+        pod("shop", "chatty-0", NODE)
+            .annotation("logship.io/rate-limit", "50/s")
+            .build(),
+    );
+    let fx = Fixture::new();
+    let path = fx.log(&file_name("shop", "chatty-0", "chatty"));
+    let mut body = String::new();
+    for i in 0..1000 {
+        body.push_str(&cri("stdout", 'F', &format!("chat-{i}")));
+    }
+    append(&path, body.as_bytes());
+    let mut agent = spawn(
+        &fx,
+        &kube,
+        &[
+            ("LOGSHIP_RATE_LIMIT__ACTION", "drop"),
+            ("LOGSHIP_RATE_LIMIT__SUMMARY_INTERVAL", "300ms"),
+        ],
+    );
+    let summaries = |fx: &Fixture| -> Vec<String> {
+        fx.messages()
+            .into_iter()
+            .filter(|m| m.starts_with("logship dropped"))
+            .collect()
+    };
+    assert!(
+        wait_until(WAIT, || !summaries(&fx).is_empty()),
+        "{}",
+        agent.logs()
+    );
+    assert!(summaries(&fx)[0].contains("50/s"), "{:?}", summaries(&fx));
+    let kept = fx
+        .messages()
+        .iter()
+        .filter(|m| m.starts_with("chat-"))
+        .count();
+    assert!(kept < 200, "about the burst of 50 passed: {kept}");
+
+    // Lifted while the pod runs: the next lines all pass.
+    kube.set_pod_annotation("shop", "chatty-0", "logship.io/rate-limit", Some("none"));
+    std::thread::sleep(Duration::from_millis(500));
+    let mut body = String::new();
+    for i in 0..500 {
+        body.push_str(&cri("stdout", 'F', &format!("free-{i}")));
+    }
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || fx
+            .messages()
+            .iter()
+            .filter(|m| m.starts_with("free-"))
+            .count()
+            == 500),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+}

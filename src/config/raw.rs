@@ -39,6 +39,8 @@ pub struct RawConfig {
     pub output: RawOutput,
     /// Pod metadata from the Kubernetes API.
     pub kubernetes: RawKubernetes,
+    /// Per-container rate limits.
+    pub rate_limit: RawRateLimit,
     /// The HTTP endpoint: metrics, probes and `logship status`.
     pub server: RawServer,
 }
@@ -55,6 +57,7 @@ impl Default for RawConfig {
             buffer: RawBuffer::default(),
             output: RawOutput::default(),
             kubernetes: RawKubernetes::default(),
+            rate_limit: RawRateLimit::default(),
             server: RawServer::default(),
         }
     }
@@ -450,6 +453,37 @@ impl Default for RawKubernetes {
             dedot_separator: "_".into(),
             wait_for_metadata: HumanDuration::secs(2),
             delete_grace: HumanDuration::secs(300),
+        }
+    }
+}
+
+/// `[rate_limit]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Every container's limit: `500/s` (lines), `1MiB/s` (bytes), both (`500/s,1MiB/s`), per
+    /// minute (`30000/m`), or empty for none. A pod's `logship.io/rate-limit` annotation
+    /// overrides it, and so does a namespace rule.
+    pub default: String,
+    /// Per-namespace limits, as `<namespace>=<limit>` (`["batch=200/s", "noisy=512KiB/s"]`).
+    pub namespaces: Vec<String>,
+    /// How far above its rate a container may go at once, as time at that rate.
+    pub burst: HumanDuration,
+    /// `throttle`: read the container's file more slowly, nothing is lost (the file is the
+    /// buffer). `drop`: drop the lines past the limit, count them, and ship a summary record.
+    pub action: String,
+    /// With `drop`: at most one summary record per container this often.
+    pub summary_interval: HumanDuration,
+}
+
+impl Default for RawRateLimit {
+    fn default() -> Self {
+        RawRateLimit {
+            default: String::new(),
+            namespaces: Vec::new(),
+            burst: HumanDuration::secs(1),
+            action: "throttle".into(),
+            summary_interval: HumanDuration::secs(10),
         }
     }
 }

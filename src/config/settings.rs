@@ -28,6 +28,8 @@ pub struct Settings {
     /// The documents' field names (`kubernetes.schema`), with or without enrichment.
     pub schema: crate::enrich::metadata::Schema,
     pub server: ServerSettings,
+    /// Per-container rate limits.
+    pub rate_limit: crate::buffer::rate_limit::RateLimitSettings,
 }
 
 #[derive(Clone, Debug)]

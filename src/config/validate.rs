@@ -10,12 +10,13 @@ use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use tracing_subscriber::filter::{EnvFilter, LevelFilter};
 
 use super::error::ConfigError;
-use super::raw::{OutputType, RawConfig};
+use super::raw::{OutputType, RawConfig, RawRateLimit};
 use super::units::{HumanDuration, Size};
 use super::{
     BufferSettings, LogSettings, OutputSettings, PositionsSettings, ServerSettings, Settings,
     TailSettings,
 };
+use crate::buffer::rate_limit::{Action, LimitSpec, RateLimitSettings};
 
 /// Where `node_name` comes from when the configuration leaves it empty.
 const NODE_NAME_FALLBACK: &str =
@@ -149,6 +150,7 @@ pub fn validate(
         _ => crate::enrich::metadata::Schema::Ecs,
     };
     let listen = listen_address(e, &raw.server.listen);
+    let rate_limit = rate_limit(e, &raw.rate_limit);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -205,6 +207,7 @@ pub fn validate(
         kubernetes,
         schema,
         server: ServerSettings { listen },
+        rate_limit,
     })
 }
 
@@ -223,6 +226,60 @@ fn listen_address(errors: &mut Vec<ConfigError>, listen: &str) -> Option<std::ne
             ));
             None
         }
+    }
+}
+
+/// `[rate_limit]`: the default and namespace limits parsed, the action named.
+fn rate_limit(errors: &mut Vec<ConfigError>, raw: &RawRateLimit) -> RateLimitSettings {
+    let default = LimitSpec::parse(&raw.default).unwrap_or_else(|why| {
+        errors.push(ConfigError::invalid("rate_limit.default", why));
+        LimitSpec::default()
+    });
+    let mut namespaces = Vec::new();
+    for rule in &raw.namespaces {
+        match rule.split_once('=') {
+            Some((ns, limit)) if !ns.trim().is_empty() => match LimitSpec::parse(limit) {
+                Ok(spec) => namespaces.push((ns.trim().to_owned(), spec)),
+                Err(why) => errors.push(ConfigError::invalid("rate_limit.namespaces", why)),
+            },
+            _ => errors.push(ConfigError::invalid(
+                "rate_limit.namespaces",
+                format!("{rule:?} is not <namespace>=<limit> (batch=200/s)"),
+            )),
+        }
+    }
+    let action = match raw.action.as_str() {
+        "throttle" => Action::Throttle,
+        "drop" => Action::Drop,
+        other => {
+            errors.push(ConfigError::invalid(
+                "rate_limit.action",
+                format!("must be \"throttle\" or \"drop\", is {other:?}"),
+            ));
+            Action::Throttle
+        }
+    };
+    let burst = duration_in(
+        errors,
+        "rate_limit.burst",
+        raw.burst,
+        HumanDuration::millis(10),
+        HumanDuration::secs(60),
+    )
+    .unwrap_or(Duration::from_secs(1));
+    let summary_interval = at_least(
+        errors,
+        "rate_limit.summary_interval",
+        raw.summary_interval,
+        Duration::from_millis(100),
+    )
+    .unwrap_or(Duration::from_secs(10));
+    RateLimitSettings {
+        default,
+        namespaces,
+        burst,
+        action,
+        summary_interval,
     }
 }
 

@@ -12,6 +12,7 @@
 
 pub mod discovery;
 pub mod fingerprint;
+pub mod limits;
 pub mod positions;
 pub mod reader;
 pub mod rotation;
@@ -38,6 +39,7 @@ use crate::source::{FileIdentity, Fingerprint, KubeletName, Source};
 use crate::telemetry::{self, metrics, Throttle};
 
 use discovery::Discovery;
+use limits::{Gate, Limits};
 use positions::{Positions, Resume};
 use reader::{Attachment, TailedFile};
 use rotation::{Change, Observation};
@@ -71,6 +73,16 @@ pub struct TailerParts {
     pub node_name: String,
     /// Kubernetes metadata, when enrichment is on.
     pub enricher: Option<Enricher>,
+    /// Per-container rate limits.
+    pub rate_limit: crate::buffer::rate_limit::RateLimitSettings,
+}
+
+/// What one round of reads found.
+struct Round {
+    /// Some file may have more to read right away.
+    more: bool,
+    /// The earliest time a file held back by its rate limit may be read again.
+    next_due: Option<Instant>,
 }
 
 /// Where a file starts being read, and how many truncations its generation has seen.
@@ -100,6 +112,8 @@ pub struct Tailer {
     node_name: String,
     enricher: Option<Enricher>,
     enrich_warnings: Throttle,
+    /// `None` when no limit can apply (no default, no rule, no enrichment for annotations).
+    limits: Option<Limits>,
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
@@ -125,6 +139,10 @@ impl Tailer {
             discovery,
             start_policy: parts.start_policy,
             node_name: parts.node_name,
+            limits: {
+                let limits = Limits::new(parts.rate_limit);
+                limits.active(parts.enricher.is_some()).then_some(limits)
+            },
             enricher: parts.enricher,
             enrich_warnings: Throttle::new(Duration::from_secs(30)),
             files: Vec::new(),
@@ -165,18 +183,21 @@ impl Tailer {
                     last_rotation_check = now;
                 }
             }
-            let read_any = match self.read_round() {
-                Ok(any) => any,
+            let round = match self.read_round() {
+                Ok(round) => round,
                 Err(Stopped) => break,
             };
-            if self.release_finished().is_err() {
+            if self.release_finished().is_err() || self.ship_drop_summaries().is_err() {
                 break;
             }
-            if !read_any {
-                let next_poll = self
+            if !round.more {
+                let mut next_poll = self
                     .settings
                     .poll_interval
                     .saturating_sub(last_poll.elapsed());
+                if let Some(due) = round.next_due {
+                    next_poll = next_poll.min(due.saturating_duration_since(Instant::now()));
+                }
                 match self
                     .wake
                     .recv_timeout(next_poll.max(Duration::from_millis(1)))
@@ -516,9 +537,11 @@ impl Tailer {
         self.discovery.mark_dirty();
     }
 
-    /// Gives every readable file one turn. Returns whether any file may have more to read.
-    fn read_round(&mut self) -> Result<bool, Stopped> {
+    /// Gives every readable file one turn.
+    fn read_round(&mut self) -> Result<Round, Stopped> {
         let mut more = false;
+        let mut next_due: Option<Instant> = None;
+        let now = Instant::now();
         for i in 0..self.files.len() {
             if self.stop.is_cancelled() {
                 return Err(Stopped);
@@ -533,11 +556,18 @@ impl Tailer {
                     continue;
                 }
             }
-            let turn = f.read_turn(
-                &mut self.scratch,
-                self.settings.read_budget,
-                self.settings.max_line_bytes,
-            );
+            if let Some(limits) = self.limits.as_mut() {
+                if let Gate::Hold(until) = limits.gate(f, self.enricher.as_ref(), now) {
+                    // Its container is over its rate limit (throttle): other files go on.
+                    next_due = Some(next_due.map_or(until, |d| d.min(until)));
+                    continue;
+                }
+            }
+            let budget = match &self.limits {
+                Some(limits) => limits.read_cap(f, self.settings.read_budget),
+                None => self.settings.read_budget,
+            };
+            let turn = f.read_turn(&mut self.scratch, budget, self.settings.max_line_bytes);
             f.readable = !turn.eof && turn.error.is_none();
             more |= f.readable;
             if let Some(e) = &turn.error {
@@ -546,6 +576,9 @@ impl Tailer {
             }
             let mut batch = turn.batch;
             telemetry::add(&metrics().records_read, batch.records.len() as u64);
+            if let Some(limits) = self.limits.as_mut() {
+                limits.after_read(f, &mut batch, turn.bytes, now);
+            }
             f.stamp(&mut batch, &self.node_name);
             self.send(batch)?;
         }
@@ -553,7 +586,32 @@ impl Tailer {
         {
             self.scratch = Vec::new();
         }
-        Ok(more)
+        Ok(Round { more, next_due })
+    }
+
+    /// Drop mode: ships the summary of lines dropped from a file that went quiet since.
+    fn ship_drop_summaries(&mut self) -> Result<(), Stopped> {
+        let Some(limits) = self.limits.as_ref() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let mut summaries = Vec::new();
+        for f in &mut self.files {
+            if !limits.summary_pending(f) {
+                continue;
+            }
+            // An empty range: the dropped lines were acknowledged with the batches they were in.
+            let mut batch = Batch::new(Arc::clone(&f.source), f.key, f.ack_start);
+            limits.summarise_if_due(f, &mut batch, now);
+            if !batch.records.is_empty() {
+                f.stamp(&mut batch, &self.node_name);
+                summaries.push(batch);
+            }
+        }
+        for batch in summaries {
+            self.send(batch)?;
+        }
+        Ok(())
     }
 
     /// Lets go of detached files that are read to their end and quiet for `rotate_wait`.

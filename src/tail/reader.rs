@@ -73,6 +73,8 @@ pub struct TailedFile {
     pub opened: Instant,
     /// It waited `wait_for_metadata` in vain; it is read now, and counted once.
     pub waited_out: bool,
+    /// Its container's rate limit and what it owes or dropped.
+    pub limit: super::limits::FileLimit,
 }
 
 /// What one turn did.
@@ -121,6 +123,7 @@ impl TailedFile {
             enriched: false,
             opened: Instant::now(),
             waited_out: false,
+            limit: Default::default(),
         }
     }
 

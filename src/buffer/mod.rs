@@ -7,6 +7,8 @@
 //! The reader is a plain thread, the sinks are tasks, so the budget is a mutex and a condition
 //! variable: taking blocks the reader thread only, giving back never blocks.
 
+pub mod rate_limit;
+
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
