@@ -279,7 +279,8 @@ mod tests {
 
     #[test]
     fn specs() {
-        let table: &[(&str, Result<(Option<f64>, Option<f64>), ()>)] = &[
+        type Rates = (Option<f64>, Option<f64>);
+        let table: &[(&str, Result<Rates, ()>)] = &[
             ("500/s", Ok((Some(500.0), None))),
             ("1MiB/s", Ok((None, Some(1048576.0)))),
             ("500/s, 1MiB/s", Ok((Some(500.0), Some(1048576.0)))),
