@@ -24,26 +24,11 @@ const LINES_PER_FILE: usize = 250_000;
 const LINE_BYTES: usize = 200;
 const RUNS: usize = 3;
 
-fn write_input(dir: &Path) -> u64 {
-    let mut total = 0;
-    for f in 0..FILES {
-        let name = format!("web-{f}_shop_nginx-{:064x}.log", f + 1);
-        let mut body = Vec::with_capacity(LINES_PER_FILE * LINE_BYTES);
-        for i in 0..LINES_PER_FILE {
-            let head = format!("2026-11-22T10:00:00.{i:09}Z stdout F GET /api/v1/items/{i} 200 ");
-            body.extend_from_slice(head.as_bytes());
-            body.resize(body.len() + LINE_BYTES - head.len() - 1, b'x');
-            body.push(b'\n');
-        }
-        total += body.len() as u64;
-        std::fs::write(dir.join(name), body).unwrap();
-    }
-    total
-}
-
 /// Items received, over all requests.
 #[derive(Default)]
 struct Counter {
+    /// How long the endpoint takes per request (a slow cluster).
+    delay_ms: AtomicU64,
     items: AtomicU64,
     requests: AtomicU64,
     wire_bytes: AtomicU64,
@@ -54,6 +39,10 @@ async fn bulk(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, String) {
+    let delay = counter.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let gzip = headers
         .get("content-encoding")
         .is_some_and(|v| v.as_bytes() == b"gzip");
@@ -134,18 +123,52 @@ fn usage(pid: u32) -> (f64, u64) {
     (ticks / 100.0, hwm)
 }
 
-fn main() {
-    // `cargo bench` passes filter arguments; `--bench` alone means run.
-    if std::env::args().any(|a| a == "--list") {
-        return;
+/// One input and one endpoint behaviour.
+struct Scenario {
+    name: &'static str,
+    files: usize,
+    lines_per_file: usize,
+    delay: Duration,
+    runs: usize,
+}
+
+/// Writes `files` kubelet-named CRI files of `lines` 200-byte lines each; returns the bytes.
+fn write_files(dir: &Path, files: usize, lines: usize) -> u64 {
+    let mut total = 0;
+    for f in 0..files {
+        let name = format!("web-{f}_shop_nginx-{:064x}.log", f + 1);
+        let mut out = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(dir.join(name)).unwrap(),
+        );
+        let mut line = Vec::with_capacity(LINE_BYTES);
+        for i in 0..lines {
+            line.clear();
+            let head = format!(
+                "2026-11-22T10:00:00.{:09}Z stdout F GET /api/v1/items/{i} 200 ",
+                i % 1_000_000_000
+            );
+            line.extend_from_slice(head.as_bytes());
+            line.resize(LINE_BYTES - 1, b'x');
+            line.push(b'\n');
+            std::io::Write::write_all(&mut out, &line).unwrap();
+        }
+        total += (lines * LINE_BYTES) as u64;
     }
+    total
+}
+
+fn run_scenario(s: &Scenario) {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let total_bytes = write_input(&logs);
-    let lines = (FILES * LINES_PER_FILE) as u64;
-    for run in 0..RUNS {
+    let total_bytes = write_files(&logs, s.files, s.lines_per_file);
+    let lines = (s.files * s.lines_per_file) as u64;
+    for run in 0..s.runs {
         let counter = Arc::new(Counter::default());
+        counter
+            .delay_ms
+            .store(s.delay.as_millis() as u64, Ordering::Relaxed);
         let url = start_server(Arc::clone(&counter));
         let data = dir.path().join(format!("data-{run}"));
         let start = Instant::now();
@@ -167,7 +190,7 @@ fn main() {
         while counter.items.load(Ordering::Relaxed) < lines {
             std::thread::sleep(Duration::from_millis(5));
             peak = usage(pid);
-            assert!(start.elapsed() < Duration::from_secs(600), "timed out");
+            assert!(start.elapsed() < Duration::from_secs(3600), "timed out");
         }
         let wall = start.elapsed();
         let (cpu, hwm) = usage(pid);
@@ -179,7 +202,9 @@ fn main() {
         let _ = child.wait();
         let gb = total_bytes as f64 / 1e9;
         println!(
-            "elasticsearch run {run}: {lines} lines, {:.0} MB in {:.3} s: {:.0} lines/s, {:.1} MB/s of input; agent CPU {:.2} s = {:.1} CPU s/GB ({:.1} MB/s per core); peak RSS {:.1} MiB; {} requests, {:.1} MB on the wire (gzip ratio {:.1})",
+            "elasticsearch {} run {run}: {} files, {lines} lines, {:.0} MB in {:.3} s: {:.0} lines/s, {:.1} MB/s of input; agent CPU {:.2} s = {:.1} CPU s/GB ({:.1} MB/s per core); peak RSS {:.1} MiB; {} requests, {:.1} MB on the wire (gzip ratio {:.1})",
+            s.name,
+            s.files,
             total_bytes as f64 / 1e6,
             wall.as_secs_f64(),
             lines as f64 / wall.as_secs_f64(),
@@ -192,5 +217,56 @@ fn main() {
             counter.wire_bytes.load(Ordering::Relaxed) as f64 / 1e6,
             total_bytes as f64 / counter.wire_bytes.load(Ordering::Relaxed).max(1) as f64,
         );
+    }
+}
+
+fn main() {
+    // `cargo bench --bench elasticsearch -- NAME` runs the scenarios whose name contains NAME.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    // The big backlog is written to disk first: LOGSHIP_BENCH_BACKLOG_GB (default 1) sizes it.
+    let backlog_gb: usize = std::env::var("LOGSHIP_BENCH_BACKLOG_GB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let scenarios = [
+        Scenario {
+            name: "default",
+            files: FILES,
+            lines_per_file: LINES_PER_FILE,
+            delay: Duration::ZERO,
+            runs: RUNS,
+        },
+        Scenario {
+            name: "slow_es_1s",
+            files: FILES,
+            lines_per_file: LINES_PER_FILE / 4,
+            delay: Duration::from_secs(1),
+            runs: 1,
+        },
+        Scenario {
+            name: "files_2000",
+            files: 2000,
+            lines_per_file: 500,
+            delay: Duration::ZERO,
+            runs: 1,
+        },
+        Scenario {
+            name: "backlog",
+            files: 1,
+            lines_per_file: backlog_gb * 5_000_000,
+            delay: Duration::ZERO,
+            runs: 1,
+        },
+    ];
+    for s in &scenarios {
+        if args.is_empty() || args.iter().any(|a| s.name.contains(a.as_str())) {
+            run_scenario(s);
+        }
     }
 }

@@ -113,3 +113,53 @@ fn drop_drops_exactly_the_excess_and_says_so() {
         .unwrap_or_else(|| panic!("{metrics}"));
     assert_eq!(counted, dropped);
 }
+
+/// Peak resident memory of a process in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn a_slow_elasticsearch_and_a_large_backlog_keep_memory_within_the_budget() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.set_delay(Duration::from_millis(300));
+    let fx = Fixture::new();
+    // 4 files of 40 MB: five times the memory budget.
+    let line = "x".repeat(150);
+    for f in 0..4 {
+        let mut body = String::with_capacity(40 << 20);
+        for i in 0..200_000 {
+            body.push_str(&cri("stdout", 'F', &format!("{f}-{i} {line}")));
+        }
+        append(&fx.log(&format!("backlog-{f}.log")), body.as_bytes());
+    }
+    let url = es.url();
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
+    ]);
+    // Long enough for the buffer to fill and stay full while Elasticsearch crawls.
+    assert!(
+        wait_until(WAIT, || es.doc_count() > 100_000),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let peak = peak_rss_kib(agent.child.id());
+    println!(
+        "peak RSS with a 32 MiB budget and a slow Elasticsearch: {} MiB",
+        peak / 1024
+    );
+    assert!(agent.terminate().success());
+    assert!(
+        peak < 64 * 1024,
+        "peak RSS {} MiB: the 32 MiB budget plus a fixed overhead must stay under 64 MiB",
+        peak / 1024
+    );
+}
