@@ -122,7 +122,7 @@ impl Agent {
             settings: settings.tail.clone(),
             positions: positions.clone(),
             encoder: Arc::clone(&encoder),
-            budget,
+            budget: budget.clone(),
             out: batch_tx,
             stop: stop_reading.clone(),
             wake: (wake_tx.clone(), wake_rx),
@@ -149,7 +149,7 @@ impl Agent {
             )),
             Err(es) => {
                 let sink = ElasticsearchSink::build(es.clone(), &settings.node_name)?;
-                tokio::spawn(sink.run(batch_rx, positions.clone(), encoder))
+                tokio::spawn(sink.run(batch_rx, positions.clone(), encoder, budget.clone()))
             }
         };
         let flusher_stop = CancellationToken::new();

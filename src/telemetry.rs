@@ -21,6 +21,9 @@ pub enum Kind {
     Counter,
     /// A level that goes up and down.
     Gauge,
+    /// Time spent, only ever growing: kept in microseconds, exposed in seconds with a `_total`
+    /// suffix (the name ends in `_seconds`).
+    Seconds,
 }
 
 /// One exposed series: a field of [`Metrics`], with its Prometheus family name and label.
@@ -190,6 +193,35 @@ metrics! {
     /// Summary records shipped in place of dropped lines.
     #[metric(Counter "logship_rate_limit_summaries")]
     pub rate_limit_summaries: AtomicU64,
+    /// Time the reader spent waiting for room in the buffer (`buffer.max_bytes`): the sink is
+    /// behind, and the files are the buffer meanwhile.
+    #[metric(Seconds "logship_reader_wait_seconds")]
+    pub reader_wait: AtomicU64,
+    /// Bytes in the followed files not acknowledged yet (read or not): how far the node is
+    /// behind, for all files together.
+    #[metric(Gauge "logship_bytes_behind")]
+    pub bytes_behind: AtomicU64,
+    /// Seconds since the oldest byte not acknowledged yet was first seen in its file (0 when
+    /// everything is shipped): the worst delivery lag of the node.
+    #[metric(Gauge "logship_oldest_unshipped_age_seconds")]
+    pub oldest_unshipped_age: AtomicU64,
+    /// Deleted files kept open to be read to their end (their disk space is not free yet).
+    #[metric(Gauge "logship_deleted_files_open")]
+    pub deleted_files_open: AtomicU64,
+    /// Bytes of deleted files let go before they were read, past `tail.max_deleted_files` or
+    /// `tail.max_deleted_bytes`: data lost to protect the node's disk.
+    #[metric(Counter "logship_lost_bytes", reason = "deleted_unread")]
+    pub deleted_unread_bytes: AtomicU64,
+    /// Bulk requests allowed at once now: `max_in_flight`, lowered while Elasticsearch answers
+    /// 429 (`adaptive_concurrency`).
+    #[metric(Gauge "logship_elasticsearch_concurrency")]
+    pub es_concurrency: AtomicU64,
+    /// Times the number of requests at once was halved after a 429.
+    #[metric(Counter "logship_elasticsearch_concurrency_decreases")]
+    pub es_concurrency_decreases: AtomicU64,
+    /// Time bulk requests waited for the global send limit (`output.elasticsearch.rate_limit`).
+    #[metric(Seconds "logship_elasticsearch_send_limit_wait_seconds")]
+    pub es_send_limit_wait: AtomicU64,
     /// Positions files written.
     #[metric(Counter "logship_positions_writes")]
     pub positions_writes: AtomicU64,
@@ -208,6 +240,15 @@ pub fn metrics() -> &'static Metrics {
 #[inline]
 pub fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Adds `elapsed` to a [`Kind::Seconds`] counter.
+#[inline]
+pub fn add_duration(counter: &AtomicU64, elapsed: Duration) {
+    counter.fetch_add(
+        u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
 }
 
 /// Reads a counter.

@@ -146,7 +146,7 @@ fn a_slow_elasticsearch_and_a_large_backlog_keep_memory_within_the_budget() {
     ]);
     // Long enough for the buffer to fill and stay full while Elasticsearch crawls.
     assert!(
-        wait_until(WAIT, || es.doc_count() > 100_000),
+        wait_until(WAIT * 4, || es.doc_count() > 100_000),
         "{}",
         agent.logs()
     );
@@ -161,5 +161,223 @@ fn a_slow_elasticsearch_and_a_large_backlog_keep_memory_within_the_budget() {
         peak < 64 * 1024,
         "peak RSS {} MiB: the 32 MiB budget plus a fixed overhead must stay under 64 MiB",
         peak / 1024
+    );
+}
+
+/// The value of one sample on `/metrics`, by its exact name and labels.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in:\n{text}"))
+}
+
+/// `n` CRI lines of one length each: `<prefix>-<zero-padded number> <filler>`.
+fn fixed_lines(prefix: &str, n: usize) -> (String, usize) {
+    let filler = "y".repeat(60);
+    let mut body = String::new();
+    for i in 0..n {
+        body.push_str(&cri("stdout", 'F', &format!("{prefix}-{i:06} {filler}")));
+    }
+    let line = body.len() / n;
+    (body, line)
+}
+
+/// A small buffer, so that an unreachable Elasticsearch stops the reader early in a file.
+const SMALL_BUFFER: [(&str, &str); 4] = [
+    ("LOGSHIP_TAIL__READ_BUDGET", "16KiB"),
+    ("LOGSHIP_TAIL__MAX_LINE_BYTES", "16KiB"),
+    ("LOGSHIP_BUFFER__MAX_BYTES", "128KiB"),
+    ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+];
+
+/// The numbers of the documents of `prefix` in Elasticsearch.
+fn delivered(es: &support::elasticsearch::TestEs, prefix: &str) -> Vec<usize> {
+    let mut seen: Vec<usize> = es
+        .documents("logs-logship-default")
+        .values()
+        .filter_map(|d| d["message"].as_str())
+        .filter_map(|m| m.strip_prefix(prefix)?.strip_prefix('-'))
+        .filter_map(|m| m.get(..6)?.parse().ok())
+        .collect();
+    seen.sort_unstable();
+    seen
+}
+
+#[test]
+fn deleted_files_are_read_to_their_end_after_an_outage() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.down();
+    let fx = Fixture::new();
+    let (body, _) = fixed_lines("gone", 20_000);
+    let path = fx.log("gone.log");
+    append(&path, body.as_bytes());
+    let url = es.url();
+    let mut env = SMALL_BUFFER.to_vec();
+    env.push(("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()));
+    let mut agent = fx.spawn(&env);
+    std::thread::sleep(Duration::from_secs(1));
+    // The kubelet removes the file while the agent is far behind: only the agent holds it now.
+    std::fs::remove_file(&path).unwrap();
+    let addr = agent.server_addr();
+    assert!(
+        wait_until(WAIT, || {
+            metric(
+                &support::agent::http_get(addr, "/metrics").2,
+                "logship_deleted_files_open",
+            ) == 1.0
+        }),
+        "{}",
+        agent.logs()
+    );
+    let behind = metric(
+        &support::agent::http_get(addr, "/metrics").2,
+        "logship_bytes_behind",
+    );
+    assert!(behind > 1_000_000.0, "most of the file is behind: {behind}");
+    es.up();
+    assert!(
+        es.wait_for_doc_count(20_000, WAIT),
+        "{} documents\n{}\n{}",
+        es.doc_count(),
+        support::agent::http_get(addr, "/metrics").2,
+        agent.logs()
+    );
+    let metrics = support::agent::http_get(addr, "/metrics").2;
+    assert!(agent.terminate().success());
+    assert_eq!(delivered(&es, "gone"), (0..20_000).collect::<Vec<_>>());
+    assert_eq!(
+        metric(
+            &metrics,
+            "logship_lost_bytes_total{reason=\"deleted_unread\"}"
+        ),
+        0.0
+    );
+    assert!(metric(&metrics, "logship_reader_wait_seconds_total") > 0.5);
+}
+
+#[test]
+fn past_the_deleted_files_limit_the_first_deleted_is_let_go_and_its_loss_counted() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.down();
+    let fx = Fixture::new();
+    let (first, line) = fixed_lines("first", 20_000);
+    let (second, _) = fixed_lines("second", 20_000);
+    append(&fx.log("first.log"), first.as_bytes());
+    append(&fx.log("second.log"), second.as_bytes());
+    let url = es.url();
+    let mut env = SMALL_BUFFER.to_vec();
+    env.push(("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()));
+    env.push(("LOGSHIP_TAIL__MAX_DELETED_FILES", "1"));
+    let mut agent = fx.spawn(&env);
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::remove_file(fx.log("first.log")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    std::fs::remove_file(fx.log("second.log")).unwrap();
+    let addr = agent.server_addr();
+    let lost_series = "logship_lost_bytes_total{reason=\"deleted_unread\"}";
+    assert!(
+        wait_until(WAIT, || {
+            metric(&support::agent::http_get(addr, "/metrics").2, lost_series) > 0.0
+        }),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent
+        .logs()
+        .contains("Data loss: letting go of a deleted log file"));
+    es.up();
+    assert!(es.wait_for_doc_count(20_000, WAIT), "{}", agent.logs());
+    // What was read of the first file before it was let go is delivered too.
+    std::thread::sleep(Duration::from_secs(2));
+    let lost = metric(&support::agent::http_get(addr, "/metrics").2, lost_series) as usize;
+    assert!(agent.terminate().success());
+    assert_eq!(delivered(&es, "second"), (0..20_000).collect::<Vec<_>>());
+    let kept = delivered(&es, "first");
+    assert!(kept.len() < 20_000, "the first file was let go unread");
+    assert_eq!(
+        kept,
+        (0..kept.len()).collect::<Vec<_>>(),
+        "a prefix, nothing twice"
+    );
+    // The loss counted is exactly what was not delivered.
+    assert_eq!(lost, first.len() - kept.len() * line);
+}
+
+#[test]
+fn a_429_storm_halves_the_requests_at_once_then_they_recover() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let (body, _) = fixed_lines("storm", 6000);
+    append(&fx.log("storm.log"), body.as_bytes());
+    es.fail_for(Duration::from_secs(3), 429);
+    let url = es.url();
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_EVENTS", "50"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__MAX_BACKOFF", "300ms"),
+    ]);
+    let addr = agent.server_addr();
+    let concurrency = || {
+        metric(
+            &support::agent::http_get(addr, "/metrics").2,
+            "logship_elasticsearch_concurrency",
+        )
+    };
+    assert!(wait_until(WAIT, || concurrency() < 4.0), "{}", agent.logs());
+    assert!(es.wait_for_doc_count(6000, WAIT), "{}", agent.logs());
+    // More records, answered without 429: one more request at once per round.
+    let (more, _) = fixed_lines("after", 6000);
+    append(&fx.log("storm.log"), more.as_bytes());
+    assert!(
+        wait_until(WAIT, || concurrency() == 4.0),
+        "{}",
+        agent.logs()
+    );
+    let metrics = support::agent::http_get(addr, "/metrics").2;
+    assert!(es.wait_for_doc_count(12_000, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert!(
+        metric(
+            &metrics,
+            "logship_elasticsearch_concurrency_decreases_total"
+        ) >= 1.0
+    );
+    assert_eq!(delivered(&es, "storm").len(), 6000);
+}
+
+#[test]
+fn the_global_send_limit_paces_bulk_requests() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let (body, _) = fixed_lines("paced", 2000);
+    append(&fx.log("paced.log"), body.as_bytes());
+    let url = es.url();
+    let started = Instant::now();
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_EVENTS", "100"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__RATE_LIMIT", "4/s"),
+    ]);
+    assert!(es.wait_for_doc_count(2000, WAIT), "{}", agent.logs());
+    let took = started.elapsed();
+    let metrics = support::agent::http_get(agent.server_addr(), "/metrics").2;
+    assert!(agent.terminate().success());
+    let requests = es.bulk_requests().len();
+    assert!(requests >= 20, "{requests} requests");
+    // A burst of 4, then 4 per second: at least (requests - 4) / 4 seconds.
+    let least = Duration::from_secs_f64((requests - 4) as f64 / 4.0 * 0.9);
+    assert!(took >= least, "{requests} requests in {took:?}");
+    assert!(
+        metric(
+            &metrics,
+            "logship_elasticsearch_send_limit_wait_seconds_total"
+        ) > 1.0
     );
 }

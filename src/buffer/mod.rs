@@ -9,6 +9,7 @@
 
 pub mod rate_limit;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ struct Inner {
     /// Bytes currently held by permits.
     used: Mutex<usize>,
     freed: Condvar,
+    /// Readers waiting in [`Budget::acquire`] now.
+    waiting: AtomicUsize,
+    /// Woken when a reader starts waiting (see [`Budget::starved`]).
+    starved: tokio::sync::Notify,
 }
 
 /// A share of the budget; returned when dropped.
@@ -49,6 +54,8 @@ impl Budget {
                 capacity: capacity.max(1),
                 used: Mutex::new(0),
                 freed: Condvar::new(),
+                waiting: AtomicUsize::new(0),
+                starved: tokio::sync::Notify::new(),
             }),
         }
     }
@@ -59,10 +66,14 @@ impl Budget {
         let mut used = inner.used.lock().unwrap_or_else(|e| e.into_inner());
         let fits = |used: usize| used == 0 || used + bytes <= inner.capacity;
         if !fits(*used) {
-            let (guard, result) = inner
+            inner.waiting.fetch_add(1, Ordering::SeqCst);
+            inner.starved.notify_one();
+            let waited = inner
                 .freed
                 .wait_timeout_while(used, timeout, |used| !fits(*used))
                 .unwrap_or_else(|e| e.into_inner());
+            inner.waiting.fetch_sub(1, Ordering::SeqCst);
+            let (guard, result) = waited;
             used = guard;
             if result.timed_out() && !fits(*used) {
                 return Err(AcquireError::TimedOut);
@@ -73,6 +84,29 @@ impl Budget {
             inner: Arc::clone(inner),
             bytes,
         })
+    }
+
+    /// Takes `bytes` without waiting, even past the capacity: for memory that exists already or
+    /// must exist for data to leave (a request body being written or sent). Readers then wait
+    /// until it is returned, so the total stays within the capacity plus what is being sent.
+    pub fn charge(&self, bytes: usize) -> Permit {
+        let mut used = self.inner.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used += bytes;
+        Permit {
+            inner: Arc::clone(&self.inner),
+            bytes,
+        }
+    }
+
+    /// Whether a reader is waiting for room now.
+    pub fn readers_waiting(&self) -> bool {
+        self.inner.waiting.load(Ordering::SeqCst) > 0
+    }
+
+    /// Returns once a reader started waiting for room (possibly before this was called): the
+    /// sink then sends what it holds rather than wait for more that cannot come.
+    pub async fn starved(&self) {
+        self.inner.starved.notified().await;
     }
 
     /// Bytes currently held by permits.
@@ -88,6 +122,22 @@ impl Budget {
 impl Permit {
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Resizes the permit to `bytes` without waiting (see [`Budget::charge`]): a body being
+    /// written holds what it has written so far.
+    pub fn resize(&mut self, bytes: usize) {
+        if bytes == self.bytes {
+            return;
+        }
+        let mut used = self.inner.used.lock().unwrap_or_else(|e| e.into_inner());
+        *used = *used + bytes - self.bytes;
+        let shrunk = bytes < self.bytes;
+        self.bytes = bytes;
+        drop(used);
+        if shrunk {
+            self.inner.freed.notify_all();
+        }
     }
 }
 
@@ -127,6 +177,21 @@ mod tests {
             "granted before the first permit was returned"
         );
         assert_eq!(bytes, 60);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn charges_never_wait_but_make_readers_wait() {
+        let budget = Budget::new(100);
+        let reader = budget.acquire(80, Duration::ZERO).unwrap();
+        let mut body = budget.charge(50);
+        assert_eq!(budget.used(), 130, "a charge is granted past the capacity");
+        drop(reader);
+        assert!(budget.acquire(60, Duration::from_millis(5)).is_err());
+        body.resize(10);
+        assert_eq!(budget.used(), 10);
+        assert!(budget.acquire(60, Duration::ZERO).is_ok());
+        drop(body);
         assert_eq!(budget.used(), 0);
     }
 

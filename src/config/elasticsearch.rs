@@ -12,6 +12,7 @@ use super::error::ConfigError;
 use super::raw::RawElasticsearch;
 use super::units::{HumanDuration, Size};
 use super::validate::{at_least, duration_in, size_in};
+use crate::buffer::rate_limit::LimitSpec;
 use crate::sink::elasticsearch::client::{Auth, ClientSettings, Secret, SecretSource, TlsSettings};
 use crate::sink::elasticsearch::dead_letter::DeadLetterSettings;
 use crate::sink::elasticsearch::index::IndexTemplate;
@@ -94,6 +95,13 @@ pub fn validate(
             format!("must be between 1 and 64, is {}", raw.max_in_flight),
         ));
     }
+    let rate_limit = match LimitSpec::parse(&raw.rate_limit) {
+        Ok(spec) => Some(spec),
+        Err(reason) => {
+            e.push(ConfigError::invalid(key("rate_limit"), reason));
+            None
+        }
+    };
     let batch_max_bytes = size_in(
         e,
         &key("batch.max_bytes"),
@@ -212,6 +220,8 @@ pub fn validate(
         batch_max_events: raw.batch.max_events as usize,
         batch_timeout: batch_timeout?,
         max_in_flight: raw.max_in_flight as usize,
+        adaptive_concurrency: raw.adaptive_concurrency,
+        rate_limit: rate_limit?,
         retry: backoff,
         retry_max_duration: max_duration?,
         install_template: raw.install_template,

@@ -118,6 +118,14 @@ pub struct RawTail {
     /// How long a rotated or deleted file stays open after its end was reached and it went
     /// quiet, for a writer that still had it open.
     pub rotate_wait: HumanDuration,
+    /// Deleted files not read to their end yet (Elasticsearch was behind longer than the kubelet
+    /// keeps rotated files) are kept open to be read later: their disk space is only freed when
+    /// logship lets go. At most this many such files; past it, the one deleted first is let go
+    /// unread and its unread bytes are counted as lost (`logship_lost_bytes_total`). 0: let go
+    /// at once.
+    pub max_deleted_files: u32,
+    /// At most this many bytes of such deleted files, all together; past it, as above.
+    pub max_deleted_bytes: Size,
 }
 
 impl Default for RawTail {
@@ -133,6 +141,8 @@ impl Default for RawTail {
             poll_interval: HumanDuration::millis(250),
             rescan_interval: HumanDuration::secs(10),
             rotate_wait: HumanDuration::secs(5),
+            max_deleted_files: 256,
+            max_deleted_bytes: Size::gib(2),
         }
     }
 }
@@ -262,6 +272,14 @@ pub struct RawElasticsearch {
     pub request_timeout: HumanDuration,
     /// Requests sent at once at most, 1 to 64.
     pub max_in_flight: u32,
+    /// Halve the requests sent at once when Elasticsearch answers 429 (too many requests) and add
+    /// one back per round of requests answered without it, up to `max_in_flight` (AIMD), so
+    /// that many agents back off together. `false`: always `max_in_flight`.
+    pub adaptive_concurrency: bool,
+    /// A limit on what this agent sends: requests per second and/or bytes per second (after
+    /// compression), like `20/s`, `10MiB/s` or `20/s,10MiB/s`; `none` for no limit. Bodies
+    /// wait for their turn; nothing is dropped.
+    pub rate_limit: String,
     /// Install an index template (`logship`) with mappings that suit the documents
     /// (`@timestamp` as date_nanos, labels and annotations as keywords) at start.
     pub install_template: bool,
@@ -289,6 +307,8 @@ impl Default for RawElasticsearch {
             compression_level: 1,
             request_timeout: HumanDuration::secs(30),
             max_in_flight: 4,
+            adaptive_concurrency: true,
+            rate_limit: "none".into(),
             install_template: false,
             batch: RawBatch::default(),
             retry: RawRetry::default(),

@@ -82,6 +82,10 @@ pub struct TailSettings {
     pub rescan_interval: Duration,
     /// How long a rotated or deleted file stays open after its end was reached.
     pub rotate_wait: Duration,
+    /// Deleted files kept open to be read to their end, at most…
+    pub max_deleted_files: usize,
+    /// …and their bytes at most, all together; past either, the oldest is let go unread.
+    pub max_deleted_bytes: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -105,7 +109,7 @@ pub struct ServerSettings {
 }
 
 /// Where records go.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum OutputSettings {
     /// NDJSON on standard output.
     Stdout,

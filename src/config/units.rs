@@ -29,6 +29,10 @@ impl Size {
     pub const fn mib(n: u64) -> Size {
         Size(n * Self::MIB)
     }
+
+    pub const fn gib(n: u64) -> Size {
+        Size(n * Self::GIB)
+    }
 }
 
 impl FromStr for Size {

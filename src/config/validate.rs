@@ -197,6 +197,8 @@ pub fn validate(
             poll_interval,
             rescan_interval,
             rotate_wait: tail.rotate_wait.0,
+            max_deleted_files: tail.max_deleted_files as usize,
+            max_deleted_bytes: tail.max_deleted_bytes.0,
         },
         positions: PositionsSettings {
             flush_interval,

@@ -74,7 +74,7 @@ fn encode_series(
         let first = &family[0];
         let help = first.help.split_whitespace().collect::<Vec<_>>().join(" ");
         let kind = match first.kind {
-            Kind::Counter => MetricType::Counter,
+            Kind::Counter | Kind::Seconds => MetricType::Counter,
             Kind::Gauge => MetricType::Gauge,
         };
         let mut metric = encoder.encode_descriptor(first.name, &help, None, kind)?;
@@ -102,6 +102,7 @@ fn encode_value(
 ) -> Result<(), std::fmt::Error> {
     match kind {
         Kind::Counter => ConstCounter::new(value).encode(encoder),
+        Kind::Seconds => ConstCounter::new(value as f64 / 1e6).encode(encoder),
         // Gauges here are counts (files, a 0/1 flag): far below i64::MAX.
         Kind::Gauge => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(encoder),
     }

@@ -12,6 +12,7 @@
 
 pub mod discovery;
 pub mod fingerprint;
+pub mod lag;
 pub mod limits;
 pub mod positions;
 pub mod reader;
@@ -181,6 +182,8 @@ impl Tailer {
                 last_poll = now;
                 if check_paths {
                     last_rotation_check = now;
+                    // Deletions are seen by these polls, so their limits are kept here.
+                    self.limit_deleted();
                 }
             }
             let round = match self.read_round() {
@@ -431,6 +434,8 @@ impl Tailer {
     /// Looks at every file that is not known to be readable: growth, truncation, rotation,
     /// deletion. `check_paths` also resolves each file's path (less often: it is a path lookup).
     fn poll(&mut self, check_paths: bool) {
+        let now = Instant::now();
+        let (mut behind, mut oldest) = (0u64, Duration::ZERO);
         let mut i = 0;
         while i < self.files.len() {
             let f = &mut self.files[i];
@@ -438,8 +443,8 @@ impl Tailer {
                 i += 1;
                 continue;
             }
-            let size = match f.file.metadata() {
-                Ok(m) => m.len(),
+            let (size, links) = match f.file.metadata() {
+                Ok(m) => (m.len(), m.nlink()),
                 Err(e) => {
                     telemetry::add(&metrics().read_errors, 1);
                     tracing::warn!(path = %f.path.display(), error = %e, "Cannot inspect open log file.");
@@ -503,7 +508,74 @@ impl Tailer {
                     }
                 }
             }
+            // After a truncation this is the file's new generation.
+            let f = &mut self.files[i];
+            f.size = size;
+            f.deleted = links == 0;
+            if check_paths {
+                let acked = self.positions.acked(f.key).unwrap_or(f.ack_start);
+                let (bytes, age) = f.lag.sample(size, acked, now);
+                behind += bytes;
+                oldest = oldest.max(age);
+            }
             i += 1;
+        }
+        if check_paths {
+            telemetry::set_gauge(&metrics().bytes_behind, behind);
+            telemetry::set_gauge(&metrics().oldest_unshipped_age, oldest.as_secs());
+        }
+    }
+
+    /// Keeps the deleted files held open within `max_deleted_files` and `max_deleted_bytes`:
+    /// past either, the file deleted first is let go, and what was not read of it is lost,
+    /// counted and logged as such. Their disk space is the node's, and a full disk loses more.
+    ///
+    /// Letting go here ships nothing more of the file (this also runs while the reader waits
+    /// for the sink, in the middle of a round): the loss is everything past the last batch sent.
+    fn limit_deleted(&mut self) {
+        loop {
+            let mut count = 0usize;
+            let mut bytes = 0u64;
+            let mut first: Option<(usize, Instant)> = None;
+            for (i, f) in self.files.iter().enumerate() {
+                let Attachment::Detached { since } = f.attachment else {
+                    continue;
+                };
+                if !f.deleted {
+                    continue;
+                }
+                count += 1;
+                bytes += f.size;
+                if first.is_none_or(|(_, t)| since < t) {
+                    first = Some((i, since));
+                }
+            }
+            telemetry::set_gauge(&metrics().deleted_files_open, count as u64);
+            let over =
+                count > self.settings.max_deleted_files || bytes > self.settings.max_deleted_bytes;
+            let Some((i, _)) = first.filter(|_| over) else {
+                return;
+            };
+            let f = self.files.swap_remove(i);
+            let unread = f.size.saturating_sub(f.ack_start);
+            if unread > 0 {
+                telemetry::add(&metrics().deleted_unread_bytes, unread);
+                tracing::error!(
+                    path = %f.path.display(),
+                    unread_bytes = unread,
+                    shipped_to = f.ack_start,
+                    size = f.size,
+                    deleted_files = count,
+                    deleted_bytes = bytes,
+                    max_deleted_files = self.settings.max_deleted_files,
+                    max_deleted_bytes = self.settings.max_deleted_bytes,
+                    "Data loss: letting go of a deleted log file before it was read to its end, to free the node's disk (tail.max_deleted_files, tail.max_deleted_bytes). Its unread bytes are lost."
+                );
+            }
+            // Batches of it in flight still finish its range; nothing after them will come.
+            self.positions.release(f.key, f.ack_start);
+            telemetry::add(&metrics().files_released, 1);
+            self.update_gauge();
         }
     }
 
@@ -546,7 +618,10 @@ impl Tailer {
             if self.stop.is_cancelled() {
                 return Err(Stopped);
             }
-            let f = &mut self.files[i];
+            // Files may be let go while a send waits (see `send`).
+            let Some(f) = self.files.get_mut(i) else {
+                break;
+            };
             if !f.readable {
                 continue;
             }
@@ -630,30 +705,36 @@ impl Tailer {
                 i += 1;
                 continue;
             }
-            let mut f = self.files.swap_remove(i);
-            let batch = f.finish(self.settings.max_line_bytes);
-            let end = batch.ack.end;
-            self.released.insert(
-                (f.identity.dev, f.identity.inode),
-                Resume {
-                    fingerprint: f.identity.fingerprint,
-                    offset: f.read_offset,
-                    truncations: f.truncations,
-                },
-            );
-            let mut batch = batch;
-            telemetry::add(&metrics().records_read, batch.records.len() as u64);
-            f.stamp(&mut batch, &self.node_name);
-            self.send(batch)?;
-            self.positions.release(f.key, end);
-            telemetry::add(&metrics().files_released, 1);
-            tracing::info!(path = %f.path.display(), offset = f.read_offset, "Finished reading rotated or deleted log file.");
-            self.update_gauge();
+            self.let_go(i)?;
         }
         // Remembered only while the file could still show up under another name.
         if self.released.len() > 4096 {
             self.released.clear();
         }
+        Ok(())
+    }
+
+    /// Stops following file `i`: ships what its parser still holds and hands its range to the
+    /// positions table, which forgets it once the batches in flight are acknowledged.
+    fn let_go(&mut self, i: usize) -> Result<(), Stopped> {
+        let mut f = self.files.swap_remove(i);
+        let mut batch = f.finish(self.settings.max_line_bytes);
+        let end = batch.ack.end;
+        self.released.insert(
+            (f.identity.dev, f.identity.inode),
+            Resume {
+                fingerprint: f.identity.fingerprint,
+                offset: f.read_offset,
+                truncations: f.truncations,
+            },
+        );
+        telemetry::add(&metrics().records_read, batch.records.len() as u64);
+        f.stamp(&mut batch, &self.node_name);
+        self.send(batch)?;
+        self.positions.release(f.key, end);
+        telemetry::add(&metrics().files_released, 1);
+        tracing::info!(path = %f.path.display(), offset = f.read_offset, "Finished reading rotated or deleted log file.");
+        self.update_gauge();
         Ok(())
     }
 
@@ -667,6 +748,8 @@ impl Tailer {
             return Ok(());
         }
         let bytes = batch.memory_bytes();
+        let asked = Instant::now();
+        let mut looked = asked;
         let permit = loop {
             if self.stop.is_cancelled() {
                 return Err(Stopped);
@@ -676,9 +759,18 @@ impl Tailer {
             if let Ok(p) = self.budget.acquire(bytes, BUDGET_WAIT) {
                 break p;
             }
+            // The wait can last as long as an outage: keep the lag gauges true and notice
+            // deleted files, whose disk space may have to be given back meanwhile.
+            if looked.elapsed() >= ROTATION_CHECK {
+                looked = Instant::now();
+                self.poll(true);
+                self.limit_deleted();
+            }
         };
         batch.permit = Some(permit);
-        self.out.blocking_send(batch).map_err(|_| Stopped)
+        let sent = self.out.blocking_send(batch).map_err(|_| Stopped);
+        telemetry::add_duration(&metrics().reader_wait, asked.elapsed());
+        sent
     }
 
     fn update_gauge(&self) {

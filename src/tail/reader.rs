@@ -75,6 +75,13 @@ pub struct TailedFile {
     pub waited_out: bool,
     /// Its container's rate limit and what it owes or dropped.
     pub limit: super::limits::FileLimit,
+    /// How far behind it is (sampled about once a second).
+    pub lag: super::lag::Lag,
+    /// Its size at the last `fstat`.
+    pub size: u64,
+    /// It has no name left (its link count was 0 at the last `fstat`): only logship keeps its
+    /// data on disk.
+    pub deleted: bool,
 }
 
 /// What one turn did.
@@ -124,6 +131,9 @@ impl TailedFile {
             opened: Instant::now(),
             waited_out: false,
             limit: Default::default(),
+            lag: Default::default(),
+            size: offset,
+            deleted: false,
         }
     }
 
@@ -331,5 +341,6 @@ impl TailedFile {
         self.readable = true;
         self.truncations = self.truncations.wrapping_add(1);
         self.id_prefix = None;
+        self.lag = Default::default();
     }
 }

@@ -97,6 +97,16 @@ impl<R> BulkBuilder<R> {
         self.raw_bytes
     }
 
+    /// Bytes the body holds in memory so far: what it will send (compressed, if it is), plus the
+    /// reused document buffer.
+    pub fn held_bytes(&self) -> usize {
+        let body = match &self.body {
+            Body::Plain(v) => v.capacity(),
+            Body::Gzip(gz) => gz.get_ref().capacity(),
+        };
+        body + self.doc.capacity()
+    }
+
     /// Adds one item: the action line for `index` and `id`, then the document `encode` writes
     /// (one JSON object, no newline).
     pub fn push(&mut self, index: &str, id: &[u8], item: R, encode: impl FnOnce(&mut Vec<u8>)) {

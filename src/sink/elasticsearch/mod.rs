@@ -14,8 +14,11 @@
 //! or dead-lettered. Only then is the batch's range acknowledged to the positions table and the
 //! batch dropped, which returns its memory budget. Records are never copied out of their batch:
 //! an item is a reference (batch slot, record index), and a retried or split item is encoded again
-//! from the batch. So the memory of everything in flight is the batches' (bounded by
-//! `buffer.max_bytes`) plus at most `max_in_flight + 2` compressed request bodies.
+//! from the batch. So the memory of everything in flight is the batches' plus at most
+//! `max_in_flight + 1` request bodies (compressed, if gzip is on) and the one being written, and
+//! all of it is counted against `buffer.max_bytes`: bodies hold a charge on the budget (taken
+//! without waiting, see [`Budget::charge`]) until their request is settled, so readers wait for
+//! them too.
 //!
 //! Requests are built in the driver task (encoding and gzip), and sent by one task each, which
 //! retries whole-request failures itself (connection errors, timeouts, 429, 5xx, with backoff and
@@ -27,6 +30,7 @@ pub mod bulk;
 pub mod client;
 pub mod dead_letter;
 pub mod index;
+pub mod pace;
 pub mod replay;
 pub mod retry;
 pub mod template;
@@ -41,6 +45,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::buffer::{Budget, Permit};
 use crate::document::Encoder;
 use crate::record::{Batch, Record};
 use crate::tail::positions::Positions;
@@ -50,10 +55,11 @@ use bulk::{doc_id, BulkBody, BulkBuilder};
 use client::{Client, ClientSettings, Pick};
 use dead_letter::{DeadLetter, DeadLetterSettings, DeadLetters};
 use index::IndexTemplate;
+use pace::{SendLimit, Window};
 use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
 
 /// Everything the sink needs, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ElasticsearchSettings {
     pub client: ClientSettings,
     /// The index every record goes to, as a template.
@@ -71,6 +77,10 @@ pub struct ElasticsearchSettings {
     pub batch_timeout: Duration,
     /// Requests sent at once at most.
     pub max_in_flight: usize,
+    /// Halve the requests at once on 429 and grow them back (see [`pace`]).
+    pub adaptive_concurrency: bool,
+    /// Requests and bytes per second sent, for the whole agent (see [`pace`]).
+    pub rate_limit: crate::buffer::rate_limit::LimitSpec,
     /// Backoff of retried requests and items.
     pub retry: Backoff,
     /// Give up retrying after this long and dead-letter; `None`: never give up.
@@ -123,16 +133,29 @@ impl ElasticsearchSink {
     }
 
     /// Runs until the batch channel closes and every record received is resolved.
-    pub async fn run(self, batches: Receiver<Batch>, positions: Positions, encoder: Arc<Encoder>) {
+    pub async fn run(
+        self,
+        batches: Receiver<Batch>,
+        positions: Positions,
+        encoder: Arc<Encoder>,
+        budget: Budget,
+    ) {
         let startup = tokio::spawn(template::start_up(
             Arc::clone(&self.client),
             Arc::clone(&self.settings),
         ));
         let mut driver = Driver {
+            window: Arc::new(Window::new(
+                self.settings.max_in_flight,
+                self.settings.adaptive_concurrency,
+            )),
+            send_limit: SendLimit::new(self.settings.rate_limit),
+            send_wait: None,
             settings: self.settings,
             client: self.client,
             positions,
             encoder,
+            budget,
             node_name: self.node_name,
             pending: Vec::new(),
             free: Vec::new(),
@@ -206,12 +229,21 @@ impl Ord for Delayed {
 struct Open {
     builder: BulkBuilder<ItemRef>,
     opened_at: Instant,
+    /// The memory the body holds so far, charged to the budget.
+    charge: Permit,
+}
+
+/// A finished request body and its charge on the budget, returned when its request is settled.
+struct Ready {
+    body: BulkBody<ItemRef>,
+    charge: Permit,
 }
 
 /// The end of one request task.
 struct Delivery {
     body: BulkBody<ItemRef>,
     outcome: Final,
+    charge: Permit,
 }
 
 /// What a request task ends with.
@@ -227,13 +259,20 @@ struct Driver {
     client: Arc<Client>,
     positions: Positions,
     encoder: Arc<Encoder>,
+    /// Request bodies count against the memory budget too.
+    budget: Budget,
+    /// Requests allowed at once, adapted to 429s.
+    window: Arc<Window>,
+    send_limit: Option<SendLimit>,
+    /// The send limit holds the next body back until then.
+    send_wait: Option<Instant>,
     node_name: String,
     /// Batches by slot; `None` slots are in `free`.
     pending: Vec<Option<Pending>>,
     free: Vec<u32>,
     builder: Option<Open>,
     /// Bodies written and waiting for a request slot.
-    ready: VecDeque<BulkBody<ItemRef>>,
+    ready: VecDeque<Ready>,
     retries: BinaryHeap<Reverse<Delayed>>,
     in_flight: JoinSet<Delivery>,
     index_cache: IndexCache,
@@ -258,7 +297,11 @@ impl Driver {
         loop {
             telemetry::beat(telemetry::Loop::Sink);
             self.release_due_retries(Instant::now());
-            self.close_if_due(Instant::now(), !input_open);
+            // A reader waiting for room while nothing is being sent waits for this open request:
+            // no more batches can come to fill it, so it goes now rather than at its timeout.
+            let starved =
+                self.budget.readers_waiting() && self.in_flight.is_empty() && self.ready.is_empty();
+            self.close_if_due(Instant::now(), !input_open || starved);
             self.dispatch();
             if !input_open
                 && self.in_flight.is_empty()
@@ -275,7 +318,9 @@ impl Driver {
             // Turn at least every heartbeat period, idle or not, to show the sink is alive.
             let heartbeat = Instant::now() + telemetry::HEARTBEAT_PERIOD;
             let deadline = Some(self.next_deadline().map_or(heartbeat, |d| d.min(heartbeat)));
+            let budget = self.budget.clone();
             tokio::select! {
+                _ = budget.starved(), if self.builder.is_some() => {}
                 Some(done) = self.in_flight.join_next(), if !self.in_flight.is_empty() => {
                     match done {
                         Ok(delivery) => self.settle(delivery),
@@ -295,17 +340,15 @@ impl Driver {
         }
     }
 
-    /// The earliest of the open request's timeout and the first retry's backoff.
+    /// The earliest of the open request's timeout, the first retry's backoff and the end of the
+    /// send limit's wait.
     fn next_deadline(&self) -> Option<Instant> {
         let close = self
             .builder
             .as_ref()
             .map(|o| o.opened_at + self.settings.batch_timeout);
         let retry = self.retries.peek().map(|Reverse(d)| d.ready_at);
-        match (close, retry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [close, retry, self.send_wait].into_iter().flatten().min()
     }
 
     /// Takes a new batch: every record becomes an item.
@@ -353,9 +396,11 @@ impl Driver {
             record,
         );
         let id = doc_id(batch.id_prefix, record.offset);
+        let budget = &self.budget;
         let open = self.builder.get_or_insert_with(|| Open {
             builder: BulkBuilder::new(self.settings.op_type, self.settings.gzip),
             opened_at: Instant::now(),
+            charge: budget.charge(0),
         });
         let encoder = &self.encoder;
         match (
@@ -375,6 +420,7 @@ impl Driver {
                 .builder
                 .push(&index, &id, item, |out| encoder.encode(batch, record, out)),
         }
+        open.charge.resize(open.builder.held_bytes());
         if open.builder.raw_bytes() >= self.settings.batch_max_bytes
             || open.builder.len() >= self.settings.batch_max_events
         {
@@ -387,17 +433,21 @@ impl Driver {
         let Some(open) = self.builder.take() else {
             return;
         };
+        let mut charge = open.charge;
         match open.builder.finish() {
-            Ok(body) => self.ready.push_back(body),
+            Ok(body) => {
+                charge.resize(body.bytes.len());
+                self.ready.push_back(Ready { body, charge });
+            }
             // Compressing into memory cannot fail; if it ever did, the items stay unresolved
             // and their positions do not move.
             Err(e) => tracing::error!(error = %e, "Cannot finish a bulk request body."),
         }
     }
 
-    fn close_if_due(&mut self, now: Instant, draining: bool) {
+    fn close_if_due(&mut self, now: Instant, force: bool) {
         if let Some(open) = &self.builder {
-            if draining || now >= open.opened_at + self.settings.batch_timeout {
+            if force || now >= open.opened_at + self.settings.batch_timeout {
                 self.close();
             }
         }
@@ -416,25 +466,50 @@ impl Driver {
         }
     }
 
-    /// Starts request tasks for waiting bodies, up to `max_in_flight`.
+    /// Starts request tasks for waiting bodies, up to the concurrency window and as the send
+    /// limit allows.
     fn dispatch(&mut self) {
-        while self.in_flight.len() < self.settings.max_in_flight {
-            let Some(body) = self.ready.pop_front() else {
+        while self.in_flight.len() < self.window.get() {
+            let Some(head) = self.ready.front() else {
+                return;
+            };
+            if let Some(limit) = self.send_limit.as_mut() {
+                let now = Instant::now();
+                if self.send_wait.is_some_and(|t| t > now) {
+                    return;
+                }
+                match limit.admit(head.body.bytes.len()) {
+                    Ok(()) => self.send_wait = None,
+                    Err(wait) => {
+                        self.send_wait = Some(now + wait);
+                        return;
+                    }
+                }
+            }
+            let Some(Ready { body, charge }) = self.ready.pop_front() else {
                 return;
             };
             telemetry::add(&metrics().es_requests, 1);
             self.in_flight.spawn(deliver(
                 Arc::clone(&self.client),
                 Arc::clone(&self.settings),
+                Arc::clone(&self.window),
                 body,
+                charge,
             ));
         }
     }
 
     /// Applies what a request ended with to each of its items.
     fn settle(&mut self, delivery: Delivery) {
-        let items = delivery.body.items;
-        match delivery.outcome {
+        // The body's charge on the budget is returned once its items moved on (at the end).
+        let Delivery {
+            body,
+            outcome,
+            charge: _charge,
+        } = delivery;
+        let items = body.items;
+        match outcome {
             Final::Items(outcomes) => {
                 let now = Instant::now();
                 let mut delivered = 0u64;
@@ -687,7 +762,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 async fn deliver(
     client: Arc<Client>,
     settings: Arc<ElasticsearchSettings>,
+    window: Arc<Window>,
     body: BulkBody<ItemRef>,
+    charge: Permit,
 ) -> Delivery {
     static WARNINGS: Throttle = Throttle::new(Duration::from_secs(10));
     let started = Instant::now();
@@ -716,12 +793,22 @@ async fn deliver(
         let verdict = match client.bulk(index, &body).await {
             Ok(answer) => {
                 telemetry::observe_bulk(answer.status, sent_at.elapsed());
-                retry::classify(
+                let verdict = retry::classify(
                     answer.status,
                     &answer.body,
                     body.items.len(),
                     settings.op_type,
-                )
+                );
+                let too_many = answer.status == 429
+                    || matches!(&verdict, Verdict::Items(items) if items.iter().any(
+                        |i| matches!(i, ItemOutcome::Retry { status: 429, .. })
+                    ));
+                if too_many {
+                    window.congested(std::time::Instant::now());
+                } else if (200..300).contains(&answer.status) {
+                    window.passed();
+                }
+                verdict
             }
             Err(e) => {
                 telemetry::observe_bulk(0, sent_at.elapsed());
@@ -747,6 +834,7 @@ async fn deliver(
                         return Delivery {
                             body,
                             outcome: Final::GaveUp { reason },
+                            charge,
                         };
                     }
                 }
@@ -763,6 +851,10 @@ async fn deliver(
         if !matches!(outcome, Final::Reject { .. }) {
             client.hosts.succeeded(index);
         }
-        return Delivery { body, outcome };
+        return Delivery {
+            body,
+            outcome,
+            charge,
+        };
     }
 }
