@@ -11,7 +11,7 @@
 //! All of it under `shutdown_timeout`: whatever is not acknowledged by then is read again at the
 //! next start, never lost.
 //!
-//! A reload (`crate::reload`) is the same drain followed by [`Agent::take_over`]: the new agent
+//! A reload (`crate::reload`) is the same drain followed by [`Agent::prepare_take_over`]: the new agent
 //! starts from the drained agent's positions (from memory) and adopts the files it was still
 //! finishing after rotation, so nothing is read twice (positions) and nothing is skipped (only
 //! acknowledged bytes are behind a position). Everything that can fail is built before any
@@ -106,31 +106,52 @@ enum Origin {
     Handover(Handover),
 }
 
+/// An agent built and not running yet: everything that can fail is done (positions loaded,
+/// clients and sink built, the tailer's thread started), nothing reads yet.
+pub struct Prepared {
+    settings: Settings,
+    positions: Positions,
+    start_policy: StartPolicy,
+    orphans: Vec<Orphan>,
+    kube_client: Option<kube::Client>,
+    es_sink: Option<ElasticsearchSink>,
+    /// The tailer's thread waits on this for its work.
+    tailer_tx: std::sync::mpsc::SyncSender<Tailer>,
+    tailer_done: oneshot::Receiver<Vec<Orphan>>,
+    budget: Budget,
+}
+
 impl Agent {
     /// Loads positions from `data_dir` and starts every stage. Must be called inside a tokio
     /// runtime.
     pub async fn start(settings: Settings) -> Result<Agent, AgentError> {
-        Agent::launch(settings, Origin::Disk)
+        Ok(Agent::prepare(settings).await?.run())
+    }
+
+    /// Builds an agent that starts from the positions file in `data_dir` (a process start).
+    pub async fn prepare(settings: Settings) -> Result<Prepared, AgentError> {
+        Agent::build(settings, Origin::Disk)
             .await
             .map_err(|(e, _)| e)
     }
 
-    /// Starts every stage where a drained agent stopped (a reload). `settings.data_dir` must be
-    /// the predecessor's. On failure the handover comes back untouched, for another attempt.
-    pub async fn take_over(
+    /// Builds an agent that continues where a drained one stopped (a reload).
+    /// `settings.data_dir` must be the predecessor's. On failure the handover comes back
+    /// untouched, for another attempt.
+    pub async fn prepare_take_over(
         settings: Settings,
         handover: Handover,
-    ) -> Result<Agent, (AgentError, Handover)> {
-        match Agent::launch(settings, Origin::Handover(handover)).await {
-            Ok(agent) => Ok(agent),
+    ) -> Result<Prepared, (AgentError, Handover)> {
+        match Agent::build(settings, Origin::Handover(handover)).await {
+            Ok(prepared) => Ok(prepared),
             Err((e, Origin::Handover(handover))) => Err((e, handover)),
-            Err((_, Origin::Disk)) => unreachable!("launch returns the origin it was given"),
+            Err((_, Origin::Disk)) => unreachable!("build returns the origin it was given"),
         }
     }
 
-    /// Builds everything that can fail first, and only then spawns stages, so that a failure
-    /// leaves nothing running and gives the origin back.
-    async fn launch(settings: Settings, origin: Origin) -> Result<Agent, (AgentError, Origin)> {
+    /// Does everything that can fail, spawning no stage, so that a failure leaves nothing
+    /// running and gives the origin back.
+    async fn build(settings: Settings, origin: Origin) -> Result<Prepared, (AgentError, Origin)> {
         let data_dir = settings.data_dir.clone();
         if let Err(source) = std::fs::create_dir_all(&data_dir) {
             let path = data_dir.clone();
@@ -139,7 +160,7 @@ impl Agent {
         let kube_client = match &settings.kubernetes {
             None => None,
             Some(k) => match enrich::watch::client(&k.access).await {
-                Ok(client) => Some((client, k)),
+                Ok(client) => Some(client),
                 Err(e) => return Err((e.into(), origin)),
             },
         };
@@ -151,6 +172,7 @@ impl Agent {
             },
         };
         // The thread is started before it has work: if it cannot be, nothing was handed to it.
+        // Dropping the sender (a later failure, a `Prepared` never run) ends it.
         let (tailer_tx, tailer_rx) = std::sync::mpsc::sync_channel::<Tailer>(1);
         let (done_tx, tailer_done) = oneshot::channel();
         let spawned = std::thread::Builder::new()
@@ -177,30 +199,64 @@ impl Agent {
                 h.orphans,
             ),
         };
-
-        // Nothing fails from here on.
-        let encoder = Arc::new(Encoder::with_schema(&settings.node_name, settings.schema));
         let budget = Budget::new(settings.buffer.max_bytes);
+        Ok(Prepared {
+            settings,
+            positions,
+            start_policy,
+            orphans,
+            kube_client,
+            es_sink,
+            tailer_tx,
+            tailer_done,
+            budget,
+        })
+    }
+}
+
+impl Prepared {
+    /// The memory budget the agent will use.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Spawns every stage. Cannot fail: what could was done when it was prepared.
+    pub fn run(self) -> Agent {
+        let Prepared {
+            settings,
+            positions,
+            start_policy,
+            orphans,
+            kube_client,
+            es_sink,
+            tailer_tx,
+            tailer_done,
+            budget,
+        } = self;
+        let encoder = Arc::new(Encoder::with_schema(&settings.node_name, settings.schema));
         let (batch_tx, batch_rx) = mpsc::channel(CHANNEL_BATCHES);
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let stop_reading = CancellationToken::new();
         let enrich_stop = CancellationToken::new();
-        let enricher = kube_client.map(|(client, k)| {
-            let cache = Arc::new(enrich::Cache::new());
-            tracing::info!(node = %k.node_name, access = ?k.access, "Watching this node's pods for Kubernetes metadata.");
-            tokio::spawn(enrich::watch::run(
-                client,
-                k.clone(),
-                Arc::clone(&cache),
-                Some(wake_tx.clone()),
-                enrich_stop.clone(),
-            ));
-            enrich::Enricher {
-                cache,
-                schema: k.schema,
-                wait_for_metadata: k.wait_for_metadata,
+        let enricher = match (kube_client, &settings.kubernetes) {
+            (Some(client), Some(k)) => {
+                let cache = Arc::new(enrich::Cache::new());
+                tracing::info!(node = %k.node_name, access = ?k.access, "Watching this node's pods for Kubernetes metadata.");
+                tokio::spawn(enrich::watch::run(
+                    client,
+                    k.clone(),
+                    Arc::clone(&cache),
+                    Some(wake_tx.clone()),
+                    enrich_stop.clone(),
+                ));
+                Some(enrich::Enricher {
+                    cache,
+                    schema: k.schema,
+                    wait_for_metadata: k.wait_for_metadata,
+                })
             }
-        });
+            _ => None,
+        };
         let tailer = Tailer::new(TailerParts {
             settings: settings.tail.clone(),
             positions: positions.clone(),
@@ -215,12 +271,15 @@ impl Agent {
             rate_limit: settings.rate_limit.clone(),
             orphans,
         });
-        // The thread waits for exactly this message; it cannot have ended.
+        // The thread waits for exactly this message. Were it gone, `tailer_done` reports the
+        // tailer stopped and the agent shuts down.
         let _ = tailer_tx.send(tailer);
 
         let sink = match es_sink {
+            Some(sink) => tokio::spawn(sink.run(batch_rx, positions.clone(), encoder)),
             None => {
-                let local = LocalOutput::of(&settings.output).expect("a local output");
+                let local = LocalOutput::of(&settings.output)
+                    .expect("prepared without an Elasticsearch sink: the output is local");
                 tokio::spawn(crate::sink::run_local(
                     local,
                     batch_rx,
@@ -228,17 +287,16 @@ impl Agent {
                     encoder,
                 ))
             }
-            Some(sink) => tokio::spawn(sink.run(batch_rx, positions.clone(), encoder)),
         };
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_positions(
             positions.clone(),
-            data_dir,
+            settings.data_dir.clone(),
             settings.positions.flush_interval,
             settings.positions.gc_after,
             flusher_stop.clone(),
         ));
-        Ok(Agent {
+        Agent {
             positions,
             budget,
             stop_reading,
@@ -251,9 +309,11 @@ impl Agent {
             shutdown_timeout: settings.shutdown_timeout,
             include: settings.tail.include_set.clone(),
             exclude: settings.tail.exclude_set.clone(),
-        })
+        }
     }
+}
 
+impl Agent {
     /// The positions table (for tests and status).
     pub fn positions(&self) -> &Positions {
         &self.positions

@@ -429,11 +429,13 @@ pub fn config_unchanged(asked_by_signal: bool) {
     }
 }
 
-/// A reload applied a changed configuration (`keys`) in `took` (drain and restart included).
-pub fn config_reloaded(keys: &[String], took: Duration) {
+/// A reload applied a changed configuration (`keys`) in `took`, of which `drained` (if the
+/// pipeline was restarted) waited for the records in flight.
+pub fn config_reloaded(keys: &[String], drained: Option<Duration>, took: Duration) {
     add(&metrics().config_reloads_succeeded, 1);
     config_loaded();
-    tracing::info!(changed = %keys.join(", "), took_ms = took.as_millis() as u64, "Configuration reloaded.");
+    let drain_ms = drained.map(|d| d.as_millis() as u64);
+    tracing::info!(changed = %keys.join(", "), took_ms = took.as_millis() as u64, drain_ms, "Configuration reloaded.");
 }
 
 /// A reload found a changed configuration and could not apply it; the previous one runs on.

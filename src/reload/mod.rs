@@ -74,9 +74,11 @@ impl Supervisor {
     pub async fn start(loaded: Loaded, options: LoadOptions) -> Result<Supervisor, StartError> {
         // Before any stage runs: an address that cannot be bound stops the start cleanly.
         let listener = Listener::bind(loaded.settings.server.listen)?;
-        let agent = Agent::start(loaded.settings.clone()).await?;
-        // Served only now: readiness answers "positions loaded" from the first request.
-        let server = Server::start(listener, Pipeline::of(&loaded.settings, agent.budget()));
+        let prepared = Agent::prepare(loaded.settings.clone()).await?;
+        // Served once the positions are loaded (readiness says so from the first request), and
+        // before the first file is read.
+        let server = Server::start(listener, Pipeline::of(&loaded.settings, prepared.budget()));
+        let agent = prepared.run();
         telemetry::config_loaded();
         Ok(Supervisor {
             options,
@@ -150,8 +152,10 @@ impl Supervisor {
         } else {
             None
         };
+        let mut drained = None;
         if changes.any(Applies::Pipeline) {
             let handover = self.agent.shutdown().await;
+            drained = Some(began.elapsed());
             if shutdown.is_cancelled() {
                 // Drained already: starting a pipeline only to drain it again would eat into
                 // the grace period.
@@ -159,14 +163,15 @@ impl Supervisor {
                 self.server.stop().await;
                 return Ok(Step::Stopped);
             }
-            self.agent = match Agent::take_over(new.settings.clone(), handover).await {
-                Ok(agent) => agent,
+            self.agent = match Agent::prepare_take_over(new.settings.clone(), handover).await {
+                Ok(prepared) => prepared.run(),
                 Err((e, handover)) => {
                     tracing::error!(error = %e, "Cannot start the pipeline with the new configuration; starting it again with the previous one.");
                     let previous = self.loaded.settings.clone();
-                    let agent = Agent::take_over(previous, handover)
+                    let agent = Agent::prepare_take_over(previous, handover)
                         .await
-                        .map_err(|(e, _)| Fatal(e))?;
+                        .map_err(|(e, _)| Fatal(e))?
+                        .run();
                     telemetry::config_reload_failed("the new pipeline cannot start");
                     return Ok(Step::Running(Supervisor { agent, ..self }));
                 }
@@ -184,7 +189,7 @@ impl Supervisor {
         if !later.is_empty() {
             tracing::warn!(keys = %later.join(", "), "These settings apply at the next start of the agent; the rest of the configuration is applied now.");
         }
-        telemetry::config_reloaded(changes.keys(), began.elapsed());
+        telemetry::config_reloaded(changes.keys(), drained, began.elapsed());
         self.loaded = new;
         Ok(Step::Running(self))
     }
