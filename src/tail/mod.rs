@@ -838,3 +838,37 @@ fn tail_offset(file: &File, size: u64, max_line: usize) -> io::Result<u64> {
         None => 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(patterns: &[&str]) -> GlobSet {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in patterns {
+            set.add(globset::Glob::new(p).unwrap());
+        }
+        set.build().unwrap()
+    }
+
+    /// With `read_from = "tail"`, a file found at the first scan after a reload starts at its
+    /// end only if the previous pipeline would not have followed it: one it would have followed
+    /// appeared during the restart, and its lines are new.
+    #[test]
+    fn after_a_reload_read_from_applies_only_to_newly_included_files() {
+        let reload = StartPolicy::Reload {
+            include: set(&["/var/log/containers/*.log"]),
+            exclude: set(&["/var/log/containers/noisy*"]),
+        };
+        let cases = [
+            ("/var/log/containers/web.log", false),
+            ("/var/log/containers/noisy-1.log", true),
+            ("/var/log/other/app.log", true),
+        ];
+        for (path, applies) in cases {
+            assert_eq!(reload.read_from_applies(Path::new(path)), applies, "{path}");
+        }
+        assert!(StartPolicy::Configured.read_from_applies(Path::new("/x.log")));
+        assert!(!StartPolicy::Head.read_from_applies(Path::new("/x.log")));
+    }
+}
