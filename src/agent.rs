@@ -351,8 +351,8 @@ impl Agent {
             positions,
             stop_reading,
             wake_tailer,
-            tailer_done,
-            sink,
+            mut tailer_done,
+            mut sink,
             flusher_stop,
             mut flusher,
             enrich_stop,
@@ -366,8 +366,6 @@ impl Agent {
         let _ = wake_tailer.try_send(());
         // Keep a margin of the grace period for the final positions write.
         let drain_for = shutdown_timeout.saturating_sub(shutdown_timeout / 5);
-        let mut tailer_done = tailer_done;
-        let mut sink = sink;
         let mut orphans = Vec::new();
         let drained = tokio::time::timeout(drain_for, async {
             if let Some(done) = tailer_done.as_mut() {

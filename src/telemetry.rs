@@ -443,7 +443,10 @@ pub fn config_reloaded(keys: &[String], drained: Option<Duration>, took: Duratio
 pub fn config_reload_failed(reason: &str) {
     add(&metrics().config_reloads_failed, 1);
     set_gauge(&metrics().config_last_reload_ok, 0);
-    tracing::error!(reason, "Configuration reload failed; still running on the previous configuration.");
+    tracing::error!(
+        reason,
+        "Configuration reload failed; still running on the previous configuration."
+    );
 }
 
 /// Replaces the log filter of [`init_logging`]'s subscriber.

@@ -72,7 +72,10 @@ fn expected(prefix: &str, range: std::ops::Range<usize>) -> Vec<String> {
 }
 
 /// Writes `a-<i>` lines to `path` without pause until stopped; returns how many.
-fn steady_writer(path: std::path::PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+fn steady_writer(
+    path: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<usize> {
     std::thread::spawn(move || {
         let mut n = 0;
         while !stop.load(Ordering::Relaxed) {
@@ -98,8 +101,14 @@ fn reloaded_line(logs: &str) -> String {
         .lines()
         .find(|l| l.contains("Configuration reloaded."))
         .unwrap_or_else(|| panic!("no reload in:\n{logs}"));
-    assert!(line.contains("took_ms=") && line.contains("drain_ms="), "{line}");
-    line.split("Configuration reloaded. ").nth(1).unwrap().to_string()
+    assert!(
+        line.contains("took_ms=") && line.contains("drain_ms="),
+        "{line}"
+    );
+    line.split("Configuration reloaded. ")
+        .nth(1)
+        .unwrap()
+        .to_string()
 }
 
 /// `text` with `line` added to the `[tail]` table.
@@ -177,9 +186,15 @@ fn an_invalid_configuration_is_refused_and_the_old_one_keeps_running() {
     ] {
         assert!(logs.contains(error), "{error:?} not in:\n{logs}");
     }
-    assert!(!logs.contains("Draining"), "the pipeline was not touched:\n{logs}");
+    assert!(
+        !logs.contains("Draining"),
+        "the pipeline was not touched:\n{logs}"
+    );
     let m = scrape(addr);
-    assert_eq!(m.value("logship_config_last_reload_successful", &[]), Some(0.0));
+    assert_eq!(
+        m.value("logship_config_last_reload_successful", &[]),
+        Some(0.0)
+    );
 
     // The old configuration runs on: b.log is still followed.
     write_lines(&a, "a", 50);
@@ -191,7 +206,10 @@ fn an_invalid_configuration_is_refused_and_the_old_one_keeps_running() {
     fx.update_configmap(&fixed);
     wait_reloads(&agent, addr, 1.0, 1.0);
     let m = scrape(addr);
-    assert_eq!(m.value("logship_config_last_reload_successful", &[]), Some(1.0));
+    assert_eq!(
+        m.value("logship_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
     let loaded_at = m
         .value("logship_config_last_reload_success_timestamp_seconds", &[])
         .unwrap();
@@ -258,7 +276,11 @@ fn sighup_reloads_a_file_the_watch_cannot_see() {
     let mut all = shipped(&fx.out, "a-");
     assert_eq!(all, expected("a", 0..300), "before the reload");
     all.extend(shipped(&second, "a-"));
-    assert_eq!(all, expected("a", 0..600), "each line once, across both files");
+    assert_eq!(
+        all,
+        expected("a", 0..600),
+        "each line once, across both files"
+    );
 }
 
 #[test]
@@ -321,7 +343,10 @@ fn the_endpoint_moves_and_the_log_level_changes_without_a_drain_and_data_dir_is_
         .port();
     let new_addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let moved = good
-        .replace("listen = \"127.0.0.1:0\"", &format!("listen = \"{new_addr}\""))
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"{new_addr}\""),
+        )
         .replace("level = \"info\"", "level = \"debug\"");
     fx.update_configmap(&moved);
     assert!(
@@ -418,7 +443,10 @@ fn stored(es: &TestEs) -> std::collections::HashMap<String, usize> {
 
 fn assert_each_once(es: &TestEs, expected: &[String]) {
     let counts = stored(es);
-    let missing: Vec<&String> = expected.iter().filter(|m| !counts.contains_key(*m)).collect();
+    let missing: Vec<&String> = expected
+        .iter()
+        .filter(|m| !counts.contains_key(*m))
+        .collect();
     let repeated: Vec<(&String, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(missing.is_empty(), "missing: {missing:?}");
     assert!(repeated.is_empty(), "repeated: {repeated:?}");
@@ -478,7 +506,10 @@ fn a_new_elasticsearch_url_takes_over_what_the_unreachable_one_never_got() {
     write_lines_from(&a, "a", 0, 300);
     assert!(wait_until(WAIT, || {
         scrape(addr)
-            .value("logship_elasticsearch_responses_total", &[("class", "none")])
+            .value(
+                "logship_elasticsearch_responses_total",
+                &[("class", "none")],
+            )
             .is_some_and(|n| n > 0.0)
     }));
 

@@ -202,7 +202,11 @@ mod tests {
         assert_eq!(changes.applying(Applies::Endpoint), ["server.listen"]);
         assert_eq!(
             changes.applying(Applies::Pipeline),
-            ["output.elasticsearch.auth.password", "output.elasticsearch.auth.user", "tail.exclude"]
+            [
+                "output.elasticsearch.auth.password",
+                "output.elasticsearch.auth.user",
+                "tail.exclude"
+            ]
         );
         assert!(changes.any(Applies::Pipeline));
     }

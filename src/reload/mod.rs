@@ -63,7 +63,7 @@ pub struct Supervisor {
 /// What a reload leaves.
 enum Step {
     /// Running on (the new configuration, or the previous one).
-    Running(Supervisor),
+    Running(Box<Supervisor>),
     /// The shutdown signal came during the drain: the pipeline is drained, the endpoint stopped.
     Stopped,
 }
@@ -101,7 +101,7 @@ impl Supervisor {
                 _ = self.agent.failed() => break,
                 Some(cause) = triggers.next() => {
                     match self.reload(cause, &shutdown).await? {
-                        Step::Running(next) => self = next,
+                        Step::Running(next) => self = *next,
                         Step::Stopped => return Ok(()),
                     }
                 }
@@ -122,13 +122,13 @@ impl Supervisor {
                     tracing::error!(error = %error, "The new configuration is invalid.");
                 }
                 telemetry::config_reload_failed("the new configuration is invalid");
-                return Ok(Step::Running(self));
+                return Ok(Step::Running(Box::new(self)));
             }
         };
         let changes = config::compare(&self.loaded, &new);
         if changes.is_empty() {
             telemetry::config_unchanged(cause == Cause::Signal);
-            return Ok(Step::Running(self));
+            return Ok(Step::Running(Box::new(self)));
         }
         let refused = changes.applying(Applies::Refused);
         if !refused.is_empty() {
@@ -136,7 +136,7 @@ impl Supervisor {
                 tracing::error!(key, "This setting cannot change while the agent runs; restart the agent to apply it.");
             }
             telemetry::config_reload_failed("a setting that cannot change while running changed");
-            return Ok(Step::Running(self));
+            return Ok(Step::Running(Box::new(self)));
         }
         tracing::info!(changed = %changes.keys().join(", "), ?cause, "The configuration changed; applying it.");
         let began = Instant::now();
@@ -146,7 +146,7 @@ impl Supervisor {
                 Err(e) => {
                     tracing::error!(error = %e, "The new endpoint address cannot be used.");
                     telemetry::config_reload_failed("server.listen cannot be bound");
-                    return Ok(Step::Running(self));
+                    return Ok(Step::Running(Box::new(self)));
                 }
             }
         } else {
@@ -173,7 +173,7 @@ impl Supervisor {
                         .map_err(|(e, _)| Fatal(e))?
                         .run();
                     telemetry::config_reload_failed("the new pipeline cannot start");
-                    return Ok(Step::Running(Supervisor { agent, ..self }));
+                    return Ok(Step::Running(Box::new(Supervisor { agent, ..self })));
                 }
             };
             self.server
@@ -191,6 +191,6 @@ impl Supervisor {
         }
         telemetry::config_reloaded(changes.keys(), drained, began.elapsed());
         self.loaded = new;
-        Ok(Step::Running(self))
+        Ok(Step::Running(Box::new(self)))
     }
 }

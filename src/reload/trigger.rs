@@ -169,29 +169,84 @@ mod tests {
         let name = OsString::from("logship.toml");
         let cases = [
             // kubelet's atomic update of a ConfigMap volume
-            (EventKind::Create(CreateKind::Folder), "/etc/logship/..2026_12_02_10_00_00.123", true),
-            (EventKind::Create(CreateKind::File), "/etc/logship/..data_tmp", true),
-            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/etc/logship/..data", true),
-            (EventKind::Remove(notify::event::RemoveKind::Folder), "/etc/logship/..2026_12_01_09_00_00.456", true),
+            (
+                EventKind::Create(CreateKind::Folder),
+                "/etc/logship/..2026_12_02_10_00_00.123",
+                true,
+            ),
+            (
+                EventKind::Create(CreateKind::File),
+                "/etc/logship/..data_tmp",
+                true,
+            ),
+            (
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                "/etc/logship/..data",
+                true,
+            ),
+            (
+                EventKind::Remove(notify::event::RemoveKind::Folder),
+                "/etc/logship/..2026_12_01_09_00_00.456",
+                true,
+            ),
             // editors
-            (EventKind::Modify(ModifyKind::Data(DataChange::Any)), "/etc/logship/logship.toml", true),
-            (EventKind::Access(AccessKind::Close(AccessMode::Write)), "/etc/logship/logship.toml", true),
-            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), "/etc/logship/logship.toml", true),
+            (
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                "/etc/logship/logship.toml",
+                true,
+            ),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/etc/logship/logship.toml",
+                true,
+            ),
+            (
+                EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+                "/etc/logship/logship.toml",
+                true,
+            ),
             // reads (the agent's own, at every reload) and attributes
-            (EventKind::Access(AccessKind::Open(AccessMode::Any)), "/etc/logship/logship.toml", false),
-            (EventKind::Access(AccessKind::Close(AccessMode::Read)), "/etc/logship/logship.toml", false),
-            (EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)), "/etc/logship/logship.toml", false),
+            (
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                "/etc/logship/logship.toml",
+                false,
+            ),
+            (
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                "/etc/logship/logship.toml",
+                false,
+            ),
+            (
+                EventKind::Modify(ModifyKind::Metadata(notify::event::MetadataKind::Any)),
+                "/etc/logship/logship.toml",
+                false,
+            ),
             // other files in the directory
-            (EventKind::Modify(ModifyKind::Data(DataChange::Any)), "/etc/logship/es-password", false),
-            (EventKind::Create(CreateKind::File), "/etc/logship/logship.toml.swp", false),
+            (
+                EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+                "/etc/logship/es-password",
+                false,
+            ),
+            (
+                EventKind::Create(CreateKind::File),
+                "/etc/logship/logship.toml.swp",
+                false,
+            ),
         ];
         for (kind, path, expected) in cases {
-            assert_eq!(relevant(&event(kind, &[path]), &name), expected, "{kind:?} {path}");
+            assert_eq!(
+                relevant(&event(kind, &[path]), &name),
+                expected,
+                "{kind:?} {path}"
+            );
         }
         // A rename reported with both names counts if either is ours.
         let both = event(
             EventKind::Modify(ModifyKind::Name(RenameMode::Both)),
-            &["/etc/logship/.logship.toml.tmp", "/etc/logship/logship.toml"],
+            &[
+                "/etc/logship/.logship.toml.tmp",
+                "/etc/logship/logship.toml",
+            ],
         );
         assert!(relevant(&both, &name));
     }
@@ -229,6 +284,9 @@ mod tests {
             cause = rx.recv() => assert_eq!(cause, Some(Cause::File)),
         }
         let waited = start.elapsed();
-        assert!(waited >= DEBOUNCE_MAX && waited < DEBOUNCE_MAX + DEBOUNCE, "{waited:?}");
+        assert!(
+            waited >= DEBOUNCE_MAX && waited < DEBOUNCE_MAX + DEBOUNCE,
+            "{waited:?}"
+        );
     }
 }

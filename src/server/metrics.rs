@@ -203,7 +203,10 @@ mod tests {
             local_output: true,
             enrichment: false,
         };
-        let text = encode(&registry(std::sync::Arc::new(std::sync::RwLock::new(pipeline)))).unwrap();
+        let text = encode(&registry(std::sync::Arc::new(std::sync::RwLock::new(
+            pipeline,
+        ))))
+        .unwrap();
         let version = format!(
             "logship_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")

@@ -73,7 +73,8 @@ impl StartPolicy {
             StartPolicy::Configured => true,
             StartPolicy::Head => false,
             StartPolicy::Reload { include, exclude } => {
-                !(include.is_match(path) && !exclude.is_match(path))
+                let followed_before = include.is_match(path) && !exclude.is_match(path);
+                !followed_before
             }
         }
     }
