@@ -10,11 +10,18 @@
 //! queued and ends when the channel is empty; the flusher writes the positions one last time.
 //! All of it under `shutdown_timeout`: whatever is not acknowledged by then is read again at the
 //! next start, never lost.
+//!
+//! A reload (`crate::reload`) is the same drain followed by [`Agent::prepare_take_over`]: the new agent
+//! starts from the drained agent's positions (from memory) and adopts the files it was still
+//! finishing after rotation, so nothing is read twice (positions) and nothing is skipped (only
+//! acknowledged bytes are behind a position). Everything that can fail is built before any
+//! stage runs, so a failed start leaves nothing behind and the handover can be used again.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use globset::GlobSet;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -23,11 +30,10 @@ use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::document::Encoder;
 use crate::enrich;
-use crate::server::{Server, ServerError};
 use crate::sink::elasticsearch::{ElasticsearchSink, SinkError};
 use crate::sink::LocalOutput;
-use crate::tail::positions::{self, Positions, PositionsError};
-use crate::tail::{StartPolicy, Tailer, TailerParts};
+use crate::tail::positions::{self, Positions, PositionsError, PositionsFile};
+use crate::tail::{Orphan, StartPolicy, Tailer, TailerParts};
 use crate::telemetry::{self, metrics};
 
 /// Batches queued between the tailer and the sink at most. The memory budget is the real bound;
@@ -55,50 +61,185 @@ pub enum AgentError {
     /// The Kubernetes client cannot be configured (in-cluster files, kubeconfig, URL).
     #[error(transparent)]
     Kubernetes(#[from] enrich::watch::WatchError),
-    /// The HTTP endpoint cannot listen on `server.listen`.
-    #[error(transparent)]
-    Server(#[from] ServerError),
     /// The tailer thread cannot be started.
     #[error("starting the tailer thread: {0}")]
     Thread(#[source] std::io::Error),
 }
 
-/// A running agent.
+/// A running agent: the pipeline from the files to the output, and its positions.
 pub struct Agent {
     positions: Positions,
+    /// The memory budget between reading and acknowledgement (the endpoint reports it).
+    budget: Budget,
     stop_reading: CancellationToken,
     wake_tailer: std::sync::mpsc::SyncSender<()>,
-    /// Taken once it completed (a finished receiver or handle must not be polled again).
-    tailer_done: Option<oneshot::Receiver<()>>,
+    /// Taken once it completed (a finished receiver or handle must not be polled again). The
+    /// tailer answers with the files it leaves unfinished.
+    tailer_done: Option<oneshot::Receiver<Vec<Orphan>>>,
     sink: Option<JoinHandle<()>>,
     flusher_stop: CancellationToken,
     flusher: JoinHandle<()>,
     /// Stops the Kubernetes watch tasks, if enrichment is on.
     enrich_stop: CancellationToken,
     shutdown_timeout: Duration,
-    /// Metrics and probes; stopped after the drain, so that they answer during it.
-    server: Server,
+    /// The patterns followed, for a successor (see [`StartPolicy::Reload`]).
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+/// What a drained agent leaves to the agent that replaces it at a reload: where every file
+/// stands, and the files only an open descriptor still reaches.
+pub struct Handover {
+    /// The positions table as the drain left it: taken from memory, so that a final write to
+    /// disk that failed does not send the successor back to older positions.
+    positions: PositionsFile,
+    orphans: Vec<Orphan>,
+    include: GlobSet,
+    exclude: GlobSet,
+}
+
+/// Where an agent starts from.
+enum Origin {
+    /// The positions file in `data_dir`: a process start.
+    Disk,
+    /// A drained predecessor: a reload.
+    Handover(Handover),
+}
+
+/// An agent built and not running yet: everything that can fail is done (positions loaded,
+/// clients and sink built, the tailer's thread started), nothing reads yet.
+pub struct Prepared {
+    settings: Settings,
+    positions: Positions,
+    start_policy: StartPolicy,
+    orphans: Vec<Orphan>,
+    kube_client: Option<kube::Client>,
+    es_sink: Option<ElasticsearchSink>,
+    /// The tailer's thread waits on this for its work.
+    tailer_tx: std::sync::mpsc::SyncSender<Tailer>,
+    tailer_done: oneshot::Receiver<Vec<Orphan>>,
+    budget: Budget,
 }
 
 impl Agent {
-    /// Loads positions and starts every stage. Must be called inside a tokio runtime.
+    /// Loads positions from `data_dir` and starts every stage. Must be called inside a tokio
+    /// runtime.
     pub async fn start(settings: Settings) -> Result<Agent, AgentError> {
+        Ok(Agent::prepare(settings).await?.run())
+    }
+
+    /// Builds an agent that starts from the positions file in `data_dir` (a process start).
+    pub async fn prepare(settings: Settings) -> Result<Prepared, AgentError> {
+        Agent::build(settings, Origin::Disk)
+            .await
+            .map_err(|(e, _)| e)
+    }
+
+    /// Builds an agent that continues where a drained one stopped (a reload).
+    /// `settings.data_dir` must be the predecessor's. On failure the handover comes back
+    /// untouched, for another attempt.
+    pub async fn prepare_take_over(
+        settings: Settings,
+        handover: Handover,
+    ) -> Result<Prepared, (AgentError, Handover)> {
+        match Agent::build(settings, Origin::Handover(handover)).await {
+            Ok(prepared) => Ok(prepared),
+            Err((e, Origin::Handover(handover))) => Err((e, handover)),
+            Err((_, Origin::Disk)) => unreachable!("build returns the origin it was given"),
+        }
+    }
+
+    /// Does everything that can fail, spawning no stage, so that a failure leaves nothing
+    /// running and gives the origin back.
+    async fn build(settings: Settings, origin: Origin) -> Result<Prepared, (AgentError, Origin)> {
         let data_dir = settings.data_dir.clone();
-        std::fs::create_dir_all(&data_dir).map_err(|source| AgentError::DataDir {
-            path: data_dir.clone(),
-            source,
-        })?;
-        let (positions, start_policy) = load_positions(&data_dir)?;
-        let encoder = Arc::new(Encoder::with_schema(&settings.node_name, settings.schema));
+        if let Err(source) = std::fs::create_dir_all(&data_dir) {
+            let path = data_dir.clone();
+            return Err((AgentError::DataDir { path, source }, origin));
+        }
+        let kube_client = match &settings.kubernetes {
+            None => None,
+            Some(k) => match enrich::watch::client(&k.access).await {
+                Ok(client) => Some(client),
+                Err(e) => return Err((e.into(), origin)),
+            },
+        };
+        let es_sink = match LocalOutput::of(&settings.output) {
+            Ok(_) => None,
+            Err(es) => match ElasticsearchSink::build(es.clone(), &settings.node_name) {
+                Ok(sink) => Some(sink),
+                Err(e) => return Err((e.into(), origin)),
+            },
+        };
+        // The thread is started before it has work: if it cannot be, nothing was handed to it.
+        // Dropping the sender (a later failure, a `Prepared` never run) ends it.
+        let (tailer_tx, tailer_rx) = std::sync::mpsc::sync_channel::<Tailer>(1);
+        let (done_tx, tailer_done) = oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name("logship-tailer".into())
+            .spawn(move || {
+                if let Ok(tailer) = tailer_rx.recv() {
+                    let _ = done_tx.send(tailer.run());
+                }
+            });
+        if let Err(e) = spawned {
+            return Err((AgentError::Thread(e), origin));
+        }
+        let (positions, start_policy, orphans) = match origin {
+            Origin::Disk => match load_positions(&data_dir) {
+                Ok((positions, policy)) => (positions, policy, Vec::new()),
+                Err(e) => return Err((e, Origin::Disk)),
+            },
+            Origin::Handover(h) => (
+                Positions::from_file(h.positions),
+                StartPolicy::Reload {
+                    include: h.include,
+                    exclude: h.exclude,
+                },
+                h.orphans,
+            ),
+        };
         let budget = Budget::new(settings.buffer.max_bytes);
+        Ok(Prepared {
+            settings,
+            positions,
+            start_policy,
+            orphans,
+            kube_client,
+            es_sink,
+            tailer_tx,
+            tailer_done,
+            budget,
+        })
+    }
+}
+
+impl Prepared {
+    /// The memory budget the agent will use.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Spawns every stage. Cannot fail: what could was done when it was prepared.
+    pub fn run(self) -> Agent {
+        let Prepared {
+            settings,
+            positions,
+            start_policy,
+            orphans,
+            kube_client,
+            es_sink,
+            tailer_tx,
+            tailer_done,
+            budget,
+        } = self;
+        let encoder = Arc::new(Encoder::with_schema(&settings.node_name, settings.schema));
         let (batch_tx, batch_rx) = mpsc::channel(CHANNEL_BATCHES);
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let stop_reading = CancellationToken::new();
         let enrich_stop = CancellationToken::new();
-        let enricher = match &settings.kubernetes {
-            None => None,
-            Some(k) => {
-                let client = enrich::watch::client(&k.access).await?;
+        let enricher = match (kube_client, &settings.kubernetes) {
+            (Some(client), Some(k)) => {
                 let cache = Arc::new(enrich::Cache::new());
                 tracing::info!(node = %k.node_name, access = ?k.access, "Watching this node's pods for Kubernetes metadata.");
                 tokio::spawn(enrich::watch::run(
@@ -114,10 +255,8 @@ impl Agent {
                     wait_for_metadata: k.wait_for_metadata,
                 })
             }
+            _ => None,
         };
-        // Before any stage runs: an address that cannot be bound stops the start cleanly.
-        let server = Server::start(&settings, &budget)?;
-
         let tailer = Tailer::new(TailerParts {
             settings: settings.tail.clone(),
             positions: positions.clone(),
@@ -130,38 +269,38 @@ impl Agent {
             node_name: settings.node_name.clone(),
             enricher,
             rate_limit: settings.rate_limit.clone(),
+            orphans,
         });
-        let (done_tx, tailer_done) = oneshot::channel();
-        std::thread::Builder::new()
-            .name("logship-tailer".into())
-            .spawn(move || {
-                tailer.run();
-                let _ = done_tx.send(());
-            })
-            .map_err(AgentError::Thread)?;
+        // The thread waits for exactly this message. Were it gone, `tailer_done` reports the
+        // tailer stopped and the agent shuts down.
+        let _ = tailer_tx.send(tailer);
 
-        let sink = match LocalOutput::of(&settings.output) {
-            Ok(local) => tokio::spawn(crate::sink::run_local(
-                local,
-                batch_rx,
-                positions.clone(),
-                encoder,
-            )),
-            Err(es) => {
-                let sink = ElasticsearchSink::build(es.clone(), &settings.node_name)?;
+        let sink = match es_sink {
+            Some(sink) => {
                 tokio::spawn(sink.run(batch_rx, positions.clone(), encoder, budget.clone()))
+            }
+            None => {
+                let local = LocalOutput::of(&settings.output)
+                    .expect("prepared without an Elasticsearch sink: the output is local");
+                tokio::spawn(crate::sink::run_local(
+                    local,
+                    batch_rx,
+                    positions.clone(),
+                    encoder,
+                ))
             }
         };
         let flusher_stop = CancellationToken::new();
         let flusher = tokio::spawn(flush_positions(
             positions.clone(),
-            data_dir,
+            settings.data_dir.clone(),
             settings.positions.flush_interval,
             settings.positions.gc_after,
             flusher_stop.clone(),
         ));
-        Ok(Agent {
+        Agent {
             positions,
+            budget,
             stop_reading,
             wake_tailer: wake_tx,
             tailer_done: Some(tailer_done),
@@ -170,23 +309,31 @@ impl Agent {
             flusher,
             enrich_stop,
             shutdown_timeout: settings.shutdown_timeout,
-            server,
-        })
+            include: settings.tail.include_set.clone(),
+            exclude: settings.tail.exclude_set.clone(),
+        }
     }
+}
 
+impl Agent {
     /// The positions table (for tests and status).
     pub fn positions(&self) -> &Positions {
         &self.positions
     }
 
-    /// Runs until `shutdown` is cancelled (or a stage dies), then drains.
-    pub async fn run_until(mut self, shutdown: CancellationToken) {
+    /// The memory budget between reading and acknowledgement.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// Completes when a stage stops on its own, which only a bug or a panic does; the agent
+    /// must then be shut down. Never completes otherwise (cancel-safe: call it again).
+    pub async fn failed(&mut self) {
         let (Some(sink), Some(tailer_done)) = (self.sink.as_mut(), self.tailer_done.as_mut())
         else {
-            return self.shutdown().await;
+            return;
         };
         tokio::select! {
-            _ = shutdown.cancelled() => {}
             _ = sink => {
                 tracing::error!("The sink stopped unexpectedly; shutting down.");
                 self.sink = None;
@@ -196,48 +343,76 @@ impl Agent {
                 self.tailer_done = None;
             }
         }
-        self.shutdown().await;
     }
 
     /// Stops reading, drains the sink, writes positions; gives up waiting after the timeout.
-    pub async fn shutdown(self) {
+    /// Returns what a successor needs to continue exactly where this agent stopped: once this
+    /// returns, no stage of this agent reads, writes or acknowledges anything any more.
+    pub async fn shutdown(self) -> Handover {
         let Agent {
+            positions,
             stop_reading,
             wake_tailer,
-            tailer_done,
-            sink,
+            mut tailer_done,
+            mut sink,
             flusher_stop,
-            flusher,
+            mut flusher,
             enrich_stop,
             shutdown_timeout,
-            server,
+            include,
+            exclude,
             ..
         } = self;
-        tracing::info!(timeout = ?shutdown_timeout, "Shutting down: draining records in flight.");
+        tracing::info!(timeout = ?shutdown_timeout, "Draining records in flight.");
         stop_reading.cancel();
         let _ = wake_tailer.try_send(());
         // Keep a margin of the grace period for the final positions write.
         let drain_for = shutdown_timeout.saturating_sub(shutdown_timeout / 5);
+        let mut orphans = Vec::new();
         let drained = tokio::time::timeout(drain_for, async {
-            if let Some(tailer_done) = tailer_done {
-                let _ = tailer_done.await;
+            if let Some(done) = tailer_done.as_mut() {
+                orphans = done.await.unwrap_or_default();
+                tailer_done = None;
             }
-            if let Some(sink) = sink {
-                let _ = sink.await;
+            if let Some(handle) = sink.as_mut() {
+                let _ = handle.await;
+                sink = None;
             }
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(timeout = ?drain_for, "Shutdown timeout reached before the sink drained; unacknowledged records will be read again at the next start.");
+            tracing::warn!(timeout = ?drain_for, "Drain timeout reached before the sink drained; unacknowledged records will be read again.");
+            // Nothing may acknowledge behind the successor's back: the sink ends now, and with
+            // its channel closed the tailer ends at its next send.
+            if let Some(handle) = sink {
+                handle.abort();
+                let _ = handle.await;
+            }
+            if let Some(done) = tailer_done {
+                match tokio::time::timeout(Duration::from_secs(1), done).await {
+                    Ok(Ok(left)) => orphans = left,
+                    _ => tracing::warn!("The tailer did not stop (a read hangs?); files it was finishing after rotation are read again only if found by name."),
+                }
+            }
         }
         flusher_stop.cancel();
         enrich_stop.cancel();
-        let _ = tokio::time::timeout(shutdown_timeout / 5, flusher).await;
+        if tokio::time::timeout(shutdown_timeout / 5, &mut flusher)
+            .await
+            .is_err()
+        {
+            flusher.abort();
+        }
         tracing::info!(
             records_sent = telemetry::get(&metrics().records_sent),
             "Stopped."
         );
-        server.stop().await;
+        Handover {
+            positions: positions.snapshot(),
+            orphans,
+            include,
+            exclude,
+        }
     }
 }
 

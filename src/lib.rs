@@ -9,6 +9,7 @@ pub mod document;
 pub mod enrich;
 pub mod parse;
 pub mod record;
+pub mod reload;
 pub mod server;
 pub mod shutdown;
 pub mod sink;

@@ -1,13 +1,14 @@
 //! The `logship` binary: parse the command line, load and validate the configuration (reporting
-//! every error at once and exiting 64), then run the agent until SIGTERM or SIGINT.
+//! every error at once and exiting 64), then run the agent until SIGTERM or SIGINT, reloading the
+//! configuration at SIGHUP or when its file changes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use logship::agent::Agent;
 use logship::config::{self, LoadOptions, Loaded};
+use logship::reload::{Supervisor, Triggers};
 
 /// Exit code for a configuration that does not validate (EX_USAGE, as linkerd2-proxy does).
 const EXIT_CONFIG: u8 = 64;
@@ -74,7 +75,8 @@ fn main() -> ExitCode {
         // The address is given: the configuration is not needed, nor required to be valid.
         return status(Some(server), "0.0.0.0:0".parse().expect("an address"));
     }
-    let loaded = match config::load(&load_options(&cli)) {
+    let options = load_options(&cli);
+    let loaded = match config::load(&options) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("logship: invalid configuration:\n{e}");
@@ -87,7 +89,7 @@ fn main() -> ExitCode {
             eprintln!("logship: configuration is valid.");
             ExitCode::SUCCESS
         }
-        Command::Run => run(loaded),
+        Command::Run => run(loaded, options),
         Command::DeadLetter(DeadLetterCommand::Replay) => replay(loaded),
         Command::Status { server } => status(server.as_deref(), loaded.settings.server.listen),
     }
@@ -177,9 +179,8 @@ fn replay(loaded: Loaded) -> ExitCode {
     }
 }
 
-fn run(loaded: Loaded) -> ExitCode {
-    let settings = loaded.settings;
-    logship::telemetry::init_logging(&settings.log);
+fn run(loaded: Loaded, options: LoadOptions) -> ExitCode {
+    logship::telemetry::init_logging(&loaded.settings.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("logship")
@@ -200,14 +201,26 @@ fn run(loaded: Loaded) -> ExitCode {
                 return ExitCode::from(EXIT_START);
             }
         };
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %settings.node_name, "Starting logship.");
-        match Agent::start(settings).await {
-            Ok(agent) => {
-                agent.run_until(shutdown).await;
-                ExitCode::SUCCESS
+        // Before the pipeline starts: from here on SIGHUP reloads instead of ending the process.
+        let triggers = match Triggers::start(options.path.as_deref()) {
+            Ok(triggers) => triggers,
+            Err(e) => {
+                tracing::error!(error = %e, "Cannot install the SIGHUP handler.");
+                return ExitCode::from(EXIT_START);
             }
+        };
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), node = %loaded.settings.node_name, "Starting logship.");
+        let supervisor = match Supervisor::start(loaded, options).await {
+            Ok(supervisor) => supervisor,
             Err(e) => {
                 tracing::error!(error = %e, "Cannot start.");
+                return ExitCode::from(EXIT_START);
+            }
+        };
+        match supervisor.run(shutdown, triggers).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "No pipeline can run; exiting.");
                 ExitCode::from(EXIT_START)
             }
         }

@@ -228,6 +228,22 @@ metrics! {
     /// Failures writing the positions file.
     #[metric(Counter "logship_positions_write_errors")]
     pub positions_write_errors: AtomicU64,
+    /// Configuration reloads (SIGHUP or a change of the file) that found a changed
+    /// configuration, by result: success (applied), failure (invalid, or not applicable live:
+    /// the agent runs on the previous configuration). A reload that finds nothing changed is
+    /// not counted.
+    #[metric(Counter "logship_config_reloads", result = "success")]
+    pub config_reloads_succeeded: AtomicU64,
+    #[metric(Counter "logship_config_reloads", result = "failure")]
+    pub config_reloads_failed: AtomicU64,
+    /// 1 when the last reload succeeded (or none was tried since the start), 0 after a failed
+    /// one: the configuration on disk is not the one running.
+    #[metric(Gauge "logship_config_last_reload_successful")]
+    pub config_last_reload_ok: AtomicU64,
+    /// When the running configuration was loaded (the start or the last successful reload), in
+    /// seconds since the Unix epoch.
+    #[metric(Gauge "logship_config_last_reload_success_timestamp_seconds")]
+    pub config_loaded_at: AtomicU64,
 }
 
 /// The process-wide metrics.
@@ -432,22 +448,99 @@ pub fn oversize_truncated(
     }
 }
 
+/// The running configuration was loaded now: at the start, or by a successful reload.
+pub fn config_loaded() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    set_gauge(&metrics().config_loaded_at, now);
+    set_gauge(&metrics().config_last_reload_ok, 1);
+}
+
+/// A reload found the running configuration: nothing to do. Asked by SIGHUP, it is said at
+/// INFO (someone is waiting for an answer); asked by a change in the directory, at DEBUG (other
+/// files there change too).
+pub fn config_unchanged(asked_by_signal: bool) {
+    // The configuration on disk is the running one again, whatever failed before.
+    set_gauge(&metrics().config_last_reload_ok, 1);
+    if asked_by_signal {
+        tracing::info!("Configuration unchanged; nothing to reload.");
+    } else {
+        tracing::debug!("Configuration unchanged; nothing to reload.");
+    }
+}
+
+/// A reload applied a changed configuration (`keys`) in `took`, of which `drained` (if the
+/// pipeline was restarted) waited for the records in flight.
+pub fn config_reloaded(keys: &[String], drained: Option<Duration>, took: Duration) {
+    add(&metrics().config_reloads_succeeded, 1);
+    config_loaded();
+    let drain_ms = drained.map(|d| d.as_millis() as u64);
+    tracing::info!(changed = %keys.join(", "), took_ms = took.as_millis() as u64, drain_ms, "Configuration reloaded.");
+}
+
+/// A reload found a changed configuration and could not apply it; the previous one runs on.
+/// What was wrong is logged before, one event per error.
+pub fn config_reload_failed(reason: &str) {
+    add(&metrics().config_reloads_failed, 1);
+    set_gauge(&metrics().config_last_reload_ok, 0);
+    tracing::error!(
+        reason,
+        "Configuration reload failed; still running on the previous configuration."
+    );
+}
+
+/// Replaces the log filter of [`init_logging`]'s subscriber.
+type SetFilter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// Set by [`init_logging`] when `RUST_LOG` does not fix the filter.
+static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
 /// Installs the agent's own log output on standard error (standard output may carry records).
-/// `RUST_LOG`, when set, overrides the configured level.
+/// `RUST_LOG`, when set, overrides the configured level, also at reloads.
 pub fn init_logging(settings: &crate::config::LogSettings) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let fixed = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(&settings.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(false);
-    let result = match settings.format {
-        crate::config::LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        crate::config::LogFormat::Text => builder.try_init(),
+    // The handle's type depends on the format: each is boxed behind one signature.
+    let (set, result): (SetFilter, _) = match settings.format {
+        crate::config::LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            let set = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
+            (set, builder.try_init())
+        }
+        crate::config::LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            let set = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
+            (set, builder.try_init())
+        }
     };
     // A second initialisation (tests run several agents in one process) keeps the first.
-    let _ = result;
+    if result.is_ok() && !fixed {
+        let _ = SET_FILTER.set(set);
+    }
+}
+
+/// Applies a new `log.level`. Returns false when `RUST_LOG` fixes the filter (or logging is not
+/// this module's), in which case nothing changes.
+pub fn set_log_level(level: &str) -> bool {
+    let Some(set) = SET_FILTER.get() else {
+        return false;
+    };
+    match set(tracing_subscriber::EnvFilter::new(level)) {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, level, "Cannot replace the log filter; the previous one stays.");
+            false
+        }
+    }
 }
 
 #[cfg(test)]

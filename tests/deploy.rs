@@ -252,7 +252,8 @@ fn unit_settings(unit: &str) -> Vec<(String, String)> {
 }
 
 /// The VM configuration validates, and the unit that runs it drains within its stop timeout,
-/// may write the data directory and nothing else, and reads the logs as a non-root user.
+/// may write the data directory and nothing else, reads the logs as a non-root user, and
+/// reloads with SIGHUP.
 #[test]
 fn the_vm_configuration_and_its_systemd_unit_agree() {
     let dir = tempfile::tempdir().unwrap();
@@ -320,6 +321,8 @@ fn the_vm_configuration_and_its_systemd_unit_agree() {
         one("ExecStart"),
         "/usr/local/bin/logship run --config /etc/logship/logship.toml"
     );
+    // `systemctl reload` is SIGHUP to the agent, which reloads its configuration.
+    assert_eq!(one("ExecReload"), "/bin/kill -HUP $MAINPID");
 }
 
 /// The image: built locked in release, the agent as its entry point with the config path the

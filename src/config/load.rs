@@ -43,8 +43,8 @@ pub struct Loaded {
     /// What the agent runs with.
     pub settings: Settings,
     /// The merged configuration as the user would write it, `node_name` resolved: what
-    /// [`Loaded::effective_toml`] prints.
-    effective: RawConfig,
+    /// [`Loaded::effective_toml`] prints, and what a reload compares (`change`).
+    pub(super) effective: RawConfig,
 }
 
 impl Loaded {

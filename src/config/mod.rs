@@ -14,9 +14,11 @@
 //! - `validate`: `RawConfig` -> [`Settings`], every range and cross-key rule, pure.
 //! - `effective`: the effective configuration as TOML, secrets masked.
 //! - `load`: the steps in order; [`load`] is the entry point.
+//! - `change`: what a reloaded configuration changes, and whether it can be applied live.
 //! - `error`: [`ConfigError`], and [`ConfigErrors`] that carries all of them.
 //! - `settings`: the validated, typed [`Settings`] the agent is built from.
 
+mod change;
 mod effective;
 mod elasticsearch;
 mod env;
@@ -33,6 +35,7 @@ mod tests;
 mod units;
 mod validate;
 
+pub use change::{compare, Applies, Changes};
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{load, LoadOptions, Loaded};
 pub use settings::*;

@@ -18,7 +18,7 @@ use crate::parse::{FormatChoice, Oversize};
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Directory for the positions file (and later the dead letters). It must survive restarts
-    /// of the agent: on Kubernetes, a hostPath volume.
+    /// of the agent: on Kubernetes, a hostPath volume. A reload cannot change it.
     pub data_dir: String,
     /// `host.name` of every record. Empty: the `NODE_NAME` environment variable (set it from the
     /// downward API, `spec.nodeName`), else the machine's hostname.

@@ -21,14 +21,13 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::buffer::Budget;
 use crate::telemetry::{self, Kind, Loop, Metrics, Series};
 
 /// The `Content-Type` of what [`encode`] writes.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
-/// The registry one endpoint serves: the process-wide metrics and this agent's buffer.
-pub fn registry(budget: Budget) -> Registry {
+/// The registry one endpoint serves: the process-wide metrics and the running pipeline's buffer.
+pub fn registry(current: super::Current) -> Registry {
     let mut registry = Registry::default();
     registry.register(
         "logship_build",
@@ -42,7 +41,7 @@ pub fn registry(budget: Budget) -> Registry {
         "How long bulk request attempts took until an answer, an error or the timeout",
         telemetry::bulk_latency().clone(),
     );
-    registry.register_collector(Box::new(AgentState { budget }));
+    registry.register_collector(Box::new(AgentState { current }));
     registry
 }
 
@@ -111,21 +110,28 @@ fn encode_value(
 /// What belongs to the running agent: its buffer and its loops.
 #[derive(Debug)]
 struct AgentState {
-    budget: Budget,
+    /// The pipeline running now (a reload replaces it).
+    current: super::Current,
 }
 
 impl Collector for AgentState {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let budget = self
+            .current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .budget
+            .clone();
         let gauges = [
             (
                 "logship_buffer_used_bytes",
                 "Bytes of records read and not acknowledged yet; reading waits when it nears the capacity.",
-                self.budget.used(),
+                budget.used(),
             ),
             (
                 "logship_buffer_capacity_bytes",
                 "The buffer's capacity, buffer.max_bytes.",
-                self.budget.capacity(),
+                budget.capacity(),
             ),
         ];
         for (name, help, value) in gauges {
@@ -151,6 +157,7 @@ impl Collector for AgentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::buffer::Budget;
 
     #[test]
     fn families_are_written_once_with_their_members() {
@@ -191,7 +198,16 @@ mod tests {
     fn the_endpoint_registry_has_build_info_buffer_and_latency() {
         let budget = Budget::new(1000);
         let _permit = budget.acquire(300, std::time::Duration::ZERO).unwrap();
-        let text = encode(&registry(budget)).unwrap();
+        let pipeline = super::super::Pipeline {
+            budget,
+            headroom: 100,
+            local_output: true,
+            enrichment: false,
+        };
+        let text = encode(&registry(std::sync::Arc::new(std::sync::RwLock::new(
+            pipeline,
+        ))))
+        .unwrap();
         let version = format!(
             "logship_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")

@@ -27,6 +27,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use globset::GlobSet;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -51,13 +52,45 @@ const ROTATION_CHECK: Duration = Duration::from_secs(1);
 const BUDGET_WAIT: Duration = Duration::from_millis(100);
 
 /// Where files found at start-up resume when the positions table has nothing for them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum StartPolicy {
     /// As configured (`tail.read_from`).
     Configured,
     /// From the head, whatever is configured: the positions table was unreadable, and reading
     /// from the tail would lose what was not shipped before.
     Head,
+    /// After a reload: a file the previous pipeline's patterns (`include` minus `exclude`) match
+    /// appeared while the pipeline restarted, and the previous pipeline would have read it from
+    /// its head, so it is read from its head; a file only the new patterns match is one found at
+    /// start-up (`tail.read_from`).
+    Reload { include: GlobSet, exclude: GlobSet },
+}
+
+impl StartPolicy {
+    /// Whether `tail.read_from` decides where `path`, found at the first scan with no stored
+    /// position, is read from.
+    fn read_from_applies(&self, path: &Path) -> bool {
+        match self {
+            StartPolicy::Configured => true,
+            StartPolicy::Head => false,
+            StartPolicy::Reload { include, exclude } => {
+                let followed_before = include.is_match(path) && !exclude.is_match(path);
+                !followed_before
+            }
+        }
+    }
+}
+
+/// A file the tailer was still reading when it stopped, though no name leads to it any more
+/// (renamed away by rotation, or deleted): only the open descriptor still reaches its unread
+/// end. A reload hands it to the next tailer, which finishes it from its stored position.
+#[derive(Debug)]
+pub struct Orphan {
+    /// The path it was followed under.
+    pub path: PathBuf,
+    /// What that path resolved to when it was opened.
+    pub target: Option<PathBuf>,
+    pub file: File,
 }
 
 /// Everything the tailer thread needs.
@@ -76,6 +109,9 @@ pub struct TailerParts {
     pub enricher: Option<Enricher>,
     /// Per-container rate limits.
     pub rate_limit: crate::buffer::rate_limit::RateLimitSettings,
+    /// Files the previous tailer left unfinished (a reload): followed from their stored
+    /// positions at the first scan.
+    pub orphans: Vec<Orphan>,
 }
 
 /// What one round of reads found.
@@ -118,6 +154,8 @@ pub struct Tailer {
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
+    /// Handed over by the previous tailer; adopted at the first scan.
+    orphans: Vec<Orphan>,
     scratch: Vec<u8>,
     open_warnings: Throttle,
 }
@@ -151,14 +189,16 @@ impl Tailer {
             released: HashMap::new(),
             next_key: 1,
             first_scan: true,
+            orphans: parts.orphans,
             scratch: Vec::new(),
             open_warnings: Throttle::new(Duration::from_secs(10)),
         }
     }
 
     /// Runs until the stop token is cancelled. Dropping the tailer closes the batch channel,
-    /// which is how the sink learns that reading is over.
-    pub fn run(mut self) {
+    /// which is how the sink learns that reading is over. Returns the files still being read
+    /// that no name leads to any more, for a successor.
+    pub fn run(mut self) -> Vec<Orphan> {
         let mut last_scan: Option<Instant> = None;
         let mut last_poll = Instant::now();
         let mut last_rotation_check = Instant::now();
@@ -214,6 +254,15 @@ impl Tailer {
         metrics()
             .files_current
             .store(0, std::sync::atomic::Ordering::Relaxed);
+        self.files
+            .into_iter()
+            .filter(|f| matches!(f.attachment, Attachment::Detached { .. }))
+            .map(|f| Orphan {
+                path: f.path,
+                target: f.target,
+                file: f.file,
+            })
+            .collect()
     }
 
     /// Opens the files a scan finds that are not followed yet.
@@ -235,6 +284,7 @@ impl Tailer {
             }
         }
         if first {
+            self.adopt_orphans();
             self.recover_rotated();
             tracing::info!(
                 files = self.files.len(),
@@ -265,14 +315,17 @@ impl Tailer {
         }
         let size = file.metadata()?.len();
         let start = self.resume_offset(&file, path, identity, size, first_scan)?;
-        self.follow(path, file, identity, start, Attachment::Live);
+        let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
+        self.follow(path, target, file, identity, start, Attachment::Live);
         Ok(())
     }
 
-    /// Starts following an open file from `offset`. `path` is the name its records carry.
+    /// Starts following an open file from `offset`. `path` is the name its records carry,
+    /// `target` the file it resolved to when opened.
     fn follow(
         &mut self,
         path: &Path,
+        target: Option<PathBuf>,
         file: File,
         identity: FileIdentity,
         start: Start,
@@ -289,7 +342,6 @@ impl Tailer {
             fragment,
         });
         let parser = self.new_parser(path);
-        let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
         self.positions.register(
             key,
             identity,
@@ -316,6 +368,46 @@ impl Tailer {
         tailed.attachment = attachment;
         tailed.truncations = start.truncations;
         self.files.push(tailed);
+    }
+
+    /// After a reload: follows the files the previous tailer was still reading though no name
+    /// leads to them, from their stored (acknowledged) positions. They are finished whatever the
+    /// new patterns say: the previous configuration chose them, and their end is near.
+    fn adopt_orphans(&mut self) {
+        for orphan in std::mem::take(&mut self.orphans) {
+            let Ok(identity) = fingerprint::identify(&orphan.file) else {
+                continue;
+            };
+            let dev_ino = (identity.dev, identity.inode);
+            if self
+                .files
+                .iter()
+                .any(|f| (f.identity.dev, f.identity.inode) == dev_ino)
+            {
+                // The new patterns found it under another name (its rotated one): followed.
+                continue;
+            }
+            let Some(resume) = self.positions.lookup(dev_ino.0, dev_ino.1) else {
+                continue;
+            };
+            if !fingerprint::matches(&orphan.file, resume.fingerprint).unwrap_or(false) {
+                continue;
+            }
+            tracing::info!(path = %orphan.path.display(), offset = resume.offset, "Continuing a rotated or deleted log file across the reload.");
+            self.follow(
+                &orphan.path,
+                orphan.target,
+                orphan.file,
+                identity,
+                Start {
+                    offset: resume.offset,
+                    truncations: resume.truncations,
+                },
+                Attachment::Detached {
+                    since: Instant::now(),
+                },
+            );
+        }
     }
 
     /// After a restart: files with a stored position that no pattern found any more may have been
@@ -359,8 +451,12 @@ impl Tailer {
                     continue;
                 };
                 tracing::info!(path = %entry.path.display(), rotated = %candidate.display(), offset = entry.offset, "Recovering a rotated log file that was not read to its end before the restart.");
+                let target = std::fs::canonicalize(&entry.path)
+                    .ok()
+                    .filter(|t| *t != entry.path);
                 self.follow(
                     &entry.path,
+                    target,
                     file,
                     identity,
                     Start {
@@ -418,8 +514,8 @@ impl Tailer {
             tracing::info!(path = %path.display(), inode = identity.inode, "Inode reused by a new file; reading it from the start.");
         }
         let offset = if first_scan
-            && self.start_policy == StartPolicy::Configured
             && self.settings.read_from == ReadFrom::Tail
+            && self.start_policy.read_from_applies(path)
         {
             tail_offset(file, size, self.settings.max_line_bytes)?
         } else {
@@ -834,4 +930,38 @@ fn tail_offset(file: &File, size: u64, max_line: usize) -> io::Result<u64> {
         None if window < size => size,
         None => 0,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(patterns: &[&str]) -> GlobSet {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in patterns {
+            set.add(globset::Glob::new(p).unwrap());
+        }
+        set.build().unwrap()
+    }
+
+    /// With `read_from = "tail"`, a file found at the first scan after a reload starts at its
+    /// end only if the previous pipeline would not have followed it: one it would have followed
+    /// appeared during the restart, and its lines are new.
+    #[test]
+    fn after_a_reload_read_from_applies_only_to_newly_included_files() {
+        let reload = StartPolicy::Reload {
+            include: set(&["/var/log/containers/*.log"]),
+            exclude: set(&["/var/log/containers/noisy*"]),
+        };
+        let cases = [
+            ("/var/log/containers/web.log", false),
+            ("/var/log/containers/noisy-1.log", true),
+            ("/var/log/other/app.log", true),
+        ];
+        for (path, applies) in cases {
+            assert_eq!(reload.read_from_applies(Path::new(path)), applies, "{path}");
+        }
+        assert!(StartPolicy::Configured.read_from_applies(Path::new("/x.log")));
+        assert!(!StartPolicy::Head.read_from_applies(Path::new("/x.log")));
+    }
 }

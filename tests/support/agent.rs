@@ -72,6 +72,45 @@ listen = "127.0.0.1:0"
         }
     }
 
+    /// The same fixture with its configuration mounted the way the kubelet mounts a ConfigMap:
+    /// `etc/logship.toml -> ..data/logship.toml`, `..data -> ..<timestamp>/`, the file in the
+    /// timestamped directory. [`Fixture::update_configmap`] then updates it as the kubelet does.
+    pub fn with_configmap() -> Self {
+        let mut fx = Fixture::new();
+        let text = fs::read_to_string(&fx.config).unwrap();
+        fs::remove_file(&fx.config).unwrap();
+        let etc = fx.dir.path().join("etc");
+        fs::create_dir_all(&etc).unwrap();
+        let first = etc.join("..2026_12_02_10_00_00.000000001");
+        fs::create_dir(&first).unwrap();
+        fs::write(first.join("logship.toml"), text).unwrap();
+        std::os::unix::fs::symlink(first.file_name().unwrap(), etc.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/logship.toml", etc.join("logship.toml")).unwrap();
+        fx.config = etc.join("logship.toml");
+        fx
+    }
+
+    /// The configuration's text, through whatever links lead to it.
+    pub fn config_text(&self) -> String {
+        fs::read_to_string(&self.config).unwrap()
+    }
+
+    /// Replaces the ConfigMap's content as the kubelet's atomic writer does: a new timestamped
+    /// directory with the file, a `..data_tmp` link to it renamed over `..data`, the old
+    /// directory removed. The file `logship.toml` itself never changes.
+    pub fn update_configmap(&self, text: &str) {
+        static VERSION: AtomicUsize = AtomicUsize::new(2);
+        let etc = self.config.parent().unwrap();
+        let old = fs::read_link(etc.join("..data")).unwrap();
+        let n = VERSION.fetch_add(1, Ordering::Relaxed);
+        let name = format!("..2026_12_02_10_00_00.{n:09}");
+        fs::create_dir(etc.join(&name)).unwrap();
+        fs::write(etc.join(&name).join("logship.toml"), text).unwrap();
+        std::os::unix::fs::symlink(&name, etc.join("..data_tmp")).unwrap();
+        fs::rename(etc.join("..data_tmp"), etc.join("..data")).unwrap();
+        fs::remove_dir_all(etc.join(old)).unwrap();
+    }
+
     pub fn log(&self, name: &str) -> PathBuf {
         self.logs.join(name)
     }
@@ -161,6 +200,15 @@ impl AgentProcess {
             std::thread::sleep(Duration::from_millis(10));
         }
         None
+    }
+
+    /// Sends SIGHUP (a reload).
+    pub fn hangup(&self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill -HUP");
     }
 
     /// Whether the process is still running.
