@@ -25,8 +25,9 @@ fn base(name: &str) -> Yaml {
     load(&format!("base/{name}"))
 }
 
-/// `logship check` on a ConfigMap's logship.toml, as the DaemonSet's environment would have it:
-/// the exit status and the effective configuration.
+/// `logship check` on a ConfigMap's logship.toml, as the DaemonSet's environment would have it
+/// (the node's name; the password is a file, not a variable): the exit status and the effective
+/// configuration.
 fn check(configmap: &Yaml) -> (bool, String, String) {
     let toml = configmap["data"]["logship.toml"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -38,7 +39,6 @@ fn check(configmap: &Yaml) -> (bool, String, String) {
         .arg(&file)
         .env_clear()
         .env("NODE_NAME", "node-1")
-        .env("ES_PASSWORD", "from-the-secret")
         .output()
         .unwrap();
     (
@@ -90,11 +90,6 @@ fn kustomizations_list_manifests_that_parse() {
 fn the_configmap_validates_and_drains_within_the_grace_period() {
     let (ok, stdout, stderr) = check(&base("configmap.yaml"));
     assert!(ok, "{stderr}");
-    assert!(
-        !stdout.contains("from-the-secret"),
-        "the password is masked"
-    );
-    assert!(stdout.contains("password = \"***\""), "{stdout}");
 
     let ds = base("daemonset.yaml");
     let pod = &ds["spec"]["template"]["spec"];
@@ -141,6 +136,79 @@ fn the_daemonset_runs_everywhere_with_least_privilege() {
         .filter_map(|e| e["name"].as_str())
         .collect();
     assert!(env.contains(&"NODE_NAME"));
+}
+
+/// The Elasticsearch password is the Secret's key `password`, mounted read-only where the
+/// ConfigMap's `auth.password_file` looks, and no Secret reaches the environment.
+#[test]
+fn the_password_is_a_file_mounted_from_the_secret() {
+    let (ok, stdout, stderr) = check(&base("configmap.yaml"));
+    assert!(ok, "{stderr}");
+    let file = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("password_file = \""))
+        .map(|v| v.trim_end_matches('"'))
+        .expect("auth.password_file in the effective configuration");
+    let (dir, key) = file.rsplit_once('/').unwrap();
+    assert_eq!(key, "password");
+
+    let ds = base("daemonset.yaml");
+    let pod = &ds["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    let mount = c["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|m| m["mountPath"].as_str() == Some(dir))
+        .unwrap_or_else(|| panic!("a volume mounted at {dir}"));
+    assert_eq!(mount["readOnly"].as_bool(), Some(true));
+    let volume = pod["volumes"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap();
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some("logship-elasticsearch")
+    );
+    assert_eq!(volume["secret"]["defaultMode"].as_i64(), Some(0o400));
+    for env in c["env"].as_vec().unwrap() {
+        assert!(
+            env["valueFrom"]["secretKeyRef"].is_badvalue(),
+            "a Secret in the environment: {env:?}"
+        );
+    }
+}
+
+/// The NetworkPolicy lets in only the agent's HTTP port, on the agent's pods.
+#[test]
+fn the_network_policy_admits_only_the_http_port() {
+    let policy = base("networkpolicy.yaml");
+    assert_eq!(policy["kind"].as_str(), Some("NetworkPolicy"));
+    let ds = base("daemonset.yaml");
+    let pod_labels = &ds["spec"]["template"]["metadata"]["labels"];
+    let selector = policy["spec"]["podSelector"]["matchLabels"]
+        .as_hash()
+        .unwrap();
+    assert!(!selector.is_empty());
+    for (k, v) in selector {
+        assert_eq!(&pod_labels[k.as_str().unwrap()], v, "selector {k:?}");
+    }
+    assert_eq!(policy["spec"]["policyTypes"][0].as_str(), Some("Ingress"));
+    let rules = policy["spec"]["ingress"].as_vec().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert!(rules[0]["from"].is_badvalue(), "from anywhere: Prometheus");
+    let ports = rules[0]["ports"].as_vec().unwrap();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0]["port"].as_str(), Some("http"));
+    assert_eq!(ports[0]["protocol"].as_str(), Some("TCP"));
+    let container_ports = ds["spec"]["template"]["spec"]["containers"][0]["ports"]
+        .as_vec()
+        .unwrap();
+    assert!(container_ports
+        .iter()
+        .any(|p| p["name"].as_str() == Some("http")));
 }
 
 /// The probes and the port point at the endpoint the ConfigMap's configuration opens.

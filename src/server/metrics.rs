@@ -194,6 +194,65 @@ mod tests {
         );
     }
 
+    /// The README's metrics table has a row for every family the endpoint serves, and the row
+    /// names each of the family's label values, so that an operator can look any series up.
+    #[test]
+    fn the_readme_explains_every_metric_and_label_value() {
+        let readme = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"),
+        )
+        .unwrap();
+        let rows: Vec<&str> = readme
+            .split("\n## Metrics and probes\n")
+            .nth(1)
+            .expect("a section Metrics and probes")
+            .lines()
+            .filter(|l| l.starts_with("| `logship_"))
+            .collect();
+        let row = |name: &str| {
+            rows.iter()
+                .find(|r| r.contains(&format!("`{name}`")) || r.contains(&format!("`{name}{{")))
+                .unwrap_or_else(|| panic!("no row for {name} in the README's metrics table"))
+        };
+        let pipeline = super::super::Pipeline {
+            budget: Budget::new(1000),
+            headroom: 100,
+            local_output: true,
+            enrichment: false,
+        };
+        let text = encode(&registry(std::sync::Arc::new(std::sync::RwLock::new(
+            pipeline,
+        ))))
+        .unwrap();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(families.len() > 20, "{families:?}");
+        for name in &families {
+            row(name);
+        }
+        let mut labelled: Vec<(String, &str)> = Metrics::SERIES
+            .iter()
+            .filter_map(|s| {
+                let (_, value) = s.label?;
+                let name = match s.kind {
+                    Kind::Counter | Kind::Seconds => format!("{}_total", s.name),
+                    Kind::Gauge => s.name.to_string(),
+                };
+                Some((name, value))
+            })
+            .collect();
+        labelled.extend(Loop::ALL.map(|l| ("logship_heartbeat_age_seconds".to_string(), l.name())));
+        for (name, value) in labelled {
+            assert!(
+                row(&name).contains(&format!("`{value}`")),
+                "the README's row for {name} does not name `{value}`"
+            );
+        }
+    }
+
     #[test]
     fn the_endpoint_registry_has_build_info_buffer_and_latency() {
         let budget = Budget::new(1000);
