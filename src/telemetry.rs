@@ -330,8 +330,9 @@ pub fn observe_bulk(status: u16, elapsed: Duration) {
     add(class, 1);
     bulk_latency().observe(elapsed.as_secs_f64());
     // Any answer, even a 503, means the cluster is there; readiness only needs to know
-    // whether records can leave at all.
-    set_cluster_reachable(status != 0);
+    // whether records can leave at all. Refused credentials (401, 403) mean they cannot, whatever
+    // else the cluster does: a rolling update with a wrong password stops at the first nodes.
+    set_cluster_reachable(!matches!(status, 0 | 401 | 403));
 }
 
 /// Sets a gauge.

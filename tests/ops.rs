@@ -451,3 +451,29 @@ fn the_prometheus_reader_is_strict() {
         assert!(prometheus::parse(text).is_err(), "accepted {text:?}");
     }
 }
+
+#[test]
+fn refused_credentials_make_the_agent_unready_once_its_buffer_is_full() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.require(support::elasticsearch::Credentials::basic(
+        "logship", "right",
+    ));
+    let fx = Fixture::new();
+    let url = es.url();
+    let mut env = small_buffer_to(&url);
+    env.push(("LOGSHIP_OUTPUT__ELASTICSEARCH__AUTH__USER", "logship"));
+    env.push(("LOGSHIP_OUTPUT__ELASTICSEARCH__AUTH__PASSWORD", "wrong"));
+    let agent = fx.spawn(&env);
+    let addr = agent.server_addr();
+    write_lines(&fx.log("app.log"), "line", 2000);
+    // Elasticsearch answers, but only 401: nothing can leave, so a rolling update must stop.
+    assert!(
+        wait_until(WAIT, || get(addr, "/readyz").0 == 503),
+        "{}",
+        agent.logs()
+    );
+    let m = scrape(addr);
+    assert_eq!(counter(&m, "logship_elasticsearch_reachable"), 0.0);
+    assert_eq!(counter(&m, "logship_sent_records_total"), 0.0);
+    assert!(agent.logs().contains("HTTP 401"), "{}", agent.logs());
+}
