@@ -182,6 +182,8 @@ fn run_scenario(s: &Scenario) {
             .env("LOGSHIP_LOG__LEVEL", "warn")
             .env("LOGSHIP_KUBERNETES__ENABLED", "false")
             .env("LOGSHIP_SERVER__LISTEN", "127.0.0.1:0")
+            // The bench's own setting is not the agent's (it rejects unknown LOGSHIP_ names).
+            .env_remove("LOGSHIP_BENCH_BACKLOG_GB")
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
