@@ -130,6 +130,7 @@ impl Agent {
             node_name: settings.node_name.clone(),
             enricher,
             rate_limit: settings.rate_limit.clone(),
+            multiline: settings.multiline.clone(),
         });
         let (done_tx, tailer_done) = oneshot::channel();
         std::thread::Builder::new()

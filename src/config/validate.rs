@@ -149,6 +149,7 @@ pub fn validate(
         "fluentd" => crate::enrich::metadata::Schema::Fluentd,
         _ => crate::enrich::metadata::Schema::Ecs,
     };
+    let multiline = super::multiline::validate(e, &raw.multiline, max_line_bytes);
     let listen = listen_address(e, &raw.server.listen);
     let rate_limit = rate_limit(e, &raw.rate_limit);
 
@@ -198,6 +199,7 @@ pub fn validate(
             rescan_interval,
             rotate_wait: tail.rotate_wait.0,
         },
+        multiline,
         positions: PositionsSettings {
             flush_interval,
             gc_after: raw.positions.gc_after.0,
