@@ -1,4 +1,5 @@
-//! `[multiline]` -> [`Multiline`]: the limits in range, every custom rule's patterns compiled
+//! `[multiline]` -> [`Multiline`]: the limits in range (`max_bytes` no more than
+//! `tail.max_line_bytes`), every custom rule's patterns compiled
 //! (a pattern that does not compile is an error naming the rule's key and what the regex crate
 //! says), names unique, and the default rule one that exists.
 
@@ -8,8 +9,8 @@ use super::units::{HumanDuration, Size};
 use super::validate::{duration_in, size_in};
 use crate::parse::multiline::{Builtin, Limits, Multiline, MultilineRule};
 
-/// Checks the section. `max_line_bytes` is `tail.max_line_bytes`, if valid: a joined record may
-/// not be longer than a line may.
+/// Checks the section. `max_line_bytes` is `tail.max_line_bytes`, if valid: a joined record is
+/// not longer than a line may be.
 pub fn validate(
     errors: &mut Vec<ConfigError>,
     raw: &RawMultiline,
@@ -25,27 +26,16 @@ pub fn validate(
         HumanDuration::secs(60),
     )
     .unwrap_or(defaults.flush_timeout);
-    let mut max_bytes = size_in(
+    // A joined record is never longer than a line may be: tail.max_line_bytes bounds it too,
+    // so that a smaller max_line_bytes does not need this key changed as well.
+    let max_bytes = size_in(
         e,
         "multiline.max_bytes",
         raw.max_bytes,
         Size::kib(1),
         Size::mib(64),
-    );
-    if let (Some(bytes), Some(line)) = (max_bytes, max_line_bytes) {
-        if bytes > line {
-            e.push(ConfigError::invalid(
-                "multiline.max_bytes",
-                format!(
-                    "must be at most tail.max_line_bytes = {} (no record is longer than a line \
-                     may be), is {}",
-                    Size(line as u64),
-                    raw.max_bytes
-                ),
-            ));
-            max_bytes = None;
-        }
-    }
+    )
+    .map(|bytes| max_line_bytes.map_or(bytes, |line| bytes.min(line)));
     if !(2..=100_000).contains(&raw.max_lines) {
         e.push(ConfigError::invalid(
             "multiline.max_lines",
@@ -154,6 +144,17 @@ mod tests {
     }
 
     #[test]
+    fn max_bytes_is_at_most_a_line() {
+        let raw = RawMultiline {
+            max_bytes: Size::mib(1),
+            ..RawMultiline::default()
+        };
+        let (m, errors) = check(&raw);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(m.limits().max_bytes, 256 * 1024);
+    }
+
+    #[test]
     fn custom_rules_and_a_default() {
         let raw = RawMultiline {
             default_rule: "spring".into(),
@@ -182,7 +183,7 @@ mod tests {
         let raw = RawMultiline {
             default_rule: "jaava".into(),
             flush_timeout: HumanDuration::millis(1),
-            max_bytes: Size::mib(1),
+            max_bytes: Size::mib(100),
             max_lines: 1,
             rules: vec![
                 rule("", "^x", ""),
@@ -196,12 +197,12 @@ mod tests {
         let (_, errors) = check(&raw);
         let expected = [
             "multiline.flush_timeout: must be between 10ms and 1m, is 1ms",
-            "multiline.max_bytes: must be at most tail.max_line_bytes = 256KiB",
+            "multiline.max_bytes: must be between 1KiB and 64MiB, is 100MiB",
             "multiline.max_lines: must be between 2 and 100000, is 1",
             "multiline.rules[0].name: must not be empty",
             "multiline.rules[1].name: \"java\" is already the name of a rule",
-            "multiline.rules[2].start: rule \"bad\": \"^(\\\\d+\" is not a regular expression: regex parse error:",
-            "multiline.rules[3].continuation: rule \"worse\": \"[z-a]\" is not a regular expression",
+            "multiline.rules[2].start: rule \"bad\": \"^(\\\\d+\" is not a regular expression: unclosed group",
+            "multiline.rules[3].continuation: rule \"worse\": \"[z-a]\" is not a regular expression: invalid character class range, the start must be <= the end",
             "multiline.rules[4].start: rule \"empty\": needs a start pattern, a continuation pattern, or both",
             "multiline.rules[5].name: \"bad\" is already the name of a rule",
             "multiline.default_rule: \"jaava\" is not a rule: one of none, java, python, go, nodejs, bad, worse, empty (or add it to multiline.rules)",

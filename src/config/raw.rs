@@ -153,7 +153,8 @@ pub struct RawMultiline {
     /// A record that gets no new line for this long is shipped as it is. 10ms to 1m.
     pub flush_timeout: HumanDuration,
     /// Joining stops before a record passes this many bytes; the rest of the event is the next
-    /// record (counted). 1KiB to tail.max_line_bytes.
+    /// record (counted). 1KiB to 64MiB, and never more than tail.max_line_bytes (a larger value
+    /// acts as tail.max_line_bytes).
     pub max_bytes: Size,
     /// Joining stops before a record passes this many lines; the rest of the event is the next
     /// record (counted). 2 to 100000.

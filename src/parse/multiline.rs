@@ -117,9 +117,11 @@ pub enum RuleError {
     #[error("needs a start pattern, a continuation pattern, or both")]
     NoPattern,
     /// A pattern the regex crate refused.
-    #[error("{pattern:?} is not a regular expression: {source}")]
+    #[error("{pattern:?} is not a regular expression: {reason}")]
     Regex {
         pattern: String,
+        /// What is wrong, on one line (the crate's message draws the pattern over several).
+        reason: String,
         #[source]
         source: regex::Error,
     },
@@ -149,10 +151,19 @@ impl MultilineRule {
                 return Ok(None);
             }
             Regex::new(pattern).map(Some).map_err(|source| {
+                let text = source.to_string();
+                let reason = text
+                    .lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| !l.is_empty())
+                    .unwrap_or_default();
+                let reason = reason.strip_prefix("error: ").unwrap_or(reason).to_owned();
                 (
                     which,
                     RuleError::Regex {
                         pattern: pattern.to_owned(),
+                        reason,
                         source,
                     },
                 )
