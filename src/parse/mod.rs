@@ -290,7 +290,11 @@ impl LineParser {
 
     /// The latest message timestamp of any stream.
     fn latest_seen(&self) -> Timestamp {
-        self.joins.iter().map(Join::seen).max().unwrap_or(Timestamp(i64::MIN))
+        self.joins
+            .iter()
+            .map(Join::seen)
+            .max()
+            .unwrap_or(Timestamp(i64::MIN))
     }
 
     /// When [`LineParser::expire`] has something to do: the earliest `flush_timeout` of an open
@@ -442,7 +446,13 @@ impl LineParser {
                     previous.slot,
                     now,
                 );
-                assembly.close(end, previous.slot == RAW, &self.settings, join.as_mut(), out);
+                assembly.close(
+                    end,
+                    previous.slot == RAW,
+                    &self.settings,
+                    join.as_mut(),
+                    out,
+                );
             }
         }
         match self.format {

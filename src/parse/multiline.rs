@@ -519,8 +519,7 @@ impl Join {
             let target = (self.buf.capacity() * 2).clamp(need, max.max(need));
             self.buf.reserve_exact(target - self.buf.len());
         }
-        self.buf
-            .resize(self.buf.len() + self.blanks + 1, b'\n');
+        self.buf.resize(self.buf.len() + self.blanks + 1, b'\n');
         self.buf.extend_from_slice(bytes);
         self.blanks = 0;
     }

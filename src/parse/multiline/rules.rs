@@ -281,7 +281,8 @@ mod go {
     fn call(line: &[u8]) -> bool {
         let line = trim_end(line);
         line.ends_with(b")")
-            && memchr(b'(', line).is_some_and(|open| open > 0 && memchr(b' ', &line[..open]).is_none())
+            && memchr(b'(', line)
+                .is_some_and(|open| open > 0 && memchr(b' ', &line[..open]).is_none())
     }
 
     /// A register of a fatal signal's dump: `rax    0x0`, `rflags 0x10246`.
@@ -321,7 +322,11 @@ mod node {
     pub(super) fn continues(state: u8, line: &[u8]) -> Option<u8> {
         match state {
             SOURCE => Some(CARET),
-            CARET if trim_end(line).iter().all(|&b| b == b' ' || b == b'\t' || b == b'^') => {
+            CARET
+                if trim_end(line)
+                    .iter()
+                    .all(|&b| b == b' ' || b == b'\t' || b == b'^') =>
+            {
                 Some(CARET)
             }
             // What the uncaught exception prints after the caret is the error, whatever it is
@@ -387,7 +392,11 @@ mod tests {
             "kotlin.KotlinNullPointerException",
         ];
         for line in starts {
-            assert_eq!(Builtin::Java.begins(line.as_bytes()), Begin::Start(0), "{line}");
+            assert_eq!(
+                Builtin::Java.begins(line.as_bytes()),
+                Begin::Start(0),
+                "{line}"
+            );
         }
         let continuations: &[&str] = &[
             "\tat com.example.App.main(App.java:10)",
@@ -398,7 +407,11 @@ mod tests {
             "    at java.base/java.lang.Thread.run(Thread.java:833)",
         ];
         for line in continuations {
-            assert_eq!(Builtin::Java.continues(0, line.as_bytes()), Some(0), "{line}");
+            assert_eq!(
+                Builtin::Java.continues(0, line.as_bytes()),
+                Some(0),
+                "{line}"
+            );
         }
         let singles: &[&str] = &[
             "2026-11-22 10:00:01.123 INFO  [main] c.e.App - Started App in 3.2 seconds",
@@ -408,7 +421,11 @@ mod tests {
             "www.example.com: resolved",
         ];
         for line in singles {
-            assert_eq!(Builtin::Java.begins(line.as_bytes()), Begin::Single, "{line}");
+            assert_eq!(
+                Builtin::Java.begins(line.as_bytes()),
+                Begin::Single,
+                "{line}"
+            );
             assert_eq!(Builtin::Java.continues(0, line.as_bytes()), None, "{line}");
         }
     }
@@ -424,13 +441,33 @@ mod tests {
             "AggregateError: All promises were rejected",
             "Trace: here",
         ] {
-            assert_eq!(Builtin::Nodejs.begins(line.as_bytes()), Begin::Start(node::ERROR), "{line}");
+            assert_eq!(
+                Builtin::Nodejs.begins(line.as_bytes()),
+                Begin::Start(node::ERROR),
+                "{line}"
+            );
         }
-        for line in ["/app/server.js:42", "node:internal/process/promises:289", "file:///app/index.mjs:3"] {
-            assert!(matches!(Builtin::Nodejs.begins(line.as_bytes()), Begin::Start(_)), "{line}");
+        for line in [
+            "/app/server.js:42",
+            "node:internal/process/promises:289",
+            "file:///app/index.mjs:3",
+        ] {
+            assert!(
+                matches!(Builtin::Nodejs.begins(line.as_bytes()), Begin::Start(_)),
+                "{line}"
+            );
         }
-        for line in ["Server listening on :3000", "ErrorHandler registered", "/healthz 200", "Errors: 0"] {
-            assert_eq!(Builtin::Nodejs.begins(line.as_bytes()), Begin::Single, "{line}");
+        for line in [
+            "Server listening on :3000",
+            "ErrorHandler registered",
+            "/healthz 200",
+            "Errors: 0",
+        ] {
+            assert_eq!(
+                Builtin::Nodejs.begins(line.as_bytes()),
+                Begin::Single,
+                "{line}"
+            );
         }
     }
 
@@ -448,7 +485,11 @@ mod tests {
         ] {
             assert!(go::continues(line.as_bytes()), "{line}");
         }
-        for line in ["listening on :8080", "level=info msg=\"GET /\" (200)", "ok (cached)"] {
+        for line in [
+            "listening on :8080",
+            "level=info msg=\"GET /\" (200)",
+            "ok (cached)",
+        ] {
             assert!(!go::continues(line.as_bytes()), "{line}");
         }
         assert_eq!(

@@ -191,10 +191,7 @@ const NODE_CAUSE: &[&str] = &[
 
 /// The rule `name` with `limits`.
 fn rule(name: &str, limits: Limits) -> Arc<MultilineRule> {
-    let b = Builtin::ALL
-        .into_iter()
-        .find(|b| b.name() == name)
-        .unwrap();
+    let b = Builtin::ALL.into_iter().find(|b| b.name() == name).unwrap();
     Arc::new(MultilineRule::builtin(b, limits))
 }
 
@@ -210,9 +207,17 @@ fn joining(format: FormatChoice, rule: Option<Arc<MultilineRule>>) -> LineParser
 
 /// A CRI line of `stream` at `ms` milliseconds after 10:00:00.
 fn cri_at(stream: Stream, ms: u64, message: &str) -> String {
-    let s = if stream == Stream::Stderr { "stderr" } else { "stdout" };
+    let s = if stream == Stream::Stderr {
+        "stderr"
+    } else {
+        "stdout"
+    };
     let (secs, ms) = (ms / 1000, ms % 1000);
-    format!("2026-11-22T10:{:02}:{:02}.{ms:03}Z {s} F {message}", secs / 60, secs % 60)
+    format!(
+        "2026-11-22T10:{:02}:{:02}.{ms:03}Z {s} F {message}",
+        secs / 60,
+        secs % 60
+    )
 }
 
 /// A CRI file of `lines` written within one millisecond; returns the lines as the reader
@@ -257,8 +262,14 @@ fn real_traces_of_each_language_become_one_record() {
     let cases: Vec<Case> = vec![
         (
             "java",
-            [&["Starting ShopApplication v1.4.2"], JAVA_SPRING, &[access], JAVA_SUPPRESSED, SCALA]
-                .concat(),
+            [
+                &["Starting ShopApplication v1.4.2"],
+                JAVA_SPRING,
+                &[access],
+                JAVA_SUPPRESSED,
+                SCALA,
+            ]
+            .concat(),
             vec![
                 "Starting ShopApplication v1.4.2".into(),
                 joined(JAVA_SPRING),
@@ -274,8 +285,14 @@ fn real_traces_of_each_language_become_one_record() {
         ),
         (
             "python",
-            [&["ERROR:root:job 42 failed"], PYTHON_DURING, PYTHON_CAUSE, &[access], PYTHON_GROUP]
-                .concat(),
+            [
+                &["ERROR:root:job 42 failed"],
+                PYTHON_DURING,
+                PYTHON_CAUSE,
+                &[access],
+                PYTHON_GROUP,
+            ]
+            .concat(),
             vec![
                 "ERROR:root:job 42 failed".into(),
                 joined(PYTHON_DURING),
@@ -286,8 +303,13 @@ fn real_traces_of_each_language_become_one_record() {
         ),
         (
             "go",
-            [&["listening on :8080"], GO_PANIC, GO_SIGQUIT, &["{\"level\":\"info\",\"msg\":\"restarted\"}"]]
-                .concat(),
+            [
+                &["listening on :8080"],
+                GO_PANIC,
+                GO_SIGQUIT,
+                &["{\"level\":\"info\",\"msg\":\"restarted\"}"],
+            ]
+            .concat(),
             vec![
                 "listening on :8080".into(),
                 joined(GO_PANIC),
@@ -297,8 +319,14 @@ fn real_traces_of_each_language_become_one_record() {
         ),
         (
             "nodejs",
-            [&["Server listening on :3000"], NODE_TYPE, NODE_PROPS, &[access], NODE_UNCAUGHT]
-                .concat(),
+            [
+                &["Server listening on :3000"],
+                NODE_TYPE,
+                NODE_PROPS,
+                &[access],
+                NODE_UNCAUGHT,
+            ]
+            .concat(),
             vec![
                 "Server listening on :3000".into(),
                 joined(NODE_TYPE),
@@ -336,7 +364,11 @@ fn interleaved_streams_are_joined_apart() {
     let mut lines = Vec::new();
     for (i, frame) in JAVA_SPRING.iter().enumerate() {
         lines.push(cri_at(Stream::Stderr, 0, frame));
-        lines.push(cri_at(Stream::Stdout, 0, &format!("GET /api/items/{i} 200")));
+        lines.push(cri_at(
+            Stream::Stdout,
+            0,
+            &format!("GET /api/items/{i} 200"),
+        ));
     }
     lines.push(cri_at(Stream::Stderr, 0, "INFO retrying in 5s"));
     let mut p = joining(FormatChoice::Cri, Some(rule("java", Limits::default())));
@@ -349,18 +381,28 @@ fn interleaved_streams_are_joined_apart() {
         at = l.end;
         p.push(l, Timestamp(NOW), &mut b);
         if spans.len() < lines.len() {
-            assert_eq!(p.pending_start(), Some(0), "held from the trace's first line");
+            assert_eq!(
+                p.pending_start(),
+                Some(0),
+                "held from the trace's first line"
+            );
         }
     }
     assert_eq!(p.pending_start(), None);
     let got = collect(&b);
     let out = messages(&got, Stream::Stdout);
     assert_eq!(out.len(), JAVA_SPRING.len());
-    assert!(out.iter().enumerate().all(|(i, m)| *m == format!("GET /api/items/{i} 200")));
+    assert!(out
+        .iter()
+        .enumerate()
+        .all(|(i, m)| *m == format!("GET /api/items/{i} 200")));
     let err: Vec<&Rec> = got.iter().filter(|r| r.stream == Stream::Stderr).collect();
     assert_eq!(err.len(), 2);
     assert_eq!(err[0].message, joined(JAVA_SPRING));
-    assert_eq!((err[0].offset, err[0].end), (0, spans[2 * JAVA_SPRING.len() - 2].1));
+    assert_eq!(
+        (err[0].offset, err[0].end),
+        (0, spans[2 * JAVA_SPRING.len() - 2].1)
+    );
     assert_eq!(err[1].message, "INFO retrying in 5s");
     // Stdout lines went out before the trace, which completed last.
     assert_eq!(got.last().unwrap().message, "INFO retrying in 5s");
@@ -461,7 +503,10 @@ fn limits_cut_a_record_and_the_rest_follows() {
     assert_eq!(got[0].message, joined(&JAVA_SPRING[..3]));
     assert!(got.iter().all(|r| r.message.len() <= max));
     assert_eq!(
-        got.iter().map(|r| r.message.as_str()).collect::<Vec<_>>().join("\n"),
+        got.iter()
+            .map(|r| r.message.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
         joined(JAVA_SPRING)
     );
     let mut offsets: Vec<u64> = got.iter().map(|r| r.offset).collect();
@@ -538,7 +583,8 @@ fn custom_rules() {
 fn cri_partials_are_joined_before_lines_are() {
     // containerd cut a long frame line in two; the trace is still one record, whose text has the
     // frame whole.
-    let frame = "\tat com.example.shop.VeryLongClassName.veryLongMethodName(VeryLongClassName.java:123)";
+    let frame =
+        "\tat com.example.shop.VeryLongClassName.veryLongMethodName(VeryLongClassName.java:123)";
     let (a, b) = frame.split_at(30);
     let lines = vec![
         cri_at(Stream::Stderr, 0, SCALA[0]),
@@ -582,7 +628,11 @@ fn docker_and_raw_files_join_too() {
     let mut p = joining(FormatChoice::Raw, Some(rule("python", Limits::default())));
     let got = run(&mut p, &raw);
     // A raw file's blank lines are skipped, inside a record too.
-    let cause: Vec<&str> = PYTHON_CAUSE.iter().copied().filter(|l| !l.is_empty()).collect();
+    let cause: Vec<&str> = PYTHON_CAUSE
+        .iter()
+        .copied()
+        .filter(|l| !l.is_empty())
+        .collect();
     assert_eq!(
         messages(&got, Stream::Unknown),
         ["plain start".to_string(), cause.join("\n"), "next".into()]
@@ -597,7 +647,10 @@ fn docker_and_raw_files_join_too() {
 #[test]
 fn a_line_longer_than_max_line_bytes_is_never_joined() {
     let long = format!("\tat {}", "x".repeat(100));
-    let lines = [cri_at(Stream::Stderr, 0, SCALA[0]), cri_at(Stream::Stderr, 0, &long)];
+    let lines = [
+        cri_at(Stream::Stderr, 0, SCALA[0]),
+        cri_at(Stream::Stderr, 0, &long),
+    ];
     let mut p = LineParser::new(
         FormatChoice::Cri,
         64,
@@ -617,7 +670,10 @@ fn a_line_longer_than_max_line_bytes_is_never_joined() {
     let got = collect(&b);
     assert_eq!(got[0].message, SCALA[0], "closed before the pieces");
     assert_eq!(
-        got[1..].iter().map(|r| r.message.as_str()).collect::<String>(),
+        got[1..]
+            .iter()
+            .map(|r| r.message.as_str())
+            .collect::<String>(),
         long
     );
 }
@@ -637,7 +693,11 @@ fn the_rule_switches_at_the_next_record_boundary() {
     push(&mut p, &mut b, SCALA[1]);
     // A hint changed: python from now on. What java was joining is shipped as it is.
     p.set_multiline(Some(rule("python", Limits::default())));
-    assert_eq!(p.multiline().unwrap().name(), "java", "not before the next line");
+    assert_eq!(
+        p.multiline().unwrap().name(),
+        "java",
+        "not before the next line"
+    );
     assert_eq!(p.deadline(), Some(Timestamp(i64::MIN)), "due at once");
     push(&mut p, &mut b, PYTHON_CAUSE[0]);
     assert_eq!(p.multiline().unwrap().name(), "python");
