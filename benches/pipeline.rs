@@ -47,12 +47,14 @@ const FILES: usize = 4;
 const LINES_PER_FILE: usize = 250_000;
 const LINE_BYTES: usize = 200;
 
-/// A trace every this many lines (80 ordinary lines, then 20 of a trace).
+/// A trace every this many lines: lines 10 to 29 of every hundred, so that a file ends with
+/// ordinary lines (a trace at the very end would wait for its flush_timeout).
 const TRACE_EVERY: usize = 100;
+const TRACE_FROM: usize = 10;
 const TRACE_LINES: usize = 20;
 
 /// Writes the input once: FILES kubelet-named CRI files of 200-byte lines; with `traces`, lines
-/// 80 to 99 of every hundred are a Java stack trace (a header, frames, a `Caused by:`).
+/// 10 to 29 of every hundred are a Java stack trace (a header, frames, a `Caused by:`).
 fn write_input(dir: &Path, traces: bool) -> u64 {
     let mut total = 0;
     for f in 0..FILES {
@@ -60,8 +62,8 @@ fn write_input(dir: &Path, traces: bool) -> u64 {
         let mut body = Vec::with_capacity(LINES_PER_FILE * LINE_BYTES);
         for i in 0..LINES_PER_FILE {
             let at = i % TRACE_EVERY;
-            let trace = traces && at >= TRACE_EVERY - TRACE_LINES;
-            let message = match at - (TRACE_EVERY - TRACE_LINES) {
+            let trace = traces && (TRACE_FROM..TRACE_FROM + TRACE_LINES).contains(&at);
+            let message = match at.wrapping_sub(TRACE_FROM) {
                 _ if !trace => format!("GET /api/v1/items/{i} 200 "),
                 0 => format!("java.lang.IllegalStateException: item {i} cannot be shipped "),
                 10 => "Caused by: java.sql.SQLTransientConnectionException: pool exhausted ".into(),

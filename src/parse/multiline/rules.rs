@@ -18,10 +18,7 @@
 //! held until the next one, then goes out alone); being wrong about a continuation glues two
 //! events, so continuations are narrow.
 
-use std::sync::LazyLock;
-
-use memchr::memmem::Finder;
-use memchr::{memchr, memrchr};
+use memchr::{memchr, memchr_iter, memrchr};
 
 use super::Begin;
 
@@ -106,13 +103,7 @@ mod java {
     use super::*;
 
     /// The words a throwable's class name ends in.
-    static WORDS: LazyLock<[Finder<'static>; 3]> = LazyLock::new(|| {
-        [
-            Finder::new(b"Exception"),
-            Finder::new(b"Error"),
-            Finder::new(b"Throwable"),
-        ]
-    });
+    const WORDS: [&[u8]; 3] = [b"Exception", b"Error", b"Throwable"];
 
     pub(super) fn begins(line: &[u8]) -> Begin {
         if continues(line) {
@@ -137,14 +128,11 @@ mod java {
         line.starts_with(b"Exception in thread ") || throwable_word(line) || qualified_name(line)
     }
 
-    /// `Exception`, `Error` or `Throwable` followed by `:` or the end of the line.
+    /// `Exception`, `Error` or `Throwable` followed by `:` or the end of the line. Found from
+    /// the colons (one `memchr` pass over an ordinary line), not by searching for each word.
     fn throwable_word(line: &[u8]) -> bool {
-        WORDS.iter().any(|word| {
-            word.find_iter(line).any(|at| {
-                let rest = &line[at + word.needle().len()..];
-                rest.first() == Some(&b':') || trim_end(rest).is_empty()
-            })
-        })
+        let ends = |text: &[u8]| WORDS.iter().any(|w| text.ends_with(w));
+        ends(trim_end(line)) || memchr_iter(b':', line).any(|at| ends(&line[..at]))
     }
 
     /// A class name with a package whose last part is capitalised, alone or before `: `:
