@@ -16,6 +16,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 use logship::document::Encoder;
+use logship::parse::multiline::{Builtin, Limits, MultilineRule};
 use logship::parse::{FormatChoice, Line, LineParser, Oversize, Piece};
 use logship::record::{Batch, FileKey, IdPrefix};
 use logship::sink::elasticsearch::bulk::{doc_id, BulkBuilder};
@@ -67,6 +68,17 @@ fn lines(body: &[u8]) -> Vec<(usize, usize)> {
 }
 
 fn bench_format(c: &mut Criterion, name: &str, format: FormatChoice, body: &[u8]) {
+    bench_parser(c, name, format, None, body);
+}
+
+/// `body` through a parser with `rule`; ordinary lines only, so every line is still a record.
+fn bench_parser(
+    c: &mut Criterion,
+    name: &str,
+    format: FormatChoice,
+    rule: Option<Arc<MultilineRule>>,
+    body: &[u8],
+) {
     let spans = lines(body);
     let path: Arc<Path> = Arc::from(Path::new("/var/log/containers/web_shop_nginx-0.log"));
     let source = Arc::new(Source {
@@ -74,7 +86,8 @@ fn bench_format(c: &mut Criterion, name: &str, format: FormatChoice, body: &[u8]
         kubelet: None,
         fragment: "".into(),
     });
-    let mut parser = LineParser::new(format, MAX_LINE_BYTES, Oversize::Split, path);
+    let mut parser =
+        LineParser::new(format, MAX_LINE_BYTES, Oversize::Split, path).with_multiline(rule);
     let mut batch = Batch::new(source, FileKey(1), 0);
     let now = Timestamp::now();
 
@@ -109,6 +122,23 @@ fn parse(c: &mut Criterion) {
     bench_format(c, "cri", FormatChoice::Cri, &cri());
     bench_format(c, "docker", FormatChoice::Docker, &docker());
     bench_format(c, "auto_cri", FormatChoice::Auto, &cri());
+    // Multiline on, ordinary lines: what a rule costs the lines it does not join.
+    let java = Arc::new(MultilineRule::builtin(Builtin::Java, Limits::default()));
+    bench_parser(
+        c,
+        "cri_multiline_java",
+        FormatChoice::Cri,
+        Some(java),
+        &cri(),
+    );
+    let python = Arc::new(MultilineRule::builtin(Builtin::Python, Limits::default()));
+    bench_parser(
+        c,
+        "cri_multiline_python",
+        FormatChoice::Cri,
+        Some(python),
+        &cri(),
+    );
 }
 
 /// A batch of the CRI input parsed, with a kubelet file's fragment.

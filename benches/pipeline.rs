@@ -2,6 +2,10 @@
 //! that encodes and counts (`blackhole`). Reports lines/s and MB/s of input (criterion), and
 //! prints CPU seconds, lines per CPU second and heap allocations per line for one run.
 //!
+//! Multiline variants: the same input with `multiline.default_rule = "java"` (ordinary lines
+//! under a rule), and an input where a fifth of the lines are 20-line Java stack traces, with and
+//! without the rule (joining against shipping every line).
+//!
 //! Allocations are counted by a wrapping global allocator: benches are the one place where that
 //! needs `unsafe` (GlobalAlloc is an unsafe trait); it only forwards to the system allocator.
 
@@ -43,14 +47,29 @@ const FILES: usize = 4;
 const LINES_PER_FILE: usize = 250_000;
 const LINE_BYTES: usize = 200;
 
-/// Writes the input once: FILES kubelet-named CRI files of 200-byte lines.
-fn write_input(dir: &Path) -> u64 {
+/// A trace every this many lines: lines 10 to 29 of every hundred, so that a file ends with
+/// ordinary lines (a trace at the very end would wait for its flush_timeout).
+const TRACE_EVERY: usize = 100;
+const TRACE_FROM: usize = 10;
+const TRACE_LINES: usize = 20;
+
+/// Writes the input once: FILES kubelet-named CRI files of 200-byte lines; with `traces`, lines
+/// 10 to 29 of every hundred are a Java stack trace (a header, frames, a `Caused by:`).
+fn write_input(dir: &Path, traces: bool) -> u64 {
     let mut total = 0;
     for f in 0..FILES {
         let name = format!("web-{f}_shop_nginx-{:064x}.log", f + 1);
         let mut body = Vec::with_capacity(LINES_PER_FILE * LINE_BYTES);
         for i in 0..LINES_PER_FILE {
-            let head = format!("2026-11-22T10:00:00.{i:09}Z stdout F GET /api/v1/items/{i} 200 ");
+            let at = i % TRACE_EVERY;
+            let trace = traces && (TRACE_FROM..TRACE_FROM + TRACE_LINES).contains(&at);
+            let message = match at.wrapping_sub(TRACE_FROM) {
+                _ if !trace => format!("GET /api/v1/items/{i} 200 "),
+                0 => format!("java.lang.IllegalStateException: item {i} cannot be shipped "),
+                10 => "Caused by: java.sql.SQLTransientConnectionException: pool exhausted ".into(),
+                n => format!("\tat com.example.shop.OrderService.step{n}(OrderService.java:{i}) "),
+            };
+            let head = format!("2026-11-22T10:00:00.{i:09}Z stdout F {message}");
             body.extend_from_slice(head.as_bytes());
             body.resize(body.len() + LINE_BYTES - head.len() - 1, b'x');
             body.push(b'\n');
@@ -79,6 +98,7 @@ fn run_once(
     logs: &Path,
     data: PathBuf,
     total_bytes: u64,
+    rule: &str,
 ) -> (Duration, f64, u64) {
     let mut env = std::collections::HashMap::new();
     env.insert("LOGSHIP_LOG__LEVEL".to_string(), "warn".to_string());
@@ -92,6 +112,7 @@ fn run_once(
             ("data_dir".into(), data.display().to_string().into()),
             ("output.type".into(), "blackhole".into()),
             ("server.listen".into(), "127.0.0.1:0".into()),
+            ("multiline.default_rule".into(), rule.into()),
         ],
         env,
     };
@@ -119,9 +140,12 @@ fn run_once(
 
 fn pipeline(c: &mut Criterion) {
     let input = tempfile::tempdir().unwrap();
-    let logs = input.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let total_bytes = write_input(&logs);
+    let plain = input.path().join("plain");
+    let traces = input.path().join("traces");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::create_dir_all(&traces).unwrap();
+    let plain_bytes = write_input(&plain, false);
+    let trace_bytes = write_input(&traces, true);
     let lines = (FILES * LINES_PER_FILE) as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -129,23 +153,40 @@ fn pipeline(c: &mut Criterion) {
         .build()
         .unwrap();
 
-    // One measured run for the figures criterion does not give.
-    let (wall, cpu, allocs) = run_once(
-        &runtime,
-        &logs,
-        input.path().join("data-probe"),
-        total_bytes,
-    );
-    println!(
-        "pipeline: {lines} lines, {:.1} MB in {:.3} s wall, {:.3} s CPU: {:.0} lines/s, {:.1} MB/s, {:.0} lines per CPU second, {:.3} allocations per line",
-        total_bytes as f64 / 1e6,
-        wall.as_secs_f64(),
-        cpu,
-        lines as f64 / wall.as_secs_f64(),
-        total_bytes as f64 / 1e6 / wall.as_secs_f64(),
-        lines as f64 / cpu,
-        allocs as f64 / lines as f64,
-    );
+    // (name, input, its size, multiline rule)
+    let variants = [
+        ("cri_200b_lines_to_blackhole", &plain, plain_bytes, "none"),
+        (
+            "cri_200b_lines_multiline_java_to_blackhole",
+            &plain,
+            plain_bytes,
+            "java",
+        ),
+        ("cri_200b_traces_to_blackhole", &traces, trace_bytes, "none"),
+        (
+            "cri_200b_traces_multiline_java_to_blackhole",
+            &traces,
+            trace_bytes,
+            "java",
+        ),
+    ];
+    let mut run = 0;
+    // One measured run each, for the figures criterion does not give.
+    for (name, logs, total_bytes, rule) in variants {
+        run += 1;
+        let data = input.path().join(format!("data-probe-{run}"));
+        let (wall, cpu, allocs) = run_once(&runtime, logs, data, total_bytes, rule);
+        println!(
+            "{name}: {lines} lines, {:.1} MB in {:.3} s wall, {:.3} s CPU: {:.0} lines/s, {:.1} MB/s, {:.0} lines per CPU second, {:.3} allocations per line",
+            total_bytes as f64 / 1e6,
+            wall.as_secs_f64(),
+            cpu,
+            lines as f64 / wall.as_secs_f64(),
+            total_bytes as f64 / 1e6 / wall.as_secs_f64(),
+            lines as f64 / cpu,
+            allocs as f64 / lines as f64,
+        );
+    }
 
     let mut group = c.benchmark_group("pipeline");
     group
@@ -153,23 +194,25 @@ fn pipeline(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20))
         .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(lines));
-    let mut run = 0;
-    group.bench_function("cri_200b_lines_to_blackhole", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                run += 1;
-                total += run_once(
-                    &runtime,
-                    &logs,
-                    input.path().join(format!("data-{run}")),
-                    total_bytes,
-                )
-                .0;
-            }
-            total
-        })
-    });
+    for (name, logs, total_bytes, rule) in variants {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    run += 1;
+                    total += run_once(
+                        &runtime,
+                        logs,
+                        input.path().join(format!("data-{run}")),
+                        total_bytes,
+                        rule,
+                    )
+                    .0;
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 

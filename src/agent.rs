@@ -270,6 +270,7 @@ impl Prepared {
             enricher,
             rate_limit: settings.rate_limit.clone(),
             orphans,
+            multiline: settings.multiline.clone(),
         });
         // The thread waits for exactly this message. Were it gone, `tailer_done` reports the
         // tailer stopped and the agent shuts down.

@@ -104,6 +104,21 @@ metrics! {
     pub oversize_bytes_discarded: AtomicU64,
     #[metric(Counter "logship_dropped_bytes", reason = "rate_limit")]
     pub rate_limit_dropped_bytes: AtomicU64,
+    /// Records joined from several lines by a multiline rule (stack traces, tracebacks).
+    #[metric(Counter "logship_multiline_records")]
+    pub multiline_records: AtomicU64,
+    /// Lines joined into multiline records.
+    #[metric(Counter "logship_multiline_lines")]
+    pub multiline_lines: AtomicU64,
+    /// Multiline records closed by something other than the next line, by reason: timeout
+    /// (multiline.flush_timeout without a new line), max_bytes, max_lines (cut: the rest of the
+    /// event continues in the next record).
+    #[metric(Counter "logship_multiline_closed_records", reason = "timeout")]
+    pub multiline_closed_timeout: AtomicU64,
+    #[metric(Counter "logship_multiline_closed_records", reason = "max_bytes")]
+    pub multiline_closed_max_bytes: AtomicU64,
+    #[metric(Counter "logship_multiline_closed_records", reason = "max_lines")]
+    pub multiline_closed_max_lines: AtomicU64,
     /// Files followed, by event: opened, released (read to their end after rotation or
     /// deletion), rotated (renamed away while followed), truncated (shrank, read again from 0).
     #[metric(Counter "logship_file_events", event = "opened")]
@@ -496,6 +511,38 @@ type SetFilter = Box<dyn Fn(tracing_subscriber::EnvFilter) -> Result<(), String>
 
 /// Set by [`init_logging`] when `RUST_LOG` does not fix the filter.
 static SET_FILTER: OnceLock<SetFilter> = OnceLock::new();
+
+/// A multiline record of `lines` lines was shipped.
+pub fn multiline_joined(lines: u64) {
+    add(&metrics().multiline_records, 1);
+    add(&metrics().multiline_lines, lines);
+}
+
+/// A multiline record was shipped after `multiline.flush_timeout` without a new line.
+pub fn multiline_timeout() {
+    add(&metrics().multiline_closed_timeout, 1);
+}
+
+/// The limit a multiline record reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MultilineLimit {
+    MaxBytes,
+    MaxLines,
+}
+
+/// A multiline record was cut at `multiline.max_bytes` or `multiline.max_lines` (`value`): the
+/// rest of the event continues in the next record.
+pub fn multiline_cut(path: &std::path::Path, offset: u64, limit: MultilineLimit, value: usize) {
+    let (counter, limit) = match limit {
+        MultilineLimit::MaxBytes => (&metrics().multiline_closed_max_bytes, "max_bytes"),
+        MultilineLimit::MaxLines => (&metrics().multiline_closed_max_lines, "max_lines"),
+    };
+    add(counter, 1);
+    static T: Throttle = Throttle::new(WARN_PERIOD);
+    if let Some(suppressed) = T.admit() {
+        tracing::warn!(path = %path.display(), offset, limit, value, suppressed, "Multiline record reached its limit; the rest of the event continues in the next record.");
+    }
+}
 
 /// Installs the agent's own log output on standard error (standard output may carry records).
 /// `RUST_LOG`, when set, overrides the configured level, also at reloads.

@@ -4,7 +4,8 @@
 //! A value is read as its key needs: `true`/`false` for booleans, numbers for numbers, and for
 //! lists a JSON array (`["/a/*.log","/b/{x,y}.log"]`) or comma-separated text (a comma inside
 //! `{...}` belongs to the pattern). Anything else stays text for the key's own parsing (sizes,
-//! durations, enums). A variable that names no key is an error, so a typo cannot leave a
+//! durations, enums); a JSON array may hold tables (`LOGSHIP_MULTILINE__RULES='[{"name":"ts",
+//! "start":"^\\d{4}-"}]'`). A variable that names no key is an error, so a typo cannot leave a
 //! default silently in force.
 //!
 //! This is not the `config` crate's `Environment` source: that one cannot tell which variables
@@ -134,9 +135,11 @@ fn read(text: &str, kind: Kind) -> Result<Value, String> {
         Kind::List => {
             let t = text.trim();
             if t.starts_with('[') {
-                serde_json::from_str::<Vec<String>>(t)
-                    .map(|items| items.into_iter().map(Value::String).collect())
-                    .map_err(|e| format!("not a JSON array of strings: {e}"))
+                // Any items: a list of tables (`multiline.rules`) is written this way too, and
+                // the key's own type is checked with the rest of the configuration.
+                serde_json::from_str::<Vec<Value>>(t)
+                    .map(Value::Array)
+                    .map_err(|e| format!("not a JSON array: {e}"))
             } else {
                 Ok(split_list(t).into_iter().map(Value::String).collect())
             }

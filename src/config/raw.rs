@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Which files are followed and how they are read.
     pub tail: RawTail,
+    /// Joining the lines of one event (a stack trace) into one record.
+    pub multiline: RawMultiline,
     /// The positions file.
     pub positions: RawPositions,
     /// The memory between reading and acknowledgement.
@@ -53,6 +55,7 @@ impl Default for RawConfig {
             shutdown_timeout: HumanDuration::secs(25),
             log: RawLog::default(),
             tail: RawTail::default(),
+            multiline: RawMultiline::default(),
             positions: RawPositions::default(),
             buffer: RawBuffer::default(),
             output: RawOutput::default(),
@@ -145,6 +148,58 @@ impl Default for RawTail {
             max_deleted_bytes: Size::gib(2),
         }
     }
+}
+
+/// `[multiline]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMultiline {
+    /// The rule every file's lines are joined by: `none` (no joining: one line, one record, the
+    /// default, since joining changes what a record is), a built-in rule (`java` for JVM stack
+    /// traces, `python` for tracebacks, `go` for panics and goroutine dumps, `nodejs` for
+    /// Node.js errors) or the name of one of `rules`. Works per stream, on the message after CRI
+    /// partials and docker splits are reassembled.
+    pub default_rule: String,
+    /// A record that gets no new line for this long is shipped as it is. 10ms to 1m.
+    pub flush_timeout: HumanDuration,
+    /// Joining stops before a record passes this many bytes; the rest of the event is the next
+    /// record (counted). 1KiB to 64MiB, and never more than tail.max_line_bytes (a larger value
+    /// acts as tail.max_line_bytes).
+    pub max_bytes: Size,
+    /// Joining stops before a record passes this many lines; the rest of the event is the next
+    /// record (counted). 2 to 100000.
+    pub max_lines: u32,
+    /// Rules of your own, each a table with a `name` (what `default_rule` and hints call it),
+    /// a `start` regular expression (matches the first line of a record) and/or a
+    /// `continuation` one (matches the lines that continue it). With only `start`, every other
+    /// line continues the record; with only `continuation`, every other line starts one; with
+    /// both, a line that matches neither is a record of its own.
+    pub rules: Vec<RawMultilineRule>,
+}
+
+impl Default for RawMultiline {
+    fn default() -> Self {
+        RawMultiline {
+            default_rule: "none".into(),
+            flush_timeout: HumanDuration::secs(1),
+            max_bytes: Size::kib(64),
+            max_lines: 500,
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[[multiline.rules]]`
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawMultilineRule {
+    /// The rule's name; not `none` nor a built-in rule's.
+    pub name: String,
+    /// A regular expression (Rust regex syntax) matching the first line of a record; empty:
+    /// none.
+    pub start: String,
+    /// A regular expression matching a line that continues the record; empty: none.
+    pub continuation: String,
 }
 
 /// `[positions]`

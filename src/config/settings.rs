@@ -20,6 +20,8 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub log: LogSettings,
     pub tail: TailSettings,
+    /// The multiline rules, and the one files join with by default.
+    pub multiline: crate::parse::multiline::Multiline,
     pub positions: PositionsSettings,
     pub buffer: BufferSettings,
     pub output: OutputSettings,

@@ -325,6 +325,72 @@ x = 1
 }
 
 #[test]
+fn multiline_rules_from_the_file_and_the_environment() {
+    let text = r#"
+[multiline]
+default_rule = "timestamped"
+flush_timeout = "500ms"
+[[multiline.rules]]
+name = "timestamped"
+start = '^\d{4}-\d{2}-\d{2}'
+[[multiline.rules]]
+name = "indented"
+continuation = '^\s'
+"#;
+    let (dir, path) = file("logship.toml", text);
+    let loaded = load(&options(Some(&path), &[])).unwrap();
+    let m = &loaded.settings.multiline;
+    assert_eq!(m.default_rule().unwrap().name(), "timestamped");
+    assert_eq!(m.limits().flush_timeout, Duration::from_millis(500));
+    assert!(m.rule("indented").is_some() && m.rule("java").is_some());
+    // The effective configuration writes the rules back as tables, and loads to itself.
+    let effective = loaded.effective_toml();
+    assert!(effective.contains("[[multiline.rules]]"), "{effective}");
+    let again = dir.path().join("effective.toml");
+    std::fs::write(&again, &effective).unwrap();
+    assert_eq!(
+        load(&options(Some(&again), &[])).unwrap().effective_toml(),
+        effective
+    );
+
+    let env = [
+        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "spring"),
+        (
+            "LOGSHIP_MULTILINE__RULES",
+            r#"[{"name":"spring","start":"^\\d{4}-"}]"#,
+        ),
+    ];
+    let loaded = load(&options(None, &env)).unwrap();
+    assert_eq!(
+        loaded.settings.multiline.default_rule().unwrap().name(),
+        "spring"
+    );
+
+    let bad = [(
+        "LOGSHIP_MULTILINE__RULES",
+        r#"[{"name":"x","start":"(unclosed"}, {"nam":"y"}]"#,
+    )];
+    let errors = load_errors(&options(None, &bad));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with("multiline.rules: unknown field `nam`"),
+        "{errors:#?}"
+    );
+    let bad = [(
+        "LOGSHIP_MULTILINE__RULES",
+        r#"[{"name":"x","start":"(unclosed"}]"#,
+    )];
+    let errors = load_errors(&options(None, &bad));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(
+        errors[0].starts_with(
+            "multiline.rules[0].start: rule \"x\": \"(unclosed\" is not a regular expression: unclosed group"
+        ),
+        "{errors:#?}"
+    );
+}
+
+#[test]
 fn cross_key_errors_name_both_keys() {
     let options = options(
         None,

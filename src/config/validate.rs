@@ -149,6 +149,7 @@ pub fn validate(
         "fluentd" => crate::enrich::metadata::Schema::Fluentd,
         _ => crate::enrich::metadata::Schema::Ecs,
     };
+    let multiline = super::multiline::validate(e, &raw.multiline, max_line_bytes);
     let listen = listen_address(e, &raw.server.listen);
     let rate_limit = rate_limit(e, &raw.rate_limit);
 
@@ -200,6 +201,7 @@ pub fn validate(
             max_deleted_files: tail.max_deleted_files as usize,
             max_deleted_bytes: tail.max_deleted_bytes.0,
         },
+        multiline,
         positions: PositionsSettings {
             flush_interval,
             gc_after: raw.positions.gc_after.0,

@@ -16,12 +16,17 @@
 //! file (the bytes of one physical line: the usual case); across a chunk boundary it cuts where
 //! `max_line_bytes` falls, because the file offset of an earlier chunk's bytes is no longer known.
 //!
+//! With multiline joining on, a complete message goes into its stream's join instead of straight
+//! into the batch (the [`Joiner`] argument); a message that has to be split is never joined,
+//! and the join's open record is closed before the first piece, so records stay in order.
+//!
 //! What is pending must be re-read after a crash, so [`Assembly::pending_start`] is always the
 //! start of a physical line (never the middle of one, where the format's header would be
 //! missing): the line the record began in or, after a split, the line holding the first byte
 //! still held.
 
 use crate::parse::json;
+use crate::parse::multiline::{Closed, Joiner, Message};
 use crate::parse::{emit, utf8, Oversize, Settings};
 use crate::record::{Batch, Stream};
 use crate::telemetry;
@@ -122,11 +127,6 @@ impl Assembly {
         self.open.then_some(self.resume)
     }
 
-    /// The offset of the next record, for ordering at flush.
-    pub(super) const fn offset(&self) -> u64 {
-        self.offset
-    }
-
     /// End of the last chunk taken.
     pub(super) const fn end(&self) -> u64 {
         self.end
@@ -152,6 +152,7 @@ impl Assembly {
 
     /// Adds `chunk`, message bytes from the physical line that starts at `line`; `end` is the
     /// end of the line (or piece) they came in. Emits records into `out` if it overflows.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn append(
         &mut self,
         chunk: &[u8],
@@ -159,6 +160,7 @@ impl Assembly {
         line: u64,
         end: u64,
         settings: &Settings,
+        mut join: Option<&mut Joiner<'_>>,
         out: &mut Batch,
     ) {
         debug_assert!(self.open);
@@ -216,6 +218,14 @@ impl Assembly {
                 Some(run) => run.offset + (cut - run.pos) as u64,
                 None => at.locate(chunk_idx + (cut - chunk_pos), chunk.len()),
             };
+            if !self.split {
+                // A message in pieces is not joined; what its stream was joining came first.
+                if let Some(j) = join.as_deref_mut() {
+                    if j.join.is_open() {
+                        j.join.close(Closed::Next, j.rule, settings, out);
+                    }
+                }
+            }
             emit(
                 out,
                 &self.buf[..cut],
@@ -245,16 +255,33 @@ impl Assembly {
         }
     }
 
-    /// Emits the record (it ends at `end`) and forgets it. `strip_cr` drops a final `\r` (raw
-    /// lines). A message whose last split piece was already emitted emits nothing more unless
-    /// bytes are left.
-    pub(super) fn close(&mut self, end: u64, strip_cr: bool, settings: &Settings, out: &mut Batch) {
+    /// Emits the record (it ends at `end`), or hands it to `join`, and forgets it. `strip_cr`
+    /// drops a final `\r` (raw lines). A message whose last split piece was already emitted
+    /// emits nothing more unless bytes are left.
+    pub(super) fn close(
+        &mut self,
+        end: u64,
+        strip_cr: bool,
+        settings: &Settings,
+        join: Option<&mut Joiner<'_>>,
+        out: &mut Batch,
+    ) {
         debug_assert!(self.open);
         if strip_cr && self.discarded == 0 && self.buf.last() == Some(&b'\r') {
             self.buf.pop();
         }
-        if !(self.split && self.buf.is_empty()) {
-            emit(
+        match join {
+            Some(j) if !self.split => {
+                let message = Message {
+                    bytes: &self.buf,
+                    timestamp: self.timestamp,
+                    stream: self.stream,
+                    offset: self.offset,
+                    end,
+                };
+                j.join.take(j.rule, message, j.now, settings, out);
+            }
+            _ if !(self.split && self.buf.is_empty()) => emit(
                 out,
                 &self.buf,
                 self.timestamp,
@@ -262,7 +289,8 @@ impl Assembly {
                 self.offset,
                 end,
                 &settings.path,
-            );
+            ),
+            _ => {}
         }
         if self.discarded > 0 {
             telemetry::oversize_truncated(

@@ -15,7 +15,8 @@
 use memchr::memchr;
 
 use crate::parse::assemble::Locator;
-use crate::parse::{emit, slot_of, Line, LineParser, Piece, PieceTarget};
+use crate::parse::multiline::Message;
+use crate::parse::{emit, joiner, slot_of, Line, LineParser, Piece, PieceTarget};
 use crate::record::{Batch, Stream};
 use crate::timestamp::{parse_rfc3339_prefix, Timestamp};
 
@@ -68,48 +69,78 @@ impl LineParser {
     #[inline]
     pub(super) fn cri_whole(&mut self, line: Line<'_>, now: Timestamp, out: &mut Batch) {
         match parse_header(line.bytes) {
-            Ok(header) => self.cri_record(header, line, out),
+            Ok(header) => self.cri_record(header, line, now, out),
             Err(reason) => self.malformed(line, now, out, "cri", reason),
         }
     }
 
     /// Emits, starts, continues or completes the record of a parsed line.
     #[inline]
-    pub(super) fn cri_record(&mut self, header: Header, line: Line<'_>, out: &mut Batch) {
+    pub(super) fn cri_record(
+        &mut self,
+        header: Header,
+        line: Line<'_>,
+        now: Timestamp,
+        out: &mut Batch,
+    ) {
         let message = &line.bytes[header.message..];
-        let slot = &mut self.slots[slot_of(header.stream)];
+        let s = slot_of(header.stream);
+        let slot = &mut self.slots[s];
         if header.full && !slot.is_open() {
-            // The usual line: straight into the batch.
-            emit(
-                out,
-                message,
-                header.timestamp,
-                header.stream,
-                line.offset,
-                line.end,
-                &self.settings.path,
-            );
+            match self.multiline.as_deref() {
+                // The usual line: straight into the batch.
+                None => emit(
+                    out,
+                    message,
+                    header.timestamp,
+                    header.stream,
+                    line.offset,
+                    line.end,
+                    &self.settings.path,
+                ),
+                Some(rule) => self.joins[s].take(
+                    rule,
+                    Message {
+                        bytes: message,
+                        timestamp: header.timestamp,
+                        stream: header.stream,
+                        offset: line.offset,
+                        end: line.end,
+                    },
+                    now,
+                    &self.settings,
+                    out,
+                ),
+            }
             return;
         }
         if !slot.is_open() {
             slot.open(header.stream, header.timestamp, line.offset, line.end);
         }
+        let mut join = joiner(&self.multiline, &mut self.joins, self.format, s, now);
         slot.append(
             message,
             Locator::Plain(line.offset + header.message as u64),
             line.offset,
             line.end,
             &self.settings,
+            join.as_mut(),
             out,
         );
         if header.full {
-            slot.close(line.end, false, &self.settings, out);
+            slot.close(line.end, false, &self.settings, join.as_mut(), out);
         }
     }
 
     /// The first piece of a CRI line longer than `max_line_bytes`: the header is here, the
     /// message continues in the next pieces.
-    pub(super) fn cri_first(&mut self, header: Header, line: Line<'_>, out: &mut Batch) {
+    pub(super) fn cri_first(
+        &mut self,
+        header: Header,
+        line: Line<'_>,
+        now: Timestamp,
+        out: &mut Batch,
+    ) {
         debug_assert!(matches!(line.piece, Piece::First));
         let slot = slot_of(header.stream);
         self.piece = Some(PieceTarget {
@@ -121,12 +152,14 @@ impl LineParser {
         if !assembly.is_open() {
             assembly.open(header.stream, header.timestamp, line.offset, line.end);
         }
+        let mut join = joiner(&self.multiline, &mut self.joins, self.format, slot, now);
         assembly.append(
             &line.bytes[header.message..],
             Locator::Plain(line.offset + header.message as u64),
             line.offset,
             line.end,
             &self.settings,
+            join.as_mut(),
             out,
         );
     }

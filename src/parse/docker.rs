@@ -16,7 +16,8 @@ use std::ops::Range;
 use serde::Deserialize;
 
 use crate::parse::assemble::{Locator, RETAIN_BYTES};
-use crate::parse::{slot_of, Line, LineParser};
+use crate::parse::multiline::Message;
+use crate::parse::{joiner, slot_of, Line, LineParser};
 use crate::record::{Batch, Record, Stream};
 use crate::telemetry;
 use crate::timestamp::{parse_rfc3339, Timestamp};
@@ -107,28 +108,56 @@ impl LineParser {
     /// A complete physical line of a docker file.
     pub(super) fn docker_whole(&mut self, line: Line<'_>, now: Timestamp, out: &mut Batch) {
         match parse(line.bytes, &mut out.text) {
-            Ok(parsed) => self.docker_record(parsed, line, out),
+            Ok(parsed) => self.docker_record(parsed, line, now, out),
             Err(reason) => self.malformed(line, now, out, "docker", reason),
         }
     }
 
     /// Completes, starts or continues the record of a parsed line.
-    pub(super) fn docker_record(&mut self, parsed: Parsed, line: Line<'_>, out: &mut Batch) {
+    pub(super) fn docker_record(
+        &mut self,
+        parsed: Parsed,
+        line: Line<'_>,
+        now: Timestamp,
+        out: &mut Batch,
+    ) {
         if parsed.invalid {
             telemetry::invalid_utf8(&self.settings.path, line.offset);
         }
         let complete = out.text.as_bytes()[parsed.start..].last() == Some(&b'\n');
-        let slot = &mut self.slots[slot_of(parsed.stream)];
+        let s = slot_of(parsed.stream);
+        let slot = &mut self.slots[s];
         if complete && !slot.is_open() {
-            // The usual line: the decoded text is the message, in place.
-            out.text.pop();
-            out.records.push(Record {
-                timestamp: parsed.timestamp,
-                stream: parsed.stream,
-                message: parsed.start..out.text.len(),
-                offset: line.offset,
-                end: line.end,
-            });
+            let decoded = &out.text.as_bytes()[parsed.start..out.text.len() - 1];
+            match self.multiline.as_deref() {
+                Some(rule) if !self.joins[s].passes(rule, decoded) => {
+                    // Joined: the message moves from the batch to the join, which may emit
+                    // into the batch text.
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(decoded);
+                    out.text.truncate(parsed.start);
+                    let message = Message {
+                        bytes: &self.scratch,
+                        timestamp: parsed.timestamp,
+                        stream: parsed.stream,
+                        offset: line.offset,
+                        end: line.end,
+                    };
+                    self.joins[s].take(rule, message, now, &self.settings, out);
+                }
+                _ => {
+                    // The usual line: the decoded text is the message, in place.
+                    self.joins[s].saw(parsed.timestamp);
+                    out.text.pop();
+                    out.records.push(Record {
+                        timestamp: parsed.timestamp,
+                        stream: parsed.stream,
+                        message: parsed.start..out.text.len(),
+                        offset: line.offset,
+                        end: line.end,
+                    });
+                }
+            }
             return;
         }
         // Part of a split line: the decoded text moves from the batch to the assembly (the
@@ -152,16 +181,18 @@ impl LineParser {
         if !slot.is_open() {
             slot.open(parsed.stream, parsed.timestamp, line.offset, line.end);
         }
+        let mut join = joiner(&self.multiline, &mut self.joins, self.format, s, now);
         slot.append(
             &self.scratch,
             at,
             line.offset,
             line.end,
             &self.settings,
+            join.as_mut(),
             out,
         );
         if complete {
-            slot.close(line.end, false, &self.settings, out);
+            slot.close(line.end, false, &self.settings, join.as_mut(), out);
         }
         if self.scratch.capacity() > RETAIN_BYTES {
             self.scratch = Vec::new();

@@ -19,11 +19,18 @@
 //! - records are pushed when their message is complete, in file order of that completion;
 //! - the hot path (a whole line that is a whole record) does not allocate: text goes straight
 //!   into [`Batch::text`], and the pending buffers are reused.
+//!
+//! Multiline joining (`multiline`), when a rule is set, takes the complete messages of each
+//! stream (after partials and splits are reassembled) and joins the lines of one event into one
+//! record; an ordinary line still goes straight into the batch. Its open records are pending
+//! like partial ones, and [`LineParser::ack_end`] keeps the ack range out of the records it
+//! joined across another stream's lines.
 
 mod assemble;
 mod cri;
 mod docker;
 mod json;
+pub mod multiline;
 mod raw;
 mod utf8;
 
@@ -37,6 +44,7 @@ use crate::telemetry;
 use crate::timestamp::Timestamp;
 
 use assemble::Assembly;
+use multiline::{Closed, Join, Joiner, MultilineRule};
 
 /// The `tail.format` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -136,8 +144,34 @@ pub struct LineParser {
     slots: [Assembly; 3],
     /// The physical line whose `Middle` and `Last` pieces are still to come.
     piece: Option<PieceTarget>,
-    /// Decoded docker text on its way into an assembly (split docker lines only).
+    /// Decoded docker text on its way into an assembly or a join.
     scratch: Vec<u8>,
+    /// The multiline rule in force; `None`: every message is a record of its own.
+    multiline: Option<Arc<MultilineRule>>,
+    /// A rule given by [`LineParser::set_multiline`], applied before the next line.
+    switch: Option<Option<Arc<MultilineRule>>>,
+    /// The multiline record being joined in each slot (the raw slot only in raw files).
+    joins: [Join; 3],
+}
+
+/// The join of `slot` and the rule in force, if `slot` joins: stdout and stderr whenever a rule
+/// is set, the raw slot only in raw files (a malformed line of another format is kept as it is).
+fn joiner<'a>(
+    rule: &'a Option<Arc<MultilineRule>>,
+    joins: &'a mut [Join; 3],
+    format: Option<Format>,
+    slot: usize,
+    now: Timestamp,
+) -> Option<Joiner<'a>> {
+    let rule = rule.as_deref()?;
+    if slot == RAW && format != Some(Format::Raw) {
+        return None;
+    }
+    Some(Joiner {
+        join: &mut joins[slot],
+        rule,
+        now,
+    })
 }
 
 impl LineParser {
@@ -164,13 +198,126 @@ impl LineParser {
             slots: [Assembly::new(), Assembly::new(), Assembly::new()],
             piece: None,
             scratch: Vec::new(),
+            multiline: None,
+            switch: None,
+            joins: [Join::new(), Join::new(), Join::new()],
         }
+    }
+
+    /// Joins multiline records with `rule` from the first line on (`None`: no joining).
+    #[must_use]
+    pub fn with_multiline(mut self, rule: Option<Arc<MultilineRule>>) -> Self {
+        self.multiline = rule;
+        self
+    }
+
+    /// Changes the multiline rule (`None`: no joining), as when a pod's hint changes. It takes
+    /// effect at the next record boundary: before the next line (or at the next
+    /// [`LineParser::expire`] or [`LineParser::flush`]) the records still open are shipped as
+    /// they are, and the lines after them are joined by the new rule.
+    pub fn set_multiline(&mut self, rule: Option<Arc<MultilineRule>>) {
+        self.switch = Some(rule);
+    }
+
+    /// The multiline rule in force (not counting a change not applied yet).
+    pub fn multiline(&self) -> Option<&Arc<MultilineRule>> {
+        self.multiline.as_ref()
+    }
+
+    /// Applies a rule given by [`LineParser::set_multiline`], shipping what is open first.
+    #[cold]
+    fn apply_switch(&mut self, out: &mut Batch) {
+        let Some(rule) = self.switch.take() else {
+            return;
+        };
+        let same = match (&rule, &self.multiline) {
+            (Some(new), Some(old)) => Arc::ptr_eq(new, old),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.close_joins(|_| true, Closed::Next, out);
+            self.multiline = rule;
+        }
+    }
+
+    /// Closes the open multiline records that `due` picks, oldest first.
+    fn close_joins(&mut self, due: impl Fn(&Join) -> bool, why: Closed, out: &mut Batch) {
+        let Some(rule) = self.multiline.as_deref() else {
+            return;
+        };
+        let mut order = [STDOUT, STDERR, RAW];
+        order.sort_by_key(|&s| self.joins[s].pending_start().unwrap_or(u64::MAX));
+        for slot in order {
+            let join = &mut self.joins[slot];
+            if join.is_open() && due(join) {
+                join.close(why, rule, &self.settings, out);
+            }
+        }
+    }
+
+    /// Ships the multiline records whose last line was read `flush_timeout` or more before
+    /// `now`, or is that much older than the latest line of any stream (and applies a rule
+    /// change). For a file read to its end, with nothing more to read: the reader calls it when
+    /// a turn reached the end, and the tailer when an idle file's [`LineParser::deadline`] has
+    /// passed.
+    pub fn expire(&mut self, now: Timestamp, out: &mut Batch) {
+        if self.switch.is_some() {
+            self.apply_switch(out);
+        }
+        let Some(limits) = self.multiline.as_deref().map(MultilineRule::limits) else {
+            return;
+        };
+        let latest = self.latest_seen();
+        self.close_joins(
+            |j| j.expired(&limits, now) || j.stale(&limits, latest),
+            Closed::Timeout,
+            out,
+        );
+    }
+
+    /// Ships the multiline records of one stream whose last line was written `flush_timeout`
+    /// or more before the latest line of another: a stream that went quiet does not hold its
+    /// record (and the file's ack range) while the other one carries on. The reader calls it at
+    /// the end of every turn; it goes by what the file says, not by when it is read.
+    pub fn close_stale(&mut self, out: &mut Batch) {
+        let Some(limits) = self.multiline.as_deref().map(MultilineRule::limits) else {
+            return;
+        };
+        let latest = self.latest_seen();
+        self.close_joins(|j| j.stale(&limits, latest), Closed::Timeout, out);
+    }
+
+    /// The latest message timestamp of any stream.
+    fn latest_seen(&self) -> Timestamp {
+        self.joins
+            .iter()
+            .map(Join::seen)
+            .max()
+            .unwrap_or(Timestamp(i64::MIN))
+    }
+
+    /// When [`LineParser::expire`] has something to do: the earliest `flush_timeout` of an open
+    /// multiline record, or at once for a rule change not applied yet; `None` when nothing
+    /// waits for time.
+    pub fn deadline(&self) -> Option<Timestamp> {
+        if self.switch.is_some() {
+            return Some(Timestamp(i64::MIN));
+        }
+        let rule = self.multiline.as_deref()?;
+        self.joins
+            .iter()
+            .filter_map(|j| j.deadline(&rule.limits()))
+            .min()
     }
 
     /// Parses `line` (the reader's contract: see [`Line`] and [`Piece`]), appending every record
     /// it completes to `out`. `now` is the timestamp of raw text.
     #[inline]
     pub fn push(&mut self, line: Line<'_>, now: Timestamp, out: &mut Batch) {
+        if self.switch.is_some() {
+            self.apply_switch(out);
+        }
         match line.piece {
             Piece::Whole => match self.format {
                 Some(Format::Cri) => self.cri_whole(line, now, out),
@@ -196,23 +343,70 @@ impl LineParser {
     /// Likewise, when a joined message was split and its rest is pending, reading restarts at
     /// the line the rest begins in: after a crash, the part of that line already shipped in the
     /// previous piece is shipped again, as the start of a record with a new offset.
+    ///
+    /// An open multiline record is pending from its first line on, like a partial one.
     pub fn pending_start(&self) -> Option<u64> {
-        self.slots.iter().filter_map(Assembly::pending_start).min()
+        self.slots
+            .iter()
+            .filter_map(Assembly::pending_start)
+            .chain(self.joins.iter().filter_map(Join::pending_start))
+            .min()
+    }
+
+    /// Where the reader ends a batch's ack range when every byte before `consumed` was handed
+    /// over: [`LineParser::pending_start`] (or `consumed`), moved back to the start of any
+    /// multiline record already emitted that it would otherwise fall inside. Such a record joined
+    /// lines of one stream around another stream's open record; were the range to end inside
+    /// it, a restart would read its last lines again without its first ones and ship them
+    /// twice. The reader calls it once per batch: a record the range has passed is forgotten.
+    pub fn ack_end(&mut self, consumed: u64) -> u64 {
+        let mut end = self.pending_start().map_or(consumed, |p| p.min(consumed));
+        // Moving back can land inside an earlier record of another stream: until none.
+        while let Some(start) = self
+            .joins
+            .iter()
+            .flat_map(Join::spans)
+            .filter(|&&(start, stop)| start < end && end < stop)
+            .map(|&(start, _)| start)
+            .min()
+        {
+            end = start;
+        }
+        for join in &mut self.joins {
+            join.acked(end);
+        }
+        end
     }
 
     /// Emits whatever is pending, oldest first, as if each record ended at the last byte it
-    /// took: the file is being let go and no more lines will come. `now` is not needed: pending
-    /// records already have their timestamps.
-    pub fn flush(&mut self, _now: Timestamp, out: &mut Batch) {
+    /// took: the file is being let go and no more lines will come. `now` is when, for the
+    /// multiline records a last partial message may still join.
+    pub fn flush(&mut self, now: Timestamp, out: &mut Batch) {
+        if self.switch.is_some() {
+            self.apply_switch(out);
+        }
         self.piece = None;
         let mut order = [STDOUT, STDERR, RAW];
-        order.sort_by_key(|&s| self.slots[s].offset());
+        order.sort_by_key(|&s| {
+            let assembly = self.slots[s].pending_start();
+            let join = self.joins[s].pending_start();
+            assembly.into_iter().chain(join).min().unwrap_or(u64::MAX)
+        });
         for slot in order {
             let assembly = &mut self.slots[slot];
+            let mut join = joiner(&self.multiline, &mut self.joins, self.format, slot, now);
             if assembly.is_open() {
                 let end = assembly.end();
-                assembly.close(end, slot == RAW, &self.settings, out);
+                assembly.close(end, slot == RAW, &self.settings, join.as_mut(), out);
             }
+            if let Some(j) = join {
+                if j.join.is_open() {
+                    j.join.close(Closed::Flush, j.rule, &self.settings, out);
+                }
+            }
+        }
+        for join in &mut self.joins {
+            join.acked(u64::MAX);
         }
     }
 
@@ -224,11 +418,11 @@ impl LineParser {
         }
         if let Ok(header) = cri::parse_header(line.bytes) {
             self.format = Some(Format::Cri);
-            return self.cri_record(header, line, out);
+            return self.cri_record(header, line, now, out);
         }
         if let Ok(parsed) = docker::parse(line.bytes, &mut out.text) {
             self.format = Some(Format::Docker);
-            return self.docker_record(parsed, line, out);
+            return self.docker_record(parsed, line, now, out);
         }
         self.format = Some(Format::Raw);
         self.raw_whole(line, now, out);
@@ -245,14 +439,27 @@ impl LineParser {
             let assembly = &mut self.slots[previous.slot];
             if previous.closes && assembly.is_open() {
                 let end = assembly.end();
-                assembly.close(end, previous.slot == RAW, &self.settings, out);
+                let mut join = joiner(
+                    &self.multiline,
+                    &mut self.joins,
+                    self.format,
+                    previous.slot,
+                    now,
+                );
+                assembly.close(
+                    end,
+                    previous.slot == RAW,
+                    &self.settings,
+                    join.as_mut(),
+                    out,
+                );
             }
         }
         match self.format {
             Some(Format::Cri) | None => match cri::parse_header(line.bytes) {
                 Ok(header) => {
                     self.format = Some(Format::Cri);
-                    self.cri_first(header, line, out);
+                    self.cri_first(header, line, now, out);
                 }
                 Err(reason) => {
                     if self.format.is_some() {
@@ -291,18 +498,32 @@ impl LineParser {
             line.bytes
         };
         let assembly = &mut self.slots[target.slot];
+        let mut join = joiner(
+            &self.multiline,
+            &mut self.joins,
+            self.format,
+            target.slot,
+            now,
+        );
         assembly.append(
             bytes,
             assemble::Locator::Plain(line.offset),
             target.line,
             line.end,
             &self.settings,
+            join.as_mut(),
             out,
         );
         if last {
             self.piece = None;
             if target.closes {
-                assembly.close(line.end, target.slot == RAW, &self.settings, out);
+                assembly.close(
+                    line.end,
+                    target.slot == RAW,
+                    &self.settings,
+                    join.as_mut(),
+                    out,
+                );
             }
         }
     }

@@ -10,7 +10,8 @@
 //! parser's raw assembly, which splits or truncates it like any other oversize message.
 
 use crate::parse::assemble::Locator;
-use crate::parse::{emit, Line, LineParser, PieceTarget, RAW};
+use crate::parse::multiline::Message;
+use crate::parse::{emit, joiner, Format, Line, LineParser, PieceTarget, RAW};
 use crate::record::{Batch, Stream};
 use crate::telemetry::{self, metrics};
 use crate::timestamp::Timestamp;
@@ -35,15 +36,27 @@ impl LineParser {
             count_empty();
             return;
         }
-        emit(
-            out,
-            text,
-            now,
-            Stream::Unknown,
-            line.offset,
-            line.end,
-            &self.settings.path,
-        );
+        match self.multiline.as_deref() {
+            Some(rule) if self.format == Some(Format::Raw) => {
+                let message = Message {
+                    bytes: text,
+                    timestamp: now,
+                    stream: Stream::Unknown,
+                    offset: line.offset,
+                    end: line.end,
+                };
+                self.joins[RAW].take(rule, message, now, &self.settings, out);
+            }
+            _ => emit(
+                out,
+                text,
+                now,
+                Stream::Unknown,
+                line.offset,
+                line.end,
+                &self.settings.path,
+            ),
+        }
     }
 
     /// A complete line that did not parse as `format`: kept as raw text, counted and warned.
@@ -65,10 +78,11 @@ impl LineParser {
     /// follow it into the raw assembly.
     pub(super) fn raw_first(&mut self, line: Line<'_>, now: Timestamp, out: &mut Batch) {
         let assembly = &mut self.slots[RAW];
+        let mut join = joiner(&self.multiline, &mut self.joins, self.format, RAW, now);
         if assembly.is_open() {
             // Only if the reader broke its contract (a First before the previous Last).
             let end = assembly.end();
-            assembly.close(end, true, &self.settings, out);
+            assembly.close(end, true, &self.settings, join.as_mut(), out);
         }
         assembly.open(Stream::Unknown, now, line.offset, line.end);
         assembly.append(
@@ -77,6 +91,7 @@ impl LineParser {
             line.offset,
             line.end,
             &self.settings,
+            join.as_mut(),
             out,
         );
         self.piece = Some(PieceTarget {

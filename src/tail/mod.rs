@@ -4,8 +4,10 @@
 //! page cache; a dedicated thread is cheaper than bouncing each through a blocking pool). It
 //! loops: rescan when notify or the rescan timer says so, poll idle files with `fstat` (idle
 //! files cost no reads), give every readable file one turn of at most `read_budget` bytes, send
-//! each turn's batch downstream once the memory budget has room for it, and let go of rotated or
-//! deleted files once they are read to their end and quiet for `rotate_wait`.
+//! each turn's batch downstream once the memory budget has room for it, ship the multiline records
+//! of idle files once they waited `multiline.flush_timeout` (it wakes up for that, and looks only
+//! at files that hold one), and let go of rotated or deleted files once they are read to their
+//! end and quiet for `rotate_wait`.
 //!
 //! It never moves a position: it registers files with [`positions::Positions`] and asks it where
 //! to resume; only acknowledgements move positions.
@@ -35,10 +37,12 @@ use crate::buffer::Budget;
 use crate::config::{ReadFrom, TailSettings};
 use crate::document::Encoder;
 use crate::enrich::Enricher;
+use crate::parse::multiline::Multiline;
 use crate::parse::LineParser;
 use crate::record::{Batch, FileKey};
 use crate::source::{FileIdentity, Fingerprint, KubeletName, Source};
 use crate::telemetry::{self, metrics, Throttle};
+use crate::timestamp::Timestamp;
 
 use discovery::Discovery;
 use limits::{Gate, Limits};
@@ -112,6 +116,8 @@ pub struct TailerParts {
     /// Files the previous tailer left unfinished (a reload): followed from their stored
     /// positions at the first scan.
     pub orphans: Vec<Orphan>,
+    /// The multiline rules; new files join with the default one.
+    pub multiline: Multiline,
 }
 
 /// What one round of reads found.
@@ -151,6 +157,7 @@ pub struct Tailer {
     enrich_warnings: Throttle,
     /// `None` when no limit can apply (no default, no rule, no enrichment for annotations).
     limits: Option<Limits>,
+    multiline: Multiline,
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
@@ -183,6 +190,7 @@ impl Tailer {
                 limits.active(parts.enricher.is_some()).then_some(limits)
             },
             enricher: parts.enricher,
+            multiline: parts.multiline,
             enrich_warnings: Throttle::new(Duration::from_secs(30)),
             files: Vec::new(),
             by_path: HashMap::new(),
@@ -233,6 +241,9 @@ impl Tailer {
             if self.release_finished().is_err() || self.ship_drop_summaries().is_err() {
                 break;
             }
+            let Ok(multiline_due) = self.expire_multiline() else {
+                break;
+            };
             if !round.more {
                 let mut next_poll = self
                     .settings
@@ -240,6 +251,10 @@ impl Tailer {
                     .saturating_sub(last_poll.elapsed());
                 if let Some(due) = round.next_due {
                     next_poll = next_poll.min(due.saturating_duration_since(Instant::now()));
+                }
+                if let Some(due) = multiline_due {
+                    let wait = due.0.saturating_sub(Timestamp::now().0).max(0);
+                    next_poll = next_poll.min(Duration::from_nanos(wait as u64));
                 }
                 match self
                     .wake
@@ -479,6 +494,7 @@ impl Tailer {
             self.settings.oversize,
             Arc::from(path),
         )
+        .with_multiline(self.multiline.default_rule())
     }
 
     /// Where to start reading a newly opened file.
@@ -758,6 +774,33 @@ impl Tailer {
             self.scratch = Vec::new();
         }
         Ok(Round { more, next_due })
+    }
+
+    /// Ships the multiline records of idle files (read to their end, not grown since) that
+    /// waited `flush_timeout` for their next line. Returns when the next one is due, for the
+    /// loop's sleep. A file that is readable gets its turn instead, which does the same when it
+    /// reaches the end; only files holding an open record are looked at twice.
+    fn expire_multiline(&mut self) -> Result<Option<Timestamp>, Stopped> {
+        let now = Timestamp::now();
+        let mut next: Option<Timestamp> = None;
+        for i in 0..self.files.len() {
+            let f = &mut self.files[i];
+            let Some(due) = f.parser.deadline() else {
+                continue;
+            };
+            if f.readable {
+                continue;
+            }
+            if due > now {
+                next = Some(next.map_or(due, |n| n.min(due)));
+                continue;
+            }
+            let mut batch = f.expire(now);
+            telemetry::add(&metrics().records_read, batch.records.len() as u64);
+            f.stamp(&mut batch, &self.node_name);
+            self.send(batch)?;
+        }
+        Ok(next)
     }
 
     /// Drop mode: ships the summary of lines dropped from a file that went quiet since.

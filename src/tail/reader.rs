@@ -7,8 +7,14 @@
 //! parser in pieces.
 //!
 //! Acknowledgement ranges: every turn's batch covers `[ack_start, end)` where `end` is the start
-//! of the first byte not yet final — the incomplete line, or the parser's pending partial record.
-//! Consecutive batches are adjacent, so the ack path sees every byte exactly once.
+//! of the first byte not yet final — the incomplete line, or the parser's pending partial or
+//! multiline record (`LineParser::ack_end`). Consecutive batches are adjacent, so the ack path
+//! sees every byte exactly once.
+//!
+//! Multiline records wait for time as well as for lines: a turn that reads to the end of the
+//! file ships the ones that waited `flush_timeout` ([`TailedFile::expire`] does the same for a
+//! file the tailer finds idle), and every turn ships a stream's record once the file's other
+//! stream is `flush_timeout` further on.
 
 use std::fs::File;
 use std::io;
@@ -207,6 +213,12 @@ impl TailedFile {
             // Thousands of idle files must not each keep a line buffer.
             self.tail = Vec::new();
         }
+        if eof {
+            // Nothing more to read: a record that waited its flush_timeout is done.
+            self.parser.expire(now, &mut batch);
+        } else {
+            self.parser.close_stale(&mut batch);
+        }
         self.close_batch(&mut batch);
         // Bytes read before an error are delivered all the same.
         Turn {
@@ -277,13 +289,19 @@ impl TailedFile {
     /// Ends the batch's ack range at the first byte that is not final yet.
     fn close_batch(&mut self, batch: &mut Batch) {
         let consumed = self.read_offset - self.tail.len() as u64;
-        let end = self
-            .parser
-            .pending_start()
-            .map_or(consumed, |p| p.min(consumed))
-            .max(self.ack_start);
+        let end = self.parser.ack_end(consumed).max(self.ack_start);
         batch.ack.end = end;
         self.ack_start = end;
+    }
+
+    /// The file is idle (read to its end, not grown since): ships the multiline records that
+    /// waited `flush_timeout` for a line at `now`, in a batch that acknowledges what they held
+    /// back. The tailer calls it once the parser's deadline has passed.
+    pub fn expire(&mut self, now: Timestamp) -> Batch {
+        let mut batch = Batch::new(Arc::clone(&self.source), self.key, self.ack_start);
+        self.parser.expire(now, &mut batch);
+        self.close_batch(&mut batch);
+        batch
     }
 
     /// The file is let go: its incomplete last line (no newline will come) and any pending

@@ -1,0 +1,307 @@
+//! Multiline joining with the real binary: a stack trace written to a CRI log file arrives as one
+//! record, stdout and stderr never mix, an idle record ships after `flush_timeout`, and records
+//! cut by a rotation or held open across a restart (SIGTERM or kill -9) lose and double nothing
+//! in the test Elasticsearch, where a document is what its id says.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use support::agent::{append, cri, kubelet_rotate, wait_until, AgentProcess, Fixture};
+use support::elasticsearch::{Flavor, TestEs};
+
+const WAIT: Duration = Duration::from_secs(30);
+const INDEX: &str = "logs-logship-default";
+
+const JAVA: &[&str] = &[
+    "java.lang.IllegalStateException: Failed to execute CommandLineRunner",
+    "\tat org.springframework.boot.SpringApplication.callRunner(SpringApplication.java:798)",
+    "\tat org.springframework.boot.SpringApplication.run(SpringApplication.java:322)",
+    "\tat com.example.shop.ShopApplication.main(ShopApplication.java:12)",
+    "Caused by: java.sql.SQLTransientConnectionException: HikariPool-1 - Connection is not available",
+    "\tat com.zaxxer.hikari.pool.HikariPool.getConnection(HikariPool.java:181)",
+    "\tSuppressed: java.io.IOException: close failed",
+    "\t\tat com.example.shop.Db.close(Db.java:19)",
+    "\t... 12 more",
+];
+
+const PYTHON: &[&str] = &[
+    "Traceback (most recent call last):",
+    "  File \"/app/worker.py\", line 12, in load",
+    "    return json.loads(raw)",
+    "json.decoder.JSONDecodeError: Expecting value: line 1 column 1 (char 0)",
+];
+
+/// `lines` as CRI lines of `stream`.
+fn cri_lines(stream: &str, lines: &[&str]) -> String {
+    lines.iter().map(|l| cri(stream, 'F', l)).collect()
+}
+
+fn java_env() -> Vec<(&'static str, &'static str)> {
+    vec![("LOGSHIP_MULTILINE__DEFAULT_RULE", "java")]
+}
+
+#[test]
+fn a_java_stack_trace_written_to_a_cri_file_arrives_as_one_record() {
+    let fx = Fixture::new();
+    let path = fx.log("shop.log");
+    let before = cri("stdout", 'F', "Starting ShopApplication v1.4.2");
+    let mut body = before.clone();
+    body.push_str(&cri_lines("stdout", JAVA));
+    body.push_str(&cri("stdout", 'F', "Shutting down"));
+    append(&path, body.as_bytes());
+    let mut agent = fx.spawn(&java_env());
+    assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    assert_eq!(
+        fx.messages(),
+        [
+            "Starting ShopApplication v1.4.2".to_string(),
+            JAVA.join("\n"),
+            "Shutting down".into()
+        ]
+    );
+    let trace = &fx.records()[1];
+    assert_eq!(trace["log"]["offset"], before.len() as u64);
+    assert_eq!(trace["stream"], "stdout");
+    assert_eq!(trace["@timestamp"], "2026-11-22T10:00:00.123456789Z");
+}
+
+#[test]
+fn interleaved_stdout_and_stderr_are_not_mixed() {
+    // A Java trace on stderr and a Python traceback on stdout, written line by line in turn, with
+    // a custom rule joining both (a line at the margin that is not a frame starts a record).
+    let fx = Fixture::new();
+    let path = fx.log("both.log");
+    let mut body = String::new();
+    for i in 0..JAVA.len().max(PYTHON.len()) {
+        if let Some(l) = JAVA.get(i) {
+            body.push_str(&cri("stderr", 'F', l));
+        }
+        if let Some(l) = PYTHON.get(i) {
+            body.push_str(&cri("stdout", 'F', l));
+        }
+    }
+    body.push_str(&cri("stdout", 'F', "next on stdout"));
+    body.push_str(&cri("stderr", 'F', "next on stderr"));
+    append(&path, body.as_bytes());
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "margin"),
+        (
+            "LOGSHIP_MULTILINE__RULES",
+            r#"[{"name":"margin","continuation":"^(\\s|Caused by: |[\\w.]+(Error|Exception): )"}]"#,
+        ),
+    ]);
+    assert!(fx.wait_for_records(4, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    let by_stream = |s: &str| -> Vec<String> {
+        fx.records()
+            .iter()
+            .filter(|r| r["stream"] == s)
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        by_stream("stderr"),
+        [JAVA.join("\n"), "next on stderr".into()]
+    );
+    assert_eq!(
+        by_stream("stdout"),
+        [PYTHON.join("\n"), "next on stdout".into()]
+    );
+}
+
+#[test]
+fn a_trace_with_nothing_after_it_ships_after_flush_timeout() {
+    let fx = Fixture::new();
+    let path = fx.log("idle.log");
+    append(&path, cri("stderr", 'F', "ready").as_bytes());
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "java"),
+        ("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "200ms"),
+    ]);
+    assert!(fx.wait_for_records(1, WAIT), "{}", agent.logs());
+    // The program died after its trace: no line will close it.
+    append(&path, cri_lines("stderr", JAVA).as_bytes());
+    assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
+    assert_eq!(fx.messages()[1], JAVA.join("\n"));
+    let (_, _, metrics) = support::agent::http_get(agent.server_addr(), "/metrics");
+    assert!(
+        metrics.contains("logship_multiline_closed_records_total{reason=\"timeout\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("logship_multiline_lines_total {}", JAVA.len())),
+        "{metrics}"
+    );
+    assert!(agent.terminate().success());
+}
+
+fn es_spawn(fx: &Fixture, es: &TestEs, extra: &[(&str, &str)]) -> AgentProcess {
+    let url = es.url();
+    let mut env = vec![
+        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "50ms"),
+        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "java"),
+    ];
+    env.extend_from_slice(extra);
+    fx.spawn(&env)
+}
+
+/// The stored documents' messages.
+fn messages(es: &TestEs) -> Vec<String> {
+    es.documents(INDEX)
+        .values()
+        .map(|d| d["message"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+/// Every line of every stored document, with how often it is there.
+fn stored_lines(es: &TestEs) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for m in messages(es) {
+        for line in m.split('\n') {
+            *counts.entry(line.to_string()).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn assert_each_line_once(es: &TestEs, expected: &[&str]) {
+    let counts = stored_lines(es);
+    for line in expected {
+        assert_eq!(
+            counts.get(*line).copied().unwrap_or(0),
+            1,
+            "{line:?} should be stored exactly once: {:#?}",
+            messages(es)
+        );
+    }
+    assert_eq!(
+        counts.values().sum::<usize>(),
+        expected.len(),
+        "{counts:#?}"
+    );
+}
+
+fn stored(es: &TestEs, message: &str) -> bool {
+    messages(es).iter().any(|m| m == message)
+}
+
+#[test]
+fn a_record_spanning_a_rotation_loses_and_doubles_nothing() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log(
+        "shop-7d4b9_shop_app-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
+    );
+    let mut agent = es_spawn(&fx, &es, &[]);
+    let (head, rest) = JAVA.split_at(4);
+    let mut body = cri("stderr", 'F', "before");
+    body.push_str(&cri_lines("stderr", head));
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || stored(&es, "before")),
+        "{}",
+        agent.logs()
+    );
+    // The kubelet rotates in the middle of the trace: the rest goes to the new file.
+    kubelet_rotate(&path, "20261122-100001");
+    let mut body = cri_lines("stderr", rest);
+    body.push_str(&cri("stderr", 'F', "after"));
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || stored(&es, "after")
+            && stored(&es, &head.join("\n"))),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.terminate().success());
+    // Each file's part of the trace is one record: not joined across files, nothing lost.
+    let msgs = messages(&es);
+    assert!(msgs.contains(&head.join("\n")), "{msgs:#?}");
+    assert!(msgs.contains(&rest.join("\n")), "{msgs:#?}");
+    let mut expected = vec!["before", "after"];
+    expected.extend(JAVA);
+    assert_each_line_once(&es, &expected);
+}
+
+#[test]
+fn a_restart_in_the_middle_of_a_record_loses_and_doubles_nothing() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("app.log");
+    // A long flush_timeout: the record is still open when the agent stops.
+    let slow = [("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "1m")];
+    let mut agent = es_spawn(&fx, &es, &slow);
+    let (head, rest) = JAVA.split_at(5);
+    let before = cri("stdout", 'F', "before");
+    let mut body = before.clone();
+    body.push_str(&cri_lines("stdout", head));
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || stored(&es, "before")),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    // The position stops where the open record began.
+    let positions = fx.positions();
+    let offset = positions["files"][0]["offset"].as_u64().unwrap();
+    assert_eq!(offset, before.len() as u64, "{positions}");
+    assert_eq!(messages(&es), ["before"]);
+
+    let mut body = cri_lines("stdout", rest);
+    body.push_str(&cri("stdout", 'F', "after restart"));
+    append(&path, body.as_bytes());
+    let mut agent = es_spawn(&fx, &es, &slow);
+    assert!(
+        wait_until(WAIT, || stored(&es, "after restart")),
+        "{}",
+        agent.logs()
+    );
+
+    // Again, with a crash: a second trace is open when the agent is killed.
+    let second = [
+        "java.lang.OutOfMemoryError: Java heap space",
+        "\tat java.base/java.util.Arrays.copyOf(Arrays.java:3537)",
+        "\tat com.example.shop.Cache.grow(Cache.java:88)",
+    ];
+    append(&path, cri_lines("stdout", &second[..2]).as_bytes());
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill9();
+    let mut body = cri_lines("stdout", &second[2..]);
+    body.push_str(&cri("stdout", 'F', "after crash"));
+    append(&path, body.as_bytes());
+    let mut agent = es_spawn(&fx, &es, &slow);
+    assert!(
+        wait_until(WAIT, || stored(&es, "after crash")),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+
+    let docs: Vec<Value> = es.documents(INDEX).into_values().collect();
+    let trace = docs
+        .iter()
+        .find(|d| d["message"] == JAVA.join("\n"))
+        .unwrap_or_else(|| panic!("the whole trace in one record: {docs:#?}"));
+    assert_eq!(trace["log"]["offset"], before.len() as u64);
+    assert!(
+        docs.iter().any(|d| d["message"] == second.join("\n")),
+        "{docs:#?}"
+    );
+    let mut expected = vec!["before", "after restart", "after crash"];
+    expected.extend(JAVA);
+    expected.extend(second);
+    assert_each_line_once(&es, &expected);
+}
