@@ -89,7 +89,12 @@ impl Agent {
             source,
         })?;
         let (positions, start_policy) = load_positions(&data_dir)?;
-        let encoder = Arc::new(Encoder::with_schema(&settings.node_name, settings.schema));
+        let encoder = Arc::new(
+            Encoder::with_schema(&settings.node_name, settings.schema).with_processing(
+                settings.processing.names.target.as_deref(),
+                &settings.processing.statics,
+            ),
+        );
         let budget = Budget::new(settings.buffer.max_bytes);
         let (batch_tx, batch_rx) = mpsc::channel(CHANNEL_BATCHES);
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
@@ -130,6 +135,7 @@ impl Agent {
             node_name: settings.node_name.clone(),
             enricher,
             rate_limit: settings.rate_limit.clone(),
+            processing: settings.processing.clone(),
         });
         let (done_tx, tailer_done) = oneshot::channel();
         std::thread::Builder::new()

@@ -11,6 +11,7 @@
 //! - `schema`: the known keys; unknown keys and wrong types in a merged tree.
 //! - `elasticsearch`: the `[output.elasticsearch]` section, validated.
 //! - `kubernetes`: the `[kubernetes]` section, validated (enrichment on or off).
+//! - `processing`: the `[processing]` section, validated (filters compiled, hints parsed).
 //! - `validate`: `RawConfig` -> [`Settings`], every range and cross-key rule, pure.
 //! - `effective`: the effective configuration as TOML, secrets masked.
 //! - `load`: the steps in order; [`load`] is the entry point.
@@ -24,6 +25,7 @@ mod error;
 mod kubernetes;
 mod layer;
 mod load;
+mod processing;
 mod raw;
 mod schema;
 mod settings;

@@ -151,6 +151,7 @@ pub fn validate(
     };
     let listen = listen_address(e, &raw.server.listen);
     let rate_limit = rate_limit(e, &raw.rate_limit);
+    let processing = super::processing::validate(e, &raw.processing, schema, &raw.kubernetes);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -208,6 +209,7 @@ pub fn validate(
         schema,
         server: ServerSettings { listen },
         rate_limit,
+        processing,
     })
 }
 

@@ -34,6 +34,7 @@ use crate::config::{ReadFrom, TailSettings};
 use crate::document::Encoder;
 use crate::enrich::Enricher;
 use crate::parse::LineParser;
+use crate::process::Processor;
 use crate::record::{Batch, FileKey};
 use crate::source::{FileIdentity, Fingerprint, KubeletName, Source};
 use crate::telemetry::{self, metrics, Throttle};
@@ -75,6 +76,8 @@ pub struct TailerParts {
     pub enricher: Option<Enricher>,
     /// Per-container rate limits.
     pub rate_limit: crate::buffer::rate_limit::RateLimitSettings,
+    /// Structured messages, filters and per-pod hints.
+    pub processing: crate::process::ProcessingSettings,
 }
 
 /// What one round of reads found.
@@ -114,6 +117,9 @@ pub struct Tailer {
     enrich_warnings: Throttle,
     /// `None` when no limit can apply (no default, no rule, no enrichment for annotations).
     limits: Option<Limits>,
+    /// `None` when processing cannot change anything (parser none, no rules, no filters, no
+    /// enrichment for annotations).
+    processor: Option<Processor>,
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
@@ -143,6 +149,10 @@ impl Tailer {
                 let limits = Limits::new(parts.rate_limit);
                 limits.active(parts.enricher.is_some()).then_some(limits)
             },
+            processor: parts
+                .processing
+                .active(parts.enricher.is_some())
+                .then(|| Processor::new(parts.processing)),
             enricher: parts.enricher,
             enrich_warnings: Throttle::new(Duration::from_secs(30)),
             files: Vec::new(),
@@ -563,6 +573,16 @@ impl Tailer {
                     continue;
                 }
             }
+            if let Some(processor) = self.processor.as_mut() {
+                // Before the read: a multiline hint must reach the parser before its lines do.
+                let kubelet = f.source.kubelet.as_ref();
+                let path = f.source.path.as_path();
+                if let Some(multiline) =
+                    processor.resolve(&mut f.processing, path, kubelet, self.enricher.as_ref())
+                {
+                    apply_multiline_hint(f, multiline);
+                }
+            }
             let budget = match &self.limits {
                 Some(limits) => limits.read_cap(f, self.settings.read_budget),
                 None => self.settings.read_budget,
@@ -578,6 +598,9 @@ impl Tailer {
             telemetry::add(&metrics().records_read, batch.records.len() as u64);
             if let Some(limits) = self.limits.as_mut() {
                 limits.after_read(f, &mut batch, turn.bytes, now);
+            }
+            if let Some(processor) = self.processor.as_mut() {
+                processor.process(&mut f.processing, &f.fragment, &self.encoder, &mut batch);
             }
             f.stamp(&mut batch, &self.node_name);
             self.send(batch)?;
@@ -643,6 +666,9 @@ impl Tailer {
             );
             let mut batch = batch;
             telemetry::add(&metrics().records_read, batch.records.len() as u64);
+            if let Some(processor) = self.processor.as_mut() {
+                processor.process(&mut f.processing, &f.fragment, &self.encoder, &mut batch);
+            }
             f.stamp(&mut batch, &self.node_name);
             self.send(batch)?;
             self.positions.release(f.key, end);
@@ -730,6 +756,18 @@ fn enrich(f: &mut TailedFile, enricher: &Enricher, warnings: &Throttle) -> bool 
         tracing::warn!(path = %f.path.display(), namespace = %kubelet.namespace, pod = %kubelet.pod, wait = ?enricher.wait_for_metadata, suppressed, "No Kubernetes metadata for this pod yet; shipping its lines with what the file name tells until it arrives.");
     }
     true
+}
+
+/// The one place a multiline hint (a pod's `logship.io/multiline` annotation or a
+/// `processing.rules` entry, resolved by `process::hints`) reaches a file; `None`: no hint, the
+/// file's own configuration applies.
+///
+/// Until the multiline engine (`parse`, `LineParser::set_multiline` with its name -> rule
+/// lookup) is merged, the resolved name is carried in `f.processing.multiline` and logged here,
+/// and lines are not joined by it. Merging wires it as
+/// `f.parser.set_multiline(lookup(name))`, warning once for a name no rule has.
+fn apply_multiline_hint(f: &mut TailedFile, multiline: Option<Arc<str>>) {
+    tracing::debug!(path = %f.path.display(), multiline = multiline.as_deref().unwrap_or("(none)"), "Multiline rule hint for this container (not applied: the multiline engine is not part of this build).");
 }
 
 /// Where `read_from = "tail"` starts: after the last newline, so the first record is whole.

@@ -75,6 +75,8 @@ pub struct TailedFile {
     pub waited_out: bool,
     /// Its container's rate limit and what it owes or dropped.
     pub limit: super::limits::FileLimit,
+    /// Its container's parser and multiline hints, and what filters need of its metadata.
+    pub processing: crate::process::FileProcessing,
 }
 
 /// What one turn did.
@@ -124,6 +126,7 @@ impl TailedFile {
             opened: Instant::now(),
             waited_out: false,
             limit: Default::default(),
+            processing: Default::default(),
         }
     }
 
@@ -331,5 +334,7 @@ impl TailedFile {
         self.readable = true;
         self.truncations = self.truncations.wrapping_add(1);
         self.id_prefix = None;
+        // A new line parser: it gets the multiline hint again.
+        self.processing.invalidate();
     }
 }
