@@ -1,6 +1,11 @@
-//! End to end: pre-written CRI files of 200-byte lines -> agent (tail, parse, encode) -> a sink
-//! that encodes and counts (`blackhole`). Reports lines/s and MB/s of input (criterion), and
-//! prints CPU seconds, lines per CPU second and heap allocations per line for one run.
+//! End to end: pre-written CRI files -> agent (tail, parse, process, encode) -> a sink that
+//! encodes and counts (`blackhole`). Reports lines/s and MB/s of input (criterion), and prints
+//! CPU seconds, lines per CPU second and heap allocations per line for one run of each variant:
+//!
+//! - `cri_200b_lines_to_blackhole`: 200-byte text lines (the plain pipeline);
+//! - `json_300b_parser_none`: lines whose message is a 300-byte JSON object, not parsed;
+//! - `json_300b_parser_auto`: the same lines parsed into `json.*` (the default), the level
+//!   lifted: what structured messages cost against the plain pipeline on the same input.
 //!
 //! Allocations are counted by a wrapping global allocator: benches are the one place where that
 //! needs `unsafe` (GlobalAlloc is an unsafe trait); it only forwards to the system allocator.
@@ -43,6 +48,9 @@ const FILES: usize = 4;
 const LINES_PER_FILE: usize = 250_000;
 const LINE_BYTES: usize = 200;
 
+/// The message bytes of the JSON variants.
+const JSON_MESSAGE_BYTES: usize = 300;
+
 /// Writes the input once: FILES kubelet-named CRI files of 200-byte lines.
 fn write_input(dir: &Path) -> u64 {
     let mut total = 0;
@@ -54,6 +62,32 @@ fn write_input(dir: &Path) -> u64 {
             body.extend_from_slice(head.as_bytes());
             body.resize(body.len() + LINE_BYTES - head.len() - 1, b'x');
             body.push(b'\n');
+        }
+        total += body.len() as u64;
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    total
+}
+
+/// Writes FILES kubelet-named CRI files whose messages are JSON objects of 300 bytes, shaped
+/// like a JSON logging library's (a level, a logger, a message, ids, a nested object).
+fn write_json_input(dir: &Path) -> u64 {
+    let mut total = 0;
+    for f in 0..FILES {
+        let name = format!("api-{f}_shop_app-{:064x}.log", f + 1);
+        let mut body = Vec::with_capacity(LINES_PER_FILE * (JSON_MESSAGE_BYTES + 40));
+        for i in 0..LINES_PER_FILE {
+            let level = ["info", "debug", "warn", "error"][i % 4];
+            let mut message = format!(
+                r#"{{"ts":"2026-11-22T10:00:00.{i:09}Z","level":"{level}","logger":"com.example.api.OrderService","thread":"http-nio-8080-exec-7","msg":"GET /api/v1/items/{i} 200","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","duration_ms":12.5,"user":{{"id":{i},"role":"customer"}},"pad":""#
+            );
+            let pad = JSON_MESSAGE_BYTES - message.len() - 2;
+            message.extend(std::iter::repeat_n('x', pad));
+            message.push_str("\"}");
+            assert_eq!(message.len(), JSON_MESSAGE_BYTES);
+            body.extend_from_slice(
+                format!("2026-11-22T10:00:00.{i:09}Z stdout F {message}\n").as_bytes(),
+            );
         }
         total += body.len() as u64;
         std::fs::write(dir.join(name), body).unwrap();
@@ -79,6 +113,7 @@ fn run_once(
     logs: &Path,
     data: PathBuf,
     total_bytes: u64,
+    parser: &str,
 ) -> (Duration, f64, u64) {
     let mut env = std::collections::HashMap::new();
     env.insert("LOGSHIP_LOG__LEVEL".to_string(), "warn".to_string());
@@ -92,6 +127,7 @@ fn run_once(
             ("data_dir".into(), data.display().to_string().into()),
             ("output.type".into(), "blackhole".into()),
             ("server.listen".into(), "127.0.0.1:0".into()),
+            ("processing.parser".into(), parser.into()),
         ],
         env,
     };
@@ -119,33 +155,44 @@ fn run_once(
 
 fn pipeline(c: &mut Criterion) {
     let input = tempfile::tempdir().unwrap();
-    let logs = input.path().join("logs");
-    std::fs::create_dir_all(&logs).unwrap();
-    let total_bytes = write_input(&logs);
+    let text_logs = input.path().join("text");
+    let json_logs = input.path().join("json");
+    std::fs::create_dir_all(&text_logs).unwrap();
+    std::fs::create_dir_all(&json_logs).unwrap();
+    let text_bytes = write_input(&text_logs);
+    let json_bytes = write_json_input(&json_logs);
     let lines = (FILES * LINES_PER_FILE) as u64;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let variants = [
+        (
+            "cri_200b_lines_to_blackhole",
+            &text_logs,
+            text_bytes,
+            "auto",
+        ),
+        ("json_300b_parser_none", &json_logs, json_bytes, "none"),
+        ("json_300b_parser_auto", &json_logs, json_bytes, "auto"),
+    ];
 
-    // One measured run for the figures criterion does not give.
-    let (wall, cpu, allocs) = run_once(
-        &runtime,
-        &logs,
-        input.path().join("data-probe"),
-        total_bytes,
-    );
-    println!(
-        "pipeline: {lines} lines, {:.1} MB in {:.3} s wall, {:.3} s CPU: {:.0} lines/s, {:.1} MB/s, {:.0} lines per CPU second, {:.3} allocations per line",
-        total_bytes as f64 / 1e6,
-        wall.as_secs_f64(),
-        cpu,
-        lines as f64 / wall.as_secs_f64(),
-        total_bytes as f64 / 1e6 / wall.as_secs_f64(),
-        lines as f64 / cpu,
-        allocs as f64 / lines as f64,
-    );
+    // One measured run of each for the figures criterion does not give.
+    for (name, logs, total_bytes, parser) in variants {
+        let data = input.path().join(format!("data-probe-{name}"));
+        let (wall, cpu, allocs) = run_once(&runtime, logs, data, total_bytes, parser);
+        println!(
+            "{name}: {lines} lines, {:.1} MB in {:.3} s wall, {:.3} s CPU: {:.0} lines/s, {:.1} MB/s, {:.0} lines per CPU second, {:.3} allocations per line",
+            total_bytes as f64 / 1e6,
+            wall.as_secs_f64(),
+            cpu,
+            lines as f64 / wall.as_secs_f64(),
+            total_bytes as f64 / 1e6 / wall.as_secs_f64(),
+            lines as f64 / cpu,
+            allocs as f64 / lines as f64,
+        );
+    }
 
     let mut group = c.benchmark_group("pipeline");
     group
@@ -154,22 +201,25 @@ fn pipeline(c: &mut Criterion) {
         .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(lines));
     let mut run = 0;
-    group.bench_function("cri_200b_lines_to_blackhole", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                run += 1;
-                total += run_once(
-                    &runtime,
-                    &logs,
-                    input.path().join(format!("data-{run}")),
-                    total_bytes,
-                )
-                .0;
-            }
-            total
-        })
-    });
+    for (name, logs, total_bytes, parser) in variants {
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    run += 1;
+                    total += run_once(
+                        &runtime,
+                        logs,
+                        input.path().join(format!("data-{run}")),
+                        total_bytes,
+                        parser,
+                    )
+                    .0;
+                }
+                total
+            })
+        });
+    }
     group.finish();
 }
 

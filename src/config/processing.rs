@@ -216,8 +216,10 @@ mod tests {
                 "{key} in {errors:#?}"
             );
         }
-        let mut kubernetes = RawKubernetes::default();
-        kubernetes.labels = false;
+        let kubernetes = RawKubernetes {
+            labels: false,
+            ..RawKubernetes::default()
+        };
         let mut errors = Vec::new();
         let raw = RawProcessing {
             rules: vec!["selector=app=web parser=json".into()],

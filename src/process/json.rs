@@ -27,8 +27,6 @@ use std::borrow::Cow;
 use std::collections::HashSet;
 use std::ops::Range;
 
-use memchr::memchr2;
-
 /// The limits on what one message may turn into.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Bounds {
@@ -157,12 +155,19 @@ impl<'a> Cursor<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            let rel =
-                memchr2(b'"', b'\\', &self.b[self.i..]).ok_or(invalid("unterminated string"))?;
-            if self.b[self.i..self.i + rel].iter().any(|&c| c < 0x20) {
-                return Err(invalid("control character in a string"));
+            // One pass for the three kinds of byte that end a run: log strings are short, and
+            // a plain loop beats setting up a vectorised search for each of them.
+            while let Some(&c) = self.b.get(self.i) {
+                if c == b'"' || c == b'\\' || c < 0x20 {
+                    break;
+                }
+                self.i += 1;
             }
-            self.i += rel;
+            match self.b.get(self.i) {
+                None => return Err(invalid("unterminated string")),
+                Some(c) if *c < 0x20 => return Err(invalid("control character in a string")),
+                _ => {}
+            }
             if self.b[self.i] == b'"' {
                 let body = start..self.i;
                 self.i += 1;

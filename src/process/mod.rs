@@ -376,6 +376,7 @@ impl Processor {
             ..
         } = batch;
         processed.clear();
+        processed.reserve_exact(records.len());
         fields.clear();
         self.keep.clear();
         let mut any = false;
@@ -409,8 +410,9 @@ impl Processor {
             processed.retain(|_| *keep.next().unwrap_or(&true));
         }
         if !any {
-            processed.clear();
-            fields.clear();
+            // Nothing structured: the batch costs what it did before processing.
+            *processed = Vec::new();
+            *fields = String::new();
         }
     }
 
