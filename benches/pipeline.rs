@@ -1,3 +1,7 @@
+//! Variants: plain 200-byte lines, the same under the java multiline rule, a fifth of the lines in
+//! stack traces with and without joining, and 300-byte JSON messages not parsed (`parser none`) and
+//! parsed into `json.*` (`auto`, the default).
+//!
 //! End to end: pre-written CRI files of 200-byte lines -> agent (tail, parse, encode) -> a sink
 //! that encodes and counts (`blackhole`). Reports lines/s and MB/s of input (criterion), and
 //! prints CPU seconds, lines per CPU second and heap allocations per line for one run.
@@ -93,12 +97,42 @@ fn cpu_seconds() -> f64 {
 }
 
 /// One run of the whole agent over the input; returns (wall time, cpu seconds, allocations).
+/// Writes FILES kubelet-named CRI files whose messages are JSON objects of 300 bytes, shaped
+/// like a JSON logging library's (a level, a logger, a message, ids, a nested object).
+fn write_json_input(dir: &Path) -> u64 {
+    let mut total = 0;
+    for f in 0..FILES {
+        let name = format!("api-{f}_shop_app-{:064x}.log", f + 1);
+        let mut body = Vec::with_capacity(LINES_PER_FILE * (JSON_MESSAGE_BYTES + 40));
+        for i in 0..LINES_PER_FILE {
+            let level = ["info", "debug", "warn", "error"][i % 4];
+            let mut message = format!(
+                r#"{{"ts":"2026-11-22T10:00:00.{i:09}Z","level":"{level}","logger":"com.example.api.OrderService","thread":"http-nio-8080-exec-7","msg":"GET /api/v1/items/{i} 200","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736","duration_ms":12.5,"user":{{"id":{i},"role":"customer"}},"pad":""#
+            );
+            let pad = JSON_MESSAGE_BYTES - message.len() - 2;
+            message.extend(std::iter::repeat_n('x', pad));
+            message.push_str("\"}");
+            assert_eq!(message.len(), JSON_MESSAGE_BYTES);
+            body.extend_from_slice(
+                format!("2026-11-22T10:00:00.{i:09}Z stdout F {message}\n").as_bytes(),
+            );
+        }
+        total += body.len() as u64;
+        std::fs::write(dir.join(name), body).unwrap();
+    }
+    total
+}
+
+/// The message bytes of the JSON variants.
+const JSON_MESSAGE_BYTES: usize = 300;
+
 fn run_once(
     runtime: &tokio::runtime::Runtime,
     logs: &Path,
     data: PathBuf,
     total_bytes: u64,
     rule: &str,
+    parser: &str,
 ) -> (Duration, f64, u64) {
     let mut env = std::collections::HashMap::new();
     env.insert("LOGSHIP_LOG__LEVEL".to_string(), "warn".to_string());
@@ -113,6 +147,7 @@ fn run_once(
             ("output.type".into(), "blackhole".into()),
             ("server.listen".into(), "127.0.0.1:0".into()),
             ("multiline.default_rule".into(), rule.into()),
+            ("processing.parser".into(), parser.into()),
         ],
         env,
     };
@@ -154,28 +189,48 @@ fn pipeline(c: &mut Criterion) {
         .unwrap();
 
     // (name, input, its size, multiline rule)
+    let json = input.path().join("json");
+    std::fs::create_dir_all(&json).unwrap();
+    let json_bytes = write_json_input(&json);
+    // (name, input, its size, multiline rule, message parser)
     let variants = [
-        ("cri_200b_lines_to_blackhole", &plain, plain_bytes, "none"),
+        (
+            "cri_200b_lines_to_blackhole",
+            &plain,
+            plain_bytes,
+            "none",
+            "auto",
+        ),
         (
             "cri_200b_lines_multiline_java_to_blackhole",
             &plain,
             plain_bytes,
             "java",
+            "auto",
         ),
-        ("cri_200b_traces_to_blackhole", &traces, trace_bytes, "none"),
+        (
+            "cri_200b_traces_to_blackhole",
+            &traces,
+            trace_bytes,
+            "none",
+            "auto",
+        ),
         (
             "cri_200b_traces_multiline_java_to_blackhole",
             &traces,
             trace_bytes,
             "java",
+            "auto",
         ),
+        ("json_300b_parser_none", &json, json_bytes, "none", "none"),
+        ("json_300b_parser_auto", &json, json_bytes, "none", "auto"),
     ];
     let mut run = 0;
     // One measured run each, for the figures criterion does not give.
-    for (name, logs, total_bytes, rule) in variants {
+    for (name, logs, total_bytes, rule, parser) in variants {
         run += 1;
         let data = input.path().join(format!("data-probe-{run}"));
-        let (wall, cpu, allocs) = run_once(&runtime, logs, data, total_bytes, rule);
+        let (wall, cpu, allocs) = run_once(&runtime, logs, data, total_bytes, rule, parser);
         println!(
             "{name}: {lines} lines, {:.1} MB in {:.3} s wall, {:.3} s CPU: {:.0} lines/s, {:.1} MB/s, {:.0} lines per CPU second, {:.3} allocations per line",
             total_bytes as f64 / 1e6,
@@ -194,7 +249,7 @@ fn pipeline(c: &mut Criterion) {
         .measurement_time(Duration::from_secs(20))
         .warm_up_time(Duration::from_secs(1));
     group.throughput(Throughput::Elements(lines));
-    for (name, logs, total_bytes, rule) in variants {
+    for (name, logs, total_bytes, rule, parser) in variants {
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
@@ -206,6 +261,7 @@ fn pipeline(c: &mut Criterion) {
                         input.path().join(format!("data-{run}")),
                         total_bytes,
                         rule,
+                        parser,
                     )
                     .0;
                 }

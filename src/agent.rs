@@ -233,7 +233,12 @@ impl Prepared {
             tailer_done,
             budget,
         } = self;
-        let encoder = Arc::new(Encoder::with_schema(&settings.node_name, settings.schema));
+        let encoder = Arc::new(
+            Encoder::with_schema(&settings.node_name, settings.schema).with_processing(
+                settings.processing.names.target.as_deref(),
+                &settings.processing.statics,
+            ),
+        );
         let (batch_tx, batch_rx) = mpsc::channel(CHANNEL_BATCHES);
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let stop_reading = CancellationToken::new();
@@ -271,6 +276,7 @@ impl Prepared {
             rate_limit: settings.rate_limit.clone(),
             orphans,
             multiline: settings.multiline.clone(),
+            processing: settings.processing.clone(),
         });
         // The thread waits for exactly this message. Were it gone, `tailer_done` reports the
         // tailer stopped and the agent shuts down.

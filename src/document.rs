@@ -10,13 +10,16 @@
 //! Field order is fixed and documented in the README:
 //!
 //! ```json
-//! {"@timestamp":"…","message":"…","stream":"stdout","log":{"offset":0,"file":{"path":"…"}},
+//! {"@timestamp":"…","message":"…","stream":"stdout","log":{"offset":0,"level":"info","file":{"path":"…"}},
 //!  "kubernetes":{"namespace":"…","pod":{"name":"…"},"container":{"name":"…"}},
-//!  "container":{"id":"…"},"host":{"name":"…"}}
+//!  "container":{"id":"…"},"json":{…},"cluster":{"name":"…"},"host":{"name":"…"}}
 //! ```
 //!
 //! `stream` is left out for raw files, `kubernetes` and `container` for files whose name is not a
-//! kubelet name. The `fluentd` schema writes the names fluent-plugin-kubernetes_metadata_filter
+//! kubelet name. What message processing made of a record (`process`: the level, the parsed
+//! fields, the message left out or replaced) is spliced from the batch: a JSON object that
+//! needed no change straight from the message text, anything else from [`Batch::fields`]; the
+//! static fields (`processing.add_fields`) are rendered once, here. The `fluentd` schema writes the names fluent-plugin-kubernetes_metadata_filter
 //! writes instead (`log` for the message, `time`, `kubernetes.pod_name`, `docker.container_id`).
 //!
 //! [`Source::fragment`]: crate::source::Source::fragment
@@ -26,7 +29,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::enrich::metadata::{self, Schema};
-use crate::record::{Batch, Record};
+use crate::record::{Batch, FieldsOut, MessageOut};
 use crate::source::KubeletName;
 
 /// Renders documents. One per agent, shared by the tailer (fragments) and the sinks (records).
@@ -35,6 +38,12 @@ pub struct Encoder {
     /// `"host":{"name":"<node>"}}`, already escaped: the end of every document.
     host: Box<str>,
     schema: Schema,
+    /// The static fields (`processing.add_fields`) as document members, each followed by a
+    /// comma; empty for none.
+    statics: Box<str>,
+    /// `"<target>":` before a parsed JSON object spliced as written; empty when parsed fields
+    /// are merged at the top level (then only the members inside its braces are spliced).
+    target: Box<str>,
 }
 
 impl Encoder {
@@ -49,7 +58,21 @@ impl Encoder {
         Encoder {
             host: host.into(),
             schema,
+            statics: "".into(),
+            target: format!("{}:", json!("json")).into(),
         }
+    }
+
+    /// Sets where parsed fields go (`None`: the top level) and the static fields, rendered (see
+    /// `process::filter::render_static`).
+    #[must_use]
+    pub fn with_processing(mut self, target: Option<&str>, statics: &str) -> Self {
+        self.target = match target {
+            Some(t) => format!("{}:", json!(t)).into(),
+            None => "".into(),
+        };
+        self.statics = statics.into();
+        self
     }
 
     pub fn schema(&self) -> Schema {
@@ -66,15 +89,37 @@ impl Encoder {
         metadata::render(self.schema, &path.to_string_lossy(), kubelet, None, None).into()
     }
 
-    /// Appends the document of `record` (which belongs to `batch`) to `out`, without a newline.
-    pub fn encode(&self, batch: &Batch, record: &Record, out: &mut Vec<u8>) {
+    /// The per-file fields of documents with `fragment`, as JSON (for filters on them).
+    pub fn fragment_fields(&self, fragment: &str) -> Option<serde_json::Value> {
+        let text = match self.schema {
+            Schema::Ecs => format!("{{\"log\":{{\"offset\":0,{fragment}{}", self.host),
+            Schema::Fluentd => format!("{{{fragment}{}", self.host),
+        };
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Appends the document of the record at `index` of `batch` to `out`, without a newline.
+    pub fn encode(&self, batch: &Batch, index: usize, out: &mut Vec<u8>) {
+        let record = &batch.records[index];
+        let processed = batch.processed(index);
         out.extend_from_slice(b"{\"@timestamp\":\"");
         record.timestamp.write_rfc3339(out);
-        match self.schema {
-            Schema::Ecs => out.extend_from_slice(b"\",\"message\":"),
-            Schema::Fluentd => out.extend_from_slice(b"\",\"log\":"),
+        out.push(b'"');
+        let message_key: &[u8] = match self.schema {
+            Schema::Ecs => b",\"message\":",
+            Schema::Fluentd => b",\"log\":",
+        };
+        match processed.message {
+            MessageOut::Kept => {
+                out.extend_from_slice(message_key);
+                write_json_str(out, batch.message(record));
+            }
+            MessageOut::Replaced => {
+                out.extend_from_slice(message_key);
+                out.extend_from_slice(batch.fields[processed.replacement.range()].as_bytes());
+            }
+            MessageOut::Dropped => {}
         }
-        write_json_str(out, batch.message(record));
         if let Some(stream) = record.stream.as_str() {
             out.extend_from_slice(b",\"stream\":\"");
             out.extend_from_slice(stream.as_bytes());
@@ -90,7 +135,25 @@ impl Encoder {
         }
         write_u64(out, record.offset);
         out.push(b',');
+        if !processed.level.is_empty() {
+            // Inside `log` (ECS: `log.level`) or at the top level (fluentd: `level`).
+            out.extend_from_slice(b"\"level\":");
+            out.extend_from_slice(batch.fields[processed.level.range()].as_bytes());
+            out.push(b',');
+        }
         out.extend_from_slice(batch.fragment.as_bytes());
+        match processed.fields {
+            FieldsOut::None => {}
+            FieldsOut::Inline => {
+                out.extend_from_slice(self.target.as_bytes());
+                out.extend_from_slice(batch.text[processed.members.range()].as_bytes());
+                out.push(b',');
+            }
+            FieldsOut::Rendered => {
+                out.extend_from_slice(batch.fields[processed.members.range()].as_bytes());
+            }
+        }
+        out.extend_from_slice(self.statics.as_bytes());
         out.extend_from_slice(self.host.as_bytes());
     }
 }
@@ -171,9 +234,10 @@ mod tests {
         batch
             .records
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, _)| {
                 let mut out = Vec::new();
-                encoder.encode(batch, r, &mut out);
+                encoder.encode(batch, i, &mut out);
                 serde_json::from_slice(&out)
                     .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out)))
             })

@@ -8,6 +8,7 @@ pub mod config;
 pub mod document;
 pub mod enrich;
 pub mod parse;
+pub mod process;
 pub mod record;
 pub mod reload;
 pub mod server;

@@ -95,6 +95,79 @@ pub struct Batch {
     /// The share of the memory budget this batch holds; released when the batch is dropped,
     /// which is after the sink has acknowledged it.
     pub permit: Option<Permit>,
+    /// What message processing (`process`) made of each record, by index: empty when no record
+    /// of the batch was structured, else exactly as long as `records`.
+    pub processed: Vec<Processed>,
+    /// Text that processing rendered for the records (levels, parsed fields), which
+    /// [`Processed`] spans point into. Counted in [`Batch::memory_bytes`].
+    pub fields: String,
+}
+
+/// A byte range of [`Batch::text`] or [`Batch::fields`], compact (batches are far below 4 GiB).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    /// The span of `range`; `None` if it does not fit in 32 bits.
+    pub fn of(range: Range<usize>) -> Option<Span> {
+        Some(Span {
+            start: u32::try_from(range.start).ok()?,
+            end: u32::try_from(range.end).ok()?,
+        })
+    }
+
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.end <= self.start
+    }
+}
+
+/// What becomes of a record's message in its document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MessageOut {
+    /// The message as read.
+    #[default]
+    Kept,
+    /// Left out (`processing.keep_message = false` after the message was parsed into fields).
+    Dropped,
+    /// Replaced by the JSON string literal at [`Processed::replacement`] in [`Batch::fields`].
+    Replaced,
+}
+
+/// Where a record's parsed fields are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FieldsOut {
+    /// None.
+    #[default]
+    None,
+    /// The message itself is the fields: [`Processed::members`] spans, in [`Batch::text`], the
+    /// JSON object (or, for fields merged at the top level, the members inside its braces),
+    /// written as it is after the target's name.
+    Inline,
+    /// [`Processed::members`] spans document members rendered in [`Batch::fields`], each
+    /// followed by a comma.
+    Rendered,
+}
+
+/// What processing made of one record: spans of [`Batch::fields`] (or [`Batch::text`] for
+/// [`FieldsOut::Inline`]) the encoder splices into the document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Processed {
+    pub message: MessageOut,
+    pub fields: FieldsOut,
+    /// The lifted level (`log.level`) as a JSON string literal in [`Batch::fields`]; empty for
+    /// none.
+    pub level: Span,
+    /// The message's replacement, a JSON string literal in [`Batch::fields`].
+    pub replacement: Span,
+    /// The parsed fields (see [`FieldsOut`]).
+    pub members: Span,
 }
 
 impl Batch {
@@ -112,6 +185,8 @@ impl Batch {
             },
             id_prefix: IdPrefix::default(),
             permit: None,
+            processed: Vec::new(),
+            fields: String::new(),
         }
     }
 
@@ -140,9 +215,18 @@ impl Batch {
         });
     }
 
-    /// Bytes this batch holds in memory, the unit of the memory budget.
+    /// Bytes this batch holds in memory, the unit of the memory budget: parsed fields count as
+    /// much as the messages they came from.
     pub fn memory_bytes(&self) -> usize {
-        self.text.capacity() + self.records.capacity() * std::mem::size_of::<Record>()
+        self.text.capacity()
+            + self.records.capacity() * std::mem::size_of::<Record>()
+            + self.fields.capacity()
+            + self.processed.capacity() * std::mem::size_of::<Processed>()
+    }
+
+    /// What processing made of the record at `index` (the default, nothing, if not structured).
+    pub fn processed(&self, index: usize) -> Processed {
+        self.processed.get(index).copied().unwrap_or_default()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -237,6 +237,36 @@ metrics! {
     /// Time bulk requests waited for the global send limit (`output.elasticsearch.rate_limit`).
     #[metric(Seconds "logship_elasticsearch_send_limit_wait_seconds")]
     pub es_send_limit_wait: AtomicU64,
+    /// Messages parsed into fields (processing), by result: json, logfmt, and invalid (a message
+    /// that looked like JSON, or any message of a container whose parser is json or logfmt,
+    /// that did not parse: left as it was).
+    #[metric(Counter "logship_structured_messages", result = "json")]
+    pub structured_json: AtomicU64,
+    #[metric(Counter "logship_structured_messages", result = "logfmt")]
+    pub structured_logfmt: AtomicU64,
+    #[metric(Counter "logship_structured_messages", result = "invalid")]
+    pub structured_invalid: AtomicU64,
+    /// Parsed messages a bound or a repair changed (their message is kept), by reason: depth
+    /// (deeper than processing.max_depth, kept as text), fields (members past
+    /// processing.max_fields left out), key_bytes (keys longer than processing.max_key_bytes left
+    /// out), duplicate_keys (earlier duplicates left out), key_names (names Elasticsearch
+    /// refuses, renamed).
+    #[metric(Counter "logship_structured_adjusted", reason = "depth")]
+    pub structured_depth: AtomicU64,
+    #[metric(Counter "logship_structured_adjusted", reason = "fields")]
+    pub structured_fields: AtomicU64,
+    #[metric(Counter "logship_structured_adjusted", reason = "key_bytes")]
+    pub structured_key_bytes: AtomicU64,
+    #[metric(Counter "logship_structured_adjusted", reason = "duplicate_keys")]
+    pub structured_duplicate_keys: AtomicU64,
+    #[metric(Counter "logship_structured_adjusted", reason = "key_names")]
+    pub structured_key_names: AtomicU64,
+    /// Records dropped by processing filters, by filter: include (matched no include rule),
+    /// exclude (matched an exclude rule). Their bytes are acknowledged like shipped ones.
+    #[metric(Counter "logship_filtered_records", filter = "include")]
+    pub filtered_not_included: AtomicU64,
+    #[metric(Counter "logship_filtered_records", filter = "exclude")]
+    pub filtered_excluded: AtomicU64,
     /// Positions files written.
     #[metric(Counter "logship_positions_writes")]
     pub positions_writes: AtomicU64,
@@ -542,6 +572,88 @@ pub fn multiline_cut(path: &std::path::Path, offset: u64, limit: MultilineLimit,
     if let Some(suppressed) = T.admit() {
         tracing::warn!(path = %path.display(), offset, limit, value, suppressed, "Multiline record reached its limit; the rest of the event continues in the next record.");
     }
+}
+
+/// Which parser turned a message into fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StructuredKind {
+    Json,
+    Logfmt,
+}
+
+/// A message was parsed into fields.
+#[inline]
+pub fn structured(kind: StructuredKind) {
+    let m = metrics();
+    add(
+        match kind {
+            StructuredKind::Json => &m.structured_json,
+            StructuredKind::Logfmt => &m.structured_logfmt,
+        },
+        1,
+    );
+}
+
+/// A message did not parse with its container's parser; it ships as it was.
+pub fn structured_invalid(path: &std::path::Path, offset: u64, parser: &str, reason: &str) {
+    add(&metrics().structured_invalid, 1);
+    static T: Throttle = Throttle::new(WARN_PERIOD);
+    if let Some(suppressed) = T.admit() {
+        tracing::warn!(path = %path.display(), offset, parser, reason, suppressed, "Message did not parse; shipped as it was.");
+    }
+}
+
+/// A parsed message hit a bound or had keys repaired; its message is kept.
+pub fn structured_adjusted(
+    path: &std::path::Path,
+    offset: u64,
+    adjusted: &crate::process::json::Adjusted,
+) {
+    let m = metrics();
+    let reasons = [
+        (adjusted.depth, &m.structured_depth, "depth"),
+        (adjusted.fields, &m.structured_fields, "fields"),
+        (adjusted.key_bytes, &m.structured_key_bytes, "key_bytes"),
+        (
+            adjusted.duplicate_keys,
+            &m.structured_duplicate_keys,
+            "duplicate_keys",
+        ),
+        (adjusted.key_names, &m.structured_key_names, "key_names"),
+    ];
+    let mut which = Vec::new();
+    for (hit, counter, name) in reasons {
+        if hit {
+            add(counter, 1);
+            which.push(name);
+        }
+    }
+    static T: Throttle = Throttle::new(WARN_PERIOD);
+    if let Some(suppressed) = T.admit() {
+        tracing::warn!(path = %path.display(), offset, adjusted = ?which, suppressed, "Parsed message adjusted to the processing bounds; its message is kept.");
+    }
+}
+
+/// Why a filter dropped a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterVerdict {
+    /// It matched no `include` rule.
+    NotIncluded,
+    /// It matched an `exclude` rule.
+    Excluded,
+}
+
+/// A filter dropped a record, as configured: counted, not warned about.
+#[inline]
+pub fn filtered(verdict: FilterVerdict) {
+    let m = metrics();
+    add(
+        match verdict {
+            FilterVerdict::NotIncluded => &m.filtered_not_included,
+            FilterVerdict::Excluded => &m.filtered_excluded,
+        },
+        1,
+    );
 }
 
 /// Installs the agent's own log output on standard error (standard output may carry records).

@@ -12,6 +12,7 @@
 //! - `elasticsearch`: the `[output.elasticsearch]` section, validated.
 //! - `kubernetes`: the `[kubernetes]` section, validated (enrichment on or off).
 //! - `multiline`: the `[multiline]` section, validated (rules compiled).
+//! - `processing`: the `[processing]` section, validated (filters compiled, hints parsed).
 //! - `validate`: `RawConfig` -> [`Settings`], every range and cross-key rule, pure.
 //! - `effective`: the effective configuration as TOML, secrets masked.
 //! - `load`: the steps in order; [`load`] is the entry point.
@@ -28,6 +29,7 @@ mod kubernetes;
 mod layer;
 mod load;
 mod multiline;
+mod processing;
 mod raw;
 mod schema;
 mod settings;

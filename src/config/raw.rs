@@ -43,6 +43,8 @@ pub struct RawConfig {
     pub kubernetes: RawKubernetes,
     /// Per-container rate limits.
     pub rate_limit: RawRateLimit,
+    /// Structured messages, filters and per-pod hints.
+    pub processing: RawProcessing,
     /// The HTTP endpoint: metrics, probes and `logship status`.
     pub server: RawServer,
 }
@@ -61,6 +63,7 @@ impl Default for RawConfig {
             output: RawOutput::default(),
             kubernetes: RawKubernetes::default(),
             rate_limit: RawRateLimit::default(),
+            processing: RawProcessing::default(),
             server: RawServer::default(),
         }
     }
@@ -559,6 +562,75 @@ impl Default for RawRateLimit {
             burst: HumanDuration::secs(1),
             action: "throttle".into(),
             summary_interval: HumanDuration::secs(10),
+        }
+    }
+}
+
+/// `[processing]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProcessing {
+    /// How messages are parsed into fields unless a pod's `logship.io/parser` annotation or a
+    /// rule says otherwise: `auto` (a message that is a JSON object is parsed, others are left
+    /// alone), `json` (every message should be a JSON object; one that is not is counted as
+    /// invalid), `logfmt` (`key=value` pairs), `none`.
+    pub parser: String,
+    /// Where parsed fields go: under this name (`json` puts them at `json.*`), or `""` merged at
+    /// the top level of the document, where the document's own fields win and a clashing parsed
+    /// key moves under `json.`.
+    pub target: String,
+    /// Keep the message when it was parsed into fields. `false` leaves it out (a parsed
+    /// `message` key, or a field renamed to `message`, takes its place); a message whose fields
+    /// hit a bound is always kept.
+    pub keep_message: bool,
+    /// Top-level keys whose value becomes `log.level` (`level` with the fluentd schema), the
+    /// first present wins; numbers are pino's and bunyan's levels (30 is `info`).
+    pub level_keys: Vec<String>,
+    /// Objects and arrays nested deeper than this (the message's object is level 1) are kept as
+    /// one string of their JSON. 1 to 32.
+    pub max_depth: u32,
+    /// Members (keys at any level) kept per message; the rest are left out, counted. 1 to 10000.
+    pub max_fields: u32,
+    /// A member whose key is longer than this is left out, counted. 1 to 4096.
+    pub max_key_bytes: u32,
+    /// Keep only records that match one of these, as `<field>=~<regex>`
+    /// (`["message=~ERROR|WARN", "json.level=~^(warn|error)$"]`); empty keeps every record.
+    pub include: Vec<String>,
+    /// Drop records that match any of these, as `<field>=~<regex>`
+    /// (`["kubernetes.namespace=~^kube-", "json.path=~^/healthz"]`).
+    pub exclude: Vec<String>,
+    /// Parsed fields to leave out (`["json.password", "log.level"]`).
+    pub drop_fields: Vec<String>,
+    /// Parsed fields to rename, as `<from>=<to>` (`["json.msg=message", "json.uid=user.id"]`).
+    pub rename_fields: Vec<String>,
+    /// Fields added to every record, as `<key>=<value>` (`["cluster.name=${CLUSTER_NAME}"]`);
+    /// dotted keys are nested objects. `${VAR}` is substituted in the file when it is loaded.
+    pub add_fields: Vec<String>,
+    /// Parser and multiline hints per namespace, label selector and container, the first match
+    /// wins, below a pod's annotations: `"namespace=shop,payments selector=app=web
+    /// container=app parser=json multiline=java"`.
+    pub rules: Vec<String>,
+}
+
+impl Default for RawProcessing {
+    fn default() -> Self {
+        RawProcessing {
+            parser: "auto".into(),
+            target: "json".into(),
+            keep_message: true,
+            level_keys: crate::process::DEFAULT_LEVEL_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .collect(),
+            max_depth: 8,
+            max_fields: 200,
+            max_key_bytes: 256,
+            include: Vec::new(),
+            exclude: Vec::new(),
+            drop_fields: Vec::new(),
+            rename_fields: Vec::new(),
+            add_fields: Vec::new(),
+            rules: Vec::new(),
         }
     }
 }

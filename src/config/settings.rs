@@ -32,6 +32,8 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Per-container rate limits.
     pub rate_limit: crate::buffer::rate_limit::RateLimitSettings,
+    /// Structured messages, filters and per-pod hints.
+    pub processing: crate::process::ProcessingSettings,
 }
 
 #[derive(Clone, Debug)]

@@ -513,3 +513,47 @@ fn leaves(prefix: &str, value: &Value, out: &mut Vec<String>) {
         _ => out.push(prefix.to_string()),
     }
 }
+
+#[test]
+fn static_fields_take_environment_references_and_processing_keys_their_variables() {
+    let text = r#"
+[processing]
+add_fields = ["cluster.name=${CLUSTER_NAME}", "env=${ENVIRONMENT:-dev}"]
+rules = ["namespace=shop parser=logfmt"]
+"#;
+    let (_dir, path) = file("logship.toml", text);
+    let loaded = load(&options(Some(&path), &[("CLUSTER_NAME", "prod-eu-1")])).unwrap();
+    let p = &loaded.settings.processing;
+    assert_eq!(
+        p.add_fields,
+        [
+            ("cluster.name".to_string(), "prod-eu-1".to_string()),
+            ("env".to_string(), "dev".to_string())
+        ]
+    );
+    assert_eq!(
+        p.statics,
+        "\"cluster\":{\"name\":\"prod-eu-1\"},\"env\":\"dev\","
+    );
+    assert_has(
+        &load_errors(&options(Some(&path), &[])),
+        "${CLUSTER_NAME} is not set",
+    );
+    // Rules with commas come from the environment as a JSON array.
+    let loaded = load(&options(
+        None,
+        &[
+            (
+                "LOGSHIP_PROCESSING__RULES",
+                r#"["namespace=a,b parser=json", "selector=app=web multiline=java"]"#,
+            ),
+            ("LOGSHIP_PROCESSING__TARGET", ""),
+            ("LOGSHIP_PROCESSING__MAX_FIELDS", "50"),
+        ],
+    ))
+    .unwrap();
+    let p = &loaded.settings.processing;
+    assert_eq!(p.rules.len(), 2);
+    assert_eq!(p.names.target, None);
+    assert_eq!(p.bounds.max_fields, 50);
+}

@@ -152,6 +152,7 @@ pub fn validate(
     let multiline = super::multiline::validate(e, &raw.multiline, max_line_bytes);
     let listen = listen_address(e, &raw.server.listen);
     let rate_limit = rate_limit(e, &raw.rate_limit);
+    let processing = super::processing::validate(e, &raw.processing, schema, &raw.kubernetes);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -212,6 +213,7 @@ pub fn validate(
         schema,
         server: ServerSettings { listen },
         rate_limit,
+        processing,
     })
 }
 

@@ -116,8 +116,8 @@ pub async fn run_local(
         buf.clear();
         let mut records = 0u64;
         for batch in &waiting {
-            for record in &batch.records {
-                encoder.encode(batch, record, &mut buf);
+            for index in 0..batch.records.len() {
+                encoder.encode(batch, index, &mut buf);
                 buf.push(b'\n');
             }
             records += batch.records.len() as u64;

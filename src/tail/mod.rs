@@ -39,6 +39,7 @@ use crate::document::Encoder;
 use crate::enrich::Enricher;
 use crate::parse::multiline::Multiline;
 use crate::parse::LineParser;
+use crate::process::Processor;
 use crate::record::{Batch, FileKey};
 use crate::source::{FileIdentity, Fingerprint, KubeletName, Source};
 use crate::telemetry::{self, metrics, Throttle};
@@ -118,6 +119,8 @@ pub struct TailerParts {
     pub orphans: Vec<Orphan>,
     /// The multiline rules; new files join with the default one.
     pub multiline: Multiline,
+    /// Structured messages, filters and per-pod hints.
+    pub processing: crate::process::ProcessingSettings,
 }
 
 /// What one round of reads found.
@@ -158,6 +161,9 @@ pub struct Tailer {
     /// `None` when no limit can apply (no default, no rule, no enrichment for annotations).
     limits: Option<Limits>,
     multiline: Multiline,
+    /// `None` when processing cannot change anything (parser none, no rules, no filters, no
+    /// enrichment for annotations).
+    processor: Option<Processor>,
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
@@ -189,6 +195,10 @@ impl Tailer {
                 let limits = Limits::new(parts.rate_limit);
                 limits.active(parts.enricher.is_some()).then_some(limits)
             },
+            processor: parts
+                .processing
+                .active(parts.enricher.is_some())
+                .then(|| Processor::new(parts.processing)),
             enricher: parts.enricher,
             multiline: parts.multiline,
             enrich_warnings: Throttle::new(Duration::from_secs(30)),
@@ -750,6 +760,16 @@ impl Tailer {
                     continue;
                 }
             }
+            if let Some(processor) = self.processor.as_mut() {
+                // Before the read: a multiline hint must reach the parser before its lines do.
+                let kubelet = f.source.kubelet.as_ref();
+                let path = f.source.path.as_path();
+                if let Some(multiline) =
+                    processor.resolve(&mut f.processing, path, kubelet, self.enricher.as_ref())
+                {
+                    apply_multiline_hint(f, multiline, &self.multiline);
+                }
+            }
             let budget = match &self.limits {
                 Some(limits) => limits.read_cap(f, self.settings.read_budget),
                 None => self.settings.read_budget,
@@ -765,6 +785,9 @@ impl Tailer {
             telemetry::add(&metrics().records_read, batch.records.len() as u64);
             if let Some(limits) = self.limits.as_mut() {
                 limits.after_read(f, &mut batch, turn.bytes, now);
+            }
+            if let Some(processor) = self.processor.as_mut() {
+                processor.process(&mut f.processing, &f.fragment, &self.encoder, &mut batch);
             }
             f.stamp(&mut batch, &self.node_name);
             self.send(batch)?;
@@ -868,6 +891,9 @@ impl Tailer {
             },
         );
         telemetry::add(&metrics().records_read, batch.records.len() as u64);
+        if let Some(processor) = self.processor.as_mut() {
+            processor.process(&mut f.processing, &f.fragment, &self.encoder, &mut batch);
+        }
         f.stamp(&mut batch, &self.node_name);
         self.send(batch)?;
         self.positions.release(f.key, end);
@@ -961,6 +987,28 @@ fn enrich(f: &mut TailedFile, enricher: &Enricher, warnings: &Throttle) -> bool 
         tracing::warn!(path = %f.path.display(), namespace = %kubelet.namespace, pod = %kubelet.pod, wait = ?enricher.wait_for_metadata, suppressed, "No Kubernetes metadata for this pod yet; shipping its lines with what the file name tells until it arrives.");
     }
     true
+}
+
+/// The one place a multiline hint (a pod's `logship.io/multiline` annotation or a
+/// `processing.rules` entry, resolved by `process::hints`) reaches a file; `None`: no hint (any
+/// more), the configured `multiline.default_rule` applies. The parser ships what it holds open
+/// before the new rule applies. A name no rule has is warned about and leaves the default.
+fn apply_multiline_hint(f: &mut TailedFile, multiline: Option<Arc<str>>, rules: &Multiline) {
+    static UNKNOWN: Throttle = Throttle::new(Duration::from_secs(60));
+    let rule = match multiline.as_deref() {
+        None => rules.default_rule(),
+        Some(name) => match rules.resolve(name) {
+            Ok(rule) => rule,
+            Err(e) => {
+                if let Some(suppressed) = UNKNOWN.admit() {
+                    tracing::warn!(path = %f.path.display(), error = %e, suppressed, "A multiline hint names no rule; the configured default rule applies.");
+                }
+                rules.default_rule()
+            }
+        },
+    };
+    tracing::debug!(path = %f.path.display(), multiline = multiline.as_deref().unwrap_or("(default)"), "Multiline rule for this container.");
+    f.parser.set_multiline(rule);
 }
 
 /// Where `read_from = "tail"` starts: after the last newline, so the first record is whole.

@@ -88,6 +88,8 @@ pub struct TailedFile {
     /// It has no name left (its link count was 0 at the last `fstat`): only logship keeps its
     /// data on disk.
     pub deleted: bool,
+    /// Its container's parser and multiline hints, and what filters need of its metadata.
+    pub processing: crate::process::FileProcessing,
 }
 
 /// What one turn did.
@@ -140,6 +142,7 @@ impl TailedFile {
             lag: Default::default(),
             size: offset,
             deleted: false,
+            processing: Default::default(),
         }
     }
 
@@ -360,5 +363,7 @@ impl TailedFile {
         self.truncations = self.truncations.wrapping_add(1);
         self.id_prefix = None;
         self.lag = Default::default();
+        // A new line parser: it gets the multiline hint again.
+        self.processing.invalidate();
     }
 }

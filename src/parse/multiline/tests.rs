@@ -803,10 +803,10 @@ mod model {
                     && (i >= queues[0].len() || interleave.get(k).copied().unwrap_or(false));
                 k += 1;
                 if take_err {
-                    file.push(cri_at(Stream::Stderr, 0, &queues[1][j]));
+                    file.push(cri_at(Stream::Stderr, 0, queues[1][j]));
                     j += 1;
                 } else {
-                    file.push(cri_at(Stream::Stdout, 0, &queues[0][i]));
+                    file.push(cri_at(Stream::Stdout, 0, queues[0][i]));
                     i += 1;
                 }
             }

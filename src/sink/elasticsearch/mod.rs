@@ -411,14 +411,14 @@ impl Driver {
             (true, Some(dl_index), Some(refusal)) => {
                 let doc = &mut self.doc;
                 doc.clear();
-                encoder.encode(batch, record, doc);
+                encoder.encode(batch, item.record as usize, doc);
                 open.builder.push(dl_index, &id, item, |out| {
                     wrap_dead_letter(out, refusal, &index, &id, doc)
                 });
             }
-            _ => open
-                .builder
-                .push(&index, &id, item, |out| encoder.encode(batch, record, out)),
+            _ => open.builder.push(&index, &id, item, |out| {
+                encoder.encode(batch, item.record as usize, out)
+            }),
         }
         open.charge.resize(open.builder.held_bytes());
         if open.builder.raw_bytes() >= self.settings.batch_max_bytes
@@ -635,7 +635,8 @@ impl Driver {
         let batch = &pending.batch;
         let record = &batch.records[item.record as usize];
         self.doc.clear();
-        self.encoder.encode(batch, record, &mut self.doc);
+        self.encoder
+            .encode(batch, item.record as usize, &mut self.doc);
         let index = index_name(
             &mut self.index_cache,
             &self.settings,
