@@ -5,7 +5,7 @@
 //! Annotations (read from the metadata cache, like `logship.io/rate-limit`):
 //!
 //! - `logship.io/parser`: `json`, `logfmt`, `auto` or `none`;
-//! - `logship.io/multiline`: `java`, `python`, `go`, a rule named in the configuration, or
+//! - `logship.io/multiline`: `java`, `python`, `go`, `nodejs`, a rule named in the configuration, or
 //!   `none`.
 //!
 //! A value applies to every container of the pod; `<container>=<value>` items, comma-separated,
