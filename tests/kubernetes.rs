@@ -6,10 +6,8 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 use support::agent::{append, cri, wait_until, AgentProcess, Fixture};
-use support::kubernetes::{container_id, namespace, pod, TestKube};
+use support::kubernetes::{container_id, file_name, namespace, pod, TestKube};
 
 const WAIT: Duration = Duration::from_secs(20);
 const NODE: &str = "test-node";
@@ -22,27 +20,6 @@ fn spawn(fx: &Fixture, kube: &TestKube, extra: &[(&str, &str)]) -> AgentProcess 
     ];
     env.extend_from_slice(extra);
     fx.spawn(&env)
-}
-
-/// The kubelet's file name of a container.
-fn file_name(namespace: &str, pod: &str, container: &str) -> String {
-    format!(
-        "{pod}_{namespace}_{container}-{}.log",
-        container_id(namespace, pod, container)
-    )
-}
-
-fn record_with(fx: &Fixture, message: &str) -> Option<Value> {
-    fx.records().into_iter().find(|r| r["message"] == message)
-}
-
-fn wait_record(fx: &Fixture, agent: &AgentProcess, message: &str) -> Value {
-    assert!(
-        wait_until(WAIT, || record_with(fx, message).is_some()),
-        "{message} never shipped:\n{}",
-        agent.logs()
-    );
-    record_with(fx, message).unwrap()
 }
 
 #[test]
@@ -65,7 +42,7 @@ fn records_carry_their_pods_metadata_from_one_list_and_watch() {
         &kube,
         &[("LOGSHIP_KUBERNETES__ANNOTATIONS", "example.com/*")],
     );
-    let r = wait_record(&fx, &agent, "hello");
+    let r = fx.wait_record(&agent, "hello");
     let k = &r["kubernetes"];
     assert_eq!(k["namespace"], "shop");
     assert_eq!(
@@ -107,7 +84,7 @@ fn records_carry_their_pods_metadata_from_one_list_and_watch() {
     for i in 0..50 {
         append(&path, cri("stdout", 'F', &format!("line {i}")).as_bytes());
     }
-    wait_record(&fx, &agent, "line 49");
+    fx.wait_record(&agent, "line 49");
     std::thread::sleep(Duration::from_millis(500));
     assert!(agent.terminate().success());
     let pod_requests = kube.requests_for("/api/v1/pods");
@@ -143,7 +120,7 @@ fn a_pod_the_watch_delivers_late_waits_briefly_and_an_unknown_one_ships_anyway()
     append(&late, cri("stdout", 'F', "early line").as_bytes());
     std::thread::sleep(Duration::from_millis(300));
     kube.create_pod(pod("shop", "late-0", NODE).stateful_set("late").build());
-    let r = wait_record(&fx, &agent, "early line");
+    let r = fx.wait_record(&agent, "early line");
     assert_eq!(r["kubernetes"]["statefulset"]["name"], "late", "{r}");
 
     // A pod the API never tells about: after the wait, the file name's fields, and a counter.
@@ -152,7 +129,7 @@ fn a_pod_the_watch_delivers_late_waits_briefly_and_an_unknown_one_ships_anyway()
         &fx.log(&file_name("shop", "ghost-1", "ghost")),
         cri("stdout", 'F', "ghost line").as_bytes(),
     );
-    let r = wait_record(&fx, &agent, "ghost line");
+    let r = fx.wait_record(&agent, "ghost line");
     assert!(
         started.elapsed() >= Duration::from_millis(2500),
         "it waited"
@@ -174,7 +151,7 @@ fn label_changes_deletions_and_api_resets_are_followed() {
     let mut agent = spawn(&fx, &kube, &[]);
     append(&path, cri("stdout", 'F', "gold").as_bytes());
     assert_eq!(
-        wait_record(&fx, &agent, "gold")["kubernetes"]["labels"]["tier"],
+        fx.wait_record(&agent, "gold")["kubernetes"]["labels"]["tier"],
         "gold"
     );
 
@@ -182,7 +159,7 @@ fn label_changes_deletions_and_api_resets_are_followed() {
     std::thread::sleep(Duration::from_millis(300));
     append(&path, cri("stdout", 'F', "silver").as_bytes());
     assert_eq!(
-        wait_record(&fx, &agent, "silver")["kubernetes"]["labels"]["tier"],
+        fx.wait_record(&agent, "silver")["kubernetes"]["labels"]["tier"],
         "silver"
     );
 
@@ -196,7 +173,7 @@ fn label_changes_deletions_and_api_resets_are_followed() {
         cri("stdout", 'F', "after reset").as_bytes(),
     );
     assert_eq!(
-        wait_record(&fx, &agent, "after reset")["kubernetes"]["labels"]["app"],
+        fx.wait_record(&agent, "after reset")["kubernetes"]["labels"]["app"],
         "after"
     );
 
@@ -205,7 +182,7 @@ fn label_changes_deletions_and_api_resets_are_followed() {
     std::thread::sleep(Duration::from_millis(300));
     append(&path, cri("stdout", 'F', "last words").as_bytes());
     assert_eq!(
-        wait_record(&fx, &agent, "last words")["kubernetes"]["labels"]["tier"],
+        fx.wait_record(&agent, "last words")["kubernetes"]["labels"]["tier"],
         "silver"
     );
 
@@ -213,7 +190,7 @@ fn label_changes_deletions_and_api_resets_are_followed() {
     kube.down();
     append(&path, cri("stdout", 'F', "during outage").as_bytes());
     assert_eq!(
-        wait_record(&fx, &agent, "during outage")["kubernetes"]["labels"]["tier"],
+        fx.wait_record(&agent, "during outage")["kubernetes"]["labels"]["tier"],
         "silver"
     );
     // It comes back: pods created after the outage are enriched without a restart.
@@ -224,7 +201,7 @@ fn label_changes_deletions_and_api_resets_are_followed() {
         cri("stdout", 'F', "after outage").as_bytes(),
     );
     assert_eq!(
-        wait_record(&fx, &agent, "after outage")["kubernetes"]["labels"]["app"],
+        fx.wait_record(&agent, "after outage")["kubernetes"]["labels"]["app"],
         "back",
         "{}",
         agent.logs()

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use support::agent::{append, cri, http_get, wait_until, AgentProcess, Fixture};
 use support::elasticsearch::{Flavor, TestEs};
-use support::kubernetes::{container_id, pod, TestKube};
+use support::kubernetes::{file_name, pod, TestKube};
 
 const WAIT: Duration = Duration::from_secs(30);
 const INDEX: &str = "logs-logship-default";
@@ -173,27 +173,6 @@ fn filters_drop_what_they_are_told_and_positions_move_past_it() {
     assert!(agent.terminate().success());
 }
 
-/// The kubelet's file name of a container.
-fn file_name(namespace: &str, pod: &str, container: &str) -> String {
-    format!(
-        "{pod}_{namespace}_{container}-{}.log",
-        container_id(namespace, pod, container)
-    )
-}
-
-fn record_with(fx: &Fixture, message: &str) -> Option<Value> {
-    fx.records().into_iter().find(|r| r["message"] == message)
-}
-
-fn wait_record(fx: &Fixture, agent: &AgentProcess, message: &str) -> Value {
-    assert!(
-        wait_until(WAIT, || record_with(fx, message).is_some()),
-        "{message} never shipped:\n{}",
-        agent.logs()
-    );
-    record_with(fx, message).unwrap()
-}
-
 #[test]
 fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs() {
     let kube = TestKube::start();
@@ -226,12 +205,12 @@ fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs(
         // A rule for the namespace: the job's JSON is not parsed.
         ("LOGSHIP_PROCESSING__RULES", "namespace=batch parser=none"),
     ]);
-    let r = wait_record(&fx, &agent, "level=info msg=\"from app\"");
+    let r = fx.wait_record(&agent, "level=info msg=\"from app\"");
     assert_eq!(r["json"], json!({"level":"info","msg":"from app"}), "{r}");
     assert_eq!(r["log"]["level"], "info");
-    let r = wait_record(&fx, &agent, r#"{"msg":"sidecar json"}"#);
+    let r = fx.wait_record(&agent, r#"{"msg":"sidecar json"}"#);
     assert!(r.get("json").is_none(), "the sidecar's parser is none: {r}");
-    let r = wait_record(&fx, &agent, r#"{"msg":"job json"}"#);
+    let r = fx.wait_record(&agent, r#"{"msg":"job json"}"#);
     assert!(r.get("json").is_none(), "the namespace rule: {r}");
     // The multiline hint (for the whole pod): its containers' stack traces are one record each;
     // the job's pod has no hint (the default rule none), its trace stays three records.
@@ -245,8 +224,8 @@ fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs(
         append(file, body.as_bytes());
     }
     let joined = trace.join("\n");
-    wait_record(&fx, &agent, &joined);
-    wait_record(&fx, &agent, trace[1]);
+    fx.wait_record(&agent, &joined);
+    fx.wait_record(&agent, trace[1]);
     assert!(
         wait_until(WAIT, || fx
             .records()
@@ -273,9 +252,9 @@ fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs(
         &sidecar,
         cri("stdout", 'F', r#"{"msg":"sidecar parsed now"}"#).as_bytes(),
     );
-    let r = wait_record(&fx, &agent, r#"{"msg":"app json now"}"#);
+    let r = fx.wait_record(&agent, r#"{"msg":"app json now"}"#);
     assert_eq!(r["json"]["msg"], "app json now", "{r}");
-    let r = wait_record(&fx, &agent, r#"{"msg":"sidecar parsed now"}"#);
+    let r = fx.wait_record(&agent, r#"{"msg":"sidecar parsed now"}"#);
     assert_eq!(r["json"]["msg"], "sidecar parsed now", "{r}");
     // Removed: the default (auto) applies again; a logfmt line stays text.
     kube.set_pod_annotation("shop", "web-0", "logship.io/parser", None);
@@ -284,7 +263,7 @@ fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs(
         &app,
         cri("stdout", 'F', "level=warn msg=\"text again\"").as_bytes(),
     );
-    let r = wait_record(&fx, &agent, "level=warn msg=\"text again\"");
+    let r = fx.wait_record(&agent, "level=warn msg=\"text again\"");
     assert!(r.get("json").is_none(), "{r}");
     // A bad value is warned about and ignored.
     kube.set_pod_annotation("shop", "web-0", "logship.io/parser", Some("xml"));
@@ -293,7 +272,7 @@ fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs(
         &app,
         cri("stdout", 'F', r#"{"msg":"auto again"}"#).as_bytes(),
     );
-    let r = wait_record(&fx, &agent, r#"{"msg":"auto again"}"#);
+    let r = fx.wait_record(&agent, r#"{"msg":"auto again"}"#);
     assert_eq!(r["json"]["msg"], "auto again");
     assert!(agent
         .logs()

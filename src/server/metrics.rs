@@ -157,6 +157,16 @@ impl Collector for AgentState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The endpoint's view of a running pipeline with a local output and `budget`.
+    fn current(budget: Budget) -> super::super::Current {
+        std::sync::Arc::new(std::sync::RwLock::new(super::super::Pipeline {
+            budget,
+            headroom: 100,
+            local_output: true,
+            enrichment: false,
+        }))
+    }
     use crate::buffer::Budget;
 
     #[test]
@@ -214,16 +224,7 @@ mod tests {
                 .find(|r| r.contains(&format!("`{name}`")) || r.contains(&format!("`{name}{{")))
                 .unwrap_or_else(|| panic!("no row for {name} in the README's metrics table"))
         };
-        let pipeline = super::super::Pipeline {
-            budget: Budget::new(1000),
-            headroom: 100,
-            local_output: true,
-            enrichment: false,
-        };
-        let text = encode(&registry(std::sync::Arc::new(std::sync::RwLock::new(
-            pipeline,
-        ))))
-        .unwrap();
+        let text = encode(&registry(current(Budget::new(1000)))).unwrap();
         let families: Vec<&str> = text
             .lines()
             .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -257,16 +258,7 @@ mod tests {
     fn the_endpoint_registry_has_build_info_buffer_and_latency() {
         let budget = Budget::new(1000);
         let _permit = budget.acquire(300, std::time::Duration::ZERO).unwrap();
-        let pipeline = super::super::Pipeline {
-            budget,
-            headroom: 100,
-            local_output: true,
-            enrichment: false,
-        };
-        let text = encode(&registry(std::sync::Arc::new(std::sync::RwLock::new(
-            pipeline,
-        ))))
-        .unwrap();
+        let text = encode(&registry(current(budget))).unwrap();
         let version = format!(
             "logship_build_info{{version=\"{}\"}} 1\n",
             env!("CARGO_PKG_VERSION")

@@ -144,6 +144,23 @@ listen = "127.0.0.1:0"
     }
 
     /// Every record the file sink wrote, in order.
+    /// The first record shipped with this message, if any.
+    pub fn record_with(&self, message: &str) -> Option<Value> {
+        self.records().into_iter().find(|r| r["message"] == message)
+    }
+
+    /// Waits (30 s at most) for a record with this message and returns it.
+    pub fn wait_record(&self, agent: &AgentProcess, message: &str) -> Value {
+        assert!(
+            wait_until(Duration::from_secs(30), || self
+                .record_with(message)
+                .is_some()),
+            "{message} never shipped:\n{}",
+            agent.logs()
+        );
+        self.record_with(message).unwrap()
+    }
+
     pub fn records(&self) -> Vec<Value> {
         read_records(&self.out)
     }

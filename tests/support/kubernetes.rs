@@ -46,7 +46,9 @@ use tokio::runtime::Runtime;
 
 // Part of the handle's API; a test binary may use none of them.
 #[allow(unused_imports)]
-pub use self::fixtures::{container_id, namespace, pod, NamespaceBuilder, Owner, PodBuilder};
+pub use self::fixtures::{
+    container_id, file_name, namespace, pod, NamespaceBuilder, Owner, PodBuilder,
+};
 #[allow(unused_imports)]
 pub use self::server::Target;
 use self::server::{Fault, Lasting, Serving, Shared, State};

@@ -43,6 +43,14 @@ pub fn uid_for(parts: &[&str]) -> String {
 
 /// The 64-hex container ID the runtime gives `container` of `namespace/pod` in these fixtures
 /// (without the `containerd://` prefix), as it appears in `/var/log/containers/` file names.
+/// The kubelet's file name of a container.
+pub fn file_name(namespace: &str, pod: &str, container: &str) -> String {
+    format!(
+        "{pod}_{namespace}_{container}-{}.log",
+        container_id(namespace, pod, container)
+    )
+}
+
 pub fn container_id(namespace: &str, pod: &str, container: &str) -> String {
     hex(&["container", namespace, pod, container], 4)
 }
