@@ -381,3 +381,117 @@ fn the_global_send_limit_paces_bulk_requests() {
         ) > 1.0
     );
 }
+
+/// The tailer's heartbeat age on `/metrics`, in seconds.
+fn tailer_heartbeat_age(addr: std::net::SocketAddr) -> f64 {
+    metric(
+        &support::agent::http_get(addr, "/metrics").2,
+        "logship_heartbeat_age_seconds{loop=\"tailer\"}",
+    )
+}
+
+/// An Elasticsearch outage with many files writing a line now and then: far more small batches
+/// than the batch channel holds. The reader waits on the memory budget, which every batch is
+/// charged against, so it keeps turning (a liveness probe would otherwise restart it for as long
+/// as the outage lasts), and once Elasticsearch is back every line arrives exactly once.
+#[test]
+fn many_small_batches_in_an_outage_keep_the_reader_turning() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.fail_until_cleared(503);
+    let fx = Fixture::new();
+    const FILES: usize = 300;
+    const WAVES: usize = 6;
+    let url = es.url();
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__MAX_BACKOFF", "500ms"),
+        // Small requests, so that the requests waiting to be retried hold few of the batches.
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_EVENTS", "20"),
+    ]);
+    let addr = agent.server_addr();
+    // Each wave gives every file one line, read in a turn (a batch) of its own: 1,800 batches.
+    let mut oldest_beat = 0.0f64;
+    for wave in 0..WAVES {
+        for f in 0..FILES {
+            let line = cri("stdout", 'F', &format!("small-{f:03}-{wave}"));
+            append(&fx.log(&format!("small-{f:03}.log")), line.as_bytes());
+        }
+        std::thread::sleep(Duration::from_millis(400));
+        oldest_beat = oldest_beat.max(tailer_heartbeat_age(addr));
+    }
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(500));
+        oldest_beat = oldest_beat.max(tailer_heartbeat_age(addr));
+    }
+    assert_eq!(es.doc_count(), 0, "Elasticsearch is answering 503");
+    assert!(
+        oldest_beat < 3.0,
+        "the reader stopped turning during the outage: its heartbeat was {oldest_beat} s old\n{}",
+        agent.logs()
+    );
+    assert_eq!(
+        support::agent::http_get(addr, "/healthz").0,
+        200,
+        "{}",
+        agent.logs()
+    );
+    es.clear_request_faults();
+    assert!(
+        es.wait_for_doc_count(FILES * WAVES, WAIT * 2),
+        "{} of {} documents\n{}",
+        es.doc_count(),
+        FILES * WAVES,
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    let messages: Vec<String> = es
+        .documents("logs-logship-default")
+        .values()
+        .filter_map(|d| d["message"].as_str().map(str::to_owned))
+        .collect();
+    let unique: HashSet<&String> = messages.iter().collect();
+    assert_eq!(unique.len(), FILES * WAVES, "each line exactly once");
+    assert_eq!(messages.len(), FILES * WAVES, "each line exactly once");
+}
+
+/// While the reader waits for room (Elasticsearch is away and the buffer is full), new files are
+/// still found and opened: a file created then rotated away before the outage ends is read to its
+/// end from the descriptor held since it appeared.
+#[test]
+fn a_file_created_while_the_reader_waits_is_opened_and_nothing_is_lost() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.down();
+    let fx = Fixture::new();
+    let (body, _) = fixed_lines("backlog", 20_000);
+    append(&fx.log("backlog.log"), body.as_bytes());
+    let url = es.url();
+    let mut env = SMALL_BUFFER.to_vec();
+    env.push(("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()));
+    let mut agent = fx.spawn(&env);
+    // The buffer is full and the reader waits for room.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (late, _) = fixed_lines("late", 500);
+    let path = fx.log("late.log");
+    append(&path, late.as_bytes());
+    // Found within a second of its creation, whatever Elasticsearch is doing...
+    assert!(
+        wait_until(Duration::from_secs(3), || agent.logs().contains("late.log")),
+        "the new file was not opened while the reader waited\n{}",
+        agent.logs()
+    );
+    // ...so a rotation (a name no pattern matches) does not lose it.
+    std::fs::rename(&path, fx.log("late.log.1")).unwrap();
+    es.up();
+    assert!(
+        es.wait_for_doc_count(20_500, WAIT * 2),
+        "{} documents\n{}",
+        es.doc_count(),
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    assert_eq!(delivered(&es, "late"), (0..500).collect::<Vec<_>>());
+    assert_eq!(delivered(&es, "backlog"), (0..20_000).collect::<Vec<_>>());
+}

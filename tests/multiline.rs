@@ -305,3 +305,93 @@ fn a_restart_in_the_middle_of_a_record_loses_and_doubles_nothing() {
     expected.extend(second);
     assert_each_line_once(&es, &expected);
 }
+
+/// A record let out by `flush_timeout` takes the same stages as one read a moment earlier: the
+/// exclude filter drops it (it used to go around the processor and ship).
+#[test]
+fn a_record_shipped_by_flush_timeout_goes_through_the_filters() {
+    let fx = Fixture::new();
+    let path = fx.log("filtered.log");
+    append(&path, cri("stderr", 'F', "ready").as_bytes());
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "java"),
+        ("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "200ms"),
+        (
+            "LOGSHIP_PROCESSING__EXCLUDE",
+            "message=~IllegalStateException",
+        ),
+    ]);
+    assert!(fx.wait_for_records(1, WAIT), "{}", agent.logs());
+    // A trace with nothing after it: only the timeout ships it, and the filter excludes it.
+    append(&path, cri_lines("stderr", JAVA).as_bytes());
+    std::thread::sleep(Duration::from_millis(1500));
+    append(&path, cri("stderr", 'F', "after").as_bytes());
+    assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(fx.messages(), ["ready", "after"], "{}", agent.logs());
+    assert!(agent.terminate().success());
+}
+
+/// Deleted files let go (past `tail.max_deleted_files`) while the reader waits to ship records
+/// of idle files let out by `flush_timeout`: the loop over the files follows the removals (it
+/// used to index past the end and abort), and every record of the files kept arrives once.
+#[test]
+fn files_let_go_while_timed_out_records_wait_for_room_do_not_crash_the_reader() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.down();
+    let fx = Fixture::new();
+    // Traces of about 15 KiB each: the buffer (32 KiB) holds two at most.
+    let frames: Vec<String> = (0..180)
+        .map(|i| {
+            format!("\tat com.example.service.DeeplyNestedComponent.frame{i:03}(DeeplyNestedComponent.java:{i})")
+        })
+        .collect();
+    let trace = |n: usize| {
+        let mut lines = vec![format!("java.lang.IllegalStateException: trace {n}")];
+        lines.extend(frames.iter().cloned());
+        lines
+    };
+    for n in 0..8 {
+        let lines = trace(n);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        append(
+            &fx.log(&format!("f{n}.log")),
+            cri_lines("stderr", &refs).as_bytes(),
+        );
+    }
+    let mut agent = es_spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "300ms"),
+            ("LOGSHIP_MULTILINE__MAX_BYTES", "16KiB"),
+            ("LOGSHIP_MULTILINE__MAX_LINES", "1000"),
+            ("LOGSHIP_TAIL__READ_BUDGET", "16KiB"),
+            ("LOGSHIP_TAIL__MAX_LINE_BYTES", "16KiB"),
+            ("LOGSHIP_BUFFER__MAX_BYTES", "32KiB"),
+            ("LOGSHIP_TAIL__MAX_DELETED_FILES", "1"),
+        ],
+    );
+    // The first traces timed out and hold the buffer; the next waits for room.
+    std::thread::sleep(Duration::from_millis(1500));
+    for n in 3..8 {
+        std::fs::remove_file(fx.log(&format!("f{n}.log"))).unwrap();
+    }
+    // The deleted-file limits are kept while the reader waits.
+    std::thread::sleep(Duration::from_millis(2500));
+    es.up();
+    assert!(es.wait_for_doc_count(3, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.running(), "the agent died:\n{}", agent.logs());
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    let got = messages(&es);
+    for n in 0..3 {
+        let want = trace(n).join("\n");
+        assert_eq!(
+            got.iter().filter(|m| **m == want).count(),
+            1,
+            "trace {n} once\n{}",
+            agent.logs()
+        );
+    }
+}

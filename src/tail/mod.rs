@@ -19,6 +19,7 @@ pub mod limits;
 pub mod positions;
 pub mod reader;
 pub mod rotation;
+pub mod stages;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -30,6 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use globset::GlobSet;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::mpsc::Sender;
 use tokio_util::sync::CancellationToken;
 
@@ -50,11 +52,14 @@ use limits::{Gate, Limits};
 use positions::{Positions, Resume};
 use reader::{Attachment, TailedFile};
 use rotation::{Change, Observation};
+use stages::{Origin, Stages};
 
 /// How often a file's path is checked for rotation or deletion, at most.
 const ROTATION_CHECK: Duration = Duration::from_secs(1);
-/// How long the tailer waits for budget before looking at the stop signal again.
+/// How long the tailer waits for budget before looking at the stop signal and its files again.
 const BUDGET_WAIT: Duration = Duration::from_millis(100);
+/// How long the tailer sleeps when the batch channel is full before trying again.
+const CHANNEL_WAIT: Duration = Duration::from_millis(10);
 
 /// Where files found at start-up resume when the positions table has nothing for them.
 #[derive(Clone, Debug)]
@@ -150,20 +155,29 @@ pub struct Tailer {
     discovery: Discovery,
     start_policy: StartPolicy,
     files: Vec<TailedFile>,
+    /// While a loop over `files` runs (a round of reads, of multiline timeouts, of releases):
+    /// the index it looks at next. A file removed while that loop waits in `send` (the
+    /// deleted-file limits) shifts the files after it, and this follows (see `remove_file`).
+    cursor: Option<usize>,
+    /// The least a batch is charged against the budget: the budget's share of one slot of the
+    /// batch channel. The budget is then spent before the channel can fill, so the reader waits
+    /// where it keeps turning (`send`), never in the channel.
+    min_charge: usize,
+    /// When the directories were last scanned, the files last polled and their paths last
+    /// resolved: the reader's housekeeping, done between rounds and while it waits.
+    last_scan: Option<Instant>,
+    last_poll: Instant,
+    last_rotation_check: Instant,
     /// Live files by the path they were found under, so a scan opens only what is new.
     by_path: HashMap<PathBuf, FileKey>,
     /// Files let go, with the fingerprint and offset they were read to: if a scan finds one again
     /// (its rotated name matches a pattern) it resumes there, not at a position still in flight.
     released: HashMap<(u64, u64), Resume>,
-    node_name: String,
     enricher: Option<Enricher>,
     enrich_warnings: Throttle,
-    /// `None` when no limit can apply (no default, no rule, no enrichment for annotations).
-    limits: Option<Limits>,
+    /// Limits, processing and stamping: the path every batch takes (see `stages`).
+    stages: Stages,
     multiline: Multiline,
-    /// `None` when processing cannot change anything (parser none, no rules, no filters, no
-    /// enrichment for annotations).
-    processor: Option<Processor>,
     next_key: u64,
     /// The first scan applies `read_from`; files appearing later are always read from the head.
     first_scan: bool,
@@ -180,29 +194,38 @@ impl Tailer {
     pub fn new(parts: TailerParts) -> Self {
         let (wake_tx, wake_rx) = parts.wake;
         let discovery = Discovery::new(&parts.settings, wake_tx);
+        let min_charge = parts.budget.capacity() / parts.out.max_capacity().max(1);
         Tailer {
             settings: parts.settings,
             positions: parts.positions,
-            encoder: parts.encoder,
+            encoder: Arc::clone(&parts.encoder),
+            min_charge,
             budget: parts.budget,
             out: parts.out,
             stop: parts.stop,
             wake: wake_rx,
             discovery,
             start_policy: parts.start_policy,
-            node_name: parts.node_name,
-            limits: {
-                let limits = Limits::new(parts.rate_limit);
-                limits.active(parts.enricher.is_some()).then_some(limits)
+            stages: Stages {
+                limits: {
+                    let limits = Limits::new(parts.rate_limit);
+                    limits.active(parts.enricher.is_some()).then_some(limits)
+                },
+                processor: parts
+                    .processing
+                    .active(parts.enricher.is_some())
+                    .then(|| Processor::new(parts.processing)),
+                encoder: parts.encoder,
+                node_name: parts.node_name,
             },
-            processor: parts
-                .processing
-                .active(parts.enricher.is_some())
-                .then(|| Processor::new(parts.processing)),
             enricher: parts.enricher,
             multiline: parts.multiline,
             enrich_warnings: Throttle::new(Duration::from_secs(30)),
             files: Vec::new(),
+            cursor: None,
+            last_scan: None,
+            last_poll: Instant::now(),
+            last_rotation_check: Instant::now(),
             by_path: HashMap::new(),
             released: HashMap::new(),
             next_key: 1,
@@ -217,33 +240,9 @@ impl Tailer {
     /// which is how the sink learns that reading is over. Returns the files still being read
     /// that no name leads to any more, for a successor.
     pub fn run(mut self) -> Vec<Orphan> {
-        let mut last_scan: Option<Instant> = None;
-        let mut last_poll = Instant::now();
-        let mut last_rotation_check = Instant::now();
         while !self.stop.is_cancelled() {
             telemetry::beat(telemetry::Loop::Tailer);
-            let now = Instant::now();
-            let names_changed = self.discovery.take_dirty();
-            if names_changed {
-                // A rename or removal in a watched directory: find out at once whether it was
-                // one of ours being rotated, so its successor is opened within milliseconds.
-                self.poll(true);
-                last_rotation_check = now;
-            }
-            if names_changed || last_scan.is_none_or(|t| now - t >= self.settings.rescan_interval) {
-                self.scan();
-                last_scan = Some(now);
-            }
-            if now - last_poll >= self.settings.poll_interval {
-                let check_paths = now - last_rotation_check >= ROTATION_CHECK;
-                self.poll(check_paths);
-                last_poll = now;
-                if check_paths {
-                    last_rotation_check = now;
-                    // Deletions are seen by these polls, so their limits are kept here.
-                    self.limit_deleted();
-                }
-            }
+            self.housekeeping();
             let round = match self.read_round() {
                 Ok(round) => round,
                 Err(Stopped) => break,
@@ -258,7 +257,7 @@ impl Tailer {
                 let mut next_poll = self
                     .settings
                     .poll_interval
-                    .saturating_sub(last_poll.elapsed());
+                    .saturating_sub(self.last_poll.elapsed());
                 if let Some(due) = round.next_due {
                     next_poll = next_poll.min(due.saturating_duration_since(Instant::now()));
                 }
@@ -288,6 +287,40 @@ impl Tailer {
                 file: f.file,
             })
             .collect()
+    }
+
+    /// What the reader does whatever else is going on, between rounds and while it waits for
+    /// the sink: rescans (at once when notify saw a name change, else every `rescan_interval`),
+    /// polls idle files, and every second resolves paths and keeps the deleted-file limits.
+    /// Discovery waits for nothing: a new file is opened, and its descriptor held, within the
+    /// poll interval of its creation even while Elasticsearch is away and the budget spent.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let names_changed = self.discovery.take_dirty();
+        if names_changed {
+            // A rename or removal in a watched directory: find out at once whether it was
+            // one of ours being rotated, so its successor is opened within milliseconds.
+            self.poll(true);
+            self.last_rotation_check = now;
+        }
+        if names_changed
+            || self
+                .last_scan
+                .is_none_or(|t| now - t >= self.settings.rescan_interval)
+        {
+            self.scan();
+            self.last_scan = Some(now);
+        }
+        if now - self.last_poll >= self.settings.poll_interval {
+            let check_paths = now - self.last_rotation_check >= ROTATION_CHECK;
+            self.poll(check_paths);
+            self.last_poll = now;
+            if check_paths {
+                self.last_rotation_check = now;
+                // Deletions are seen by these polls, so their limits are kept here.
+                self.limit_deleted();
+            }
+        }
     }
 
     /// Opens the files a scan finds that are not followed yet.
@@ -678,7 +711,7 @@ impl Tailer {
             let Some((i, _)) = first.filter(|_| over) else {
                 return;
             };
-            let f = self.files.swap_remove(i);
+            let f = self.remove_file(i);
             let unread = f.size.saturating_sub(f.ack_start);
             if unread > 0 {
                 telemetry::add(&metrics().deleted_unread_bytes, unread);
@@ -733,70 +766,75 @@ impl Tailer {
 
     /// Gives every readable file one turn.
     fn read_round(&mut self) -> Result<Round, Stopped> {
-        let mut more = false;
-        let mut next_due: Option<Instant> = None;
+        let mut round = Round {
+            more: false,
+            next_due: None,
+        };
         let now = Instant::now();
-        for i in 0..self.files.len() {
+        let mut i = 0;
+        while i < self.files.len() {
             if self.stop.is_cancelled() {
+                self.cursor = None;
                 return Err(Stopped);
             }
-            // Files may be let go while a send waits (see `send`).
-            let Some(f) = self.files.get_mut(i) else {
-                break;
-            };
-            if !f.readable {
-                continue;
-            }
-            if let Some(enricher) = &self.enricher {
-                if !enrich(f, enricher, &self.enrich_warnings) {
-                    // Held back while its pod's metadata is on its way; other files go on.
-                    continue;
-                }
-            }
-            if let Some(limits) = self.limits.as_mut() {
-                if let Gate::Hold(until) = limits.gate(f, self.enricher.as_ref(), now) {
-                    // Its container is over its rate limit (throttle): other files go on.
-                    next_due = Some(next_due.map_or(until, |d| d.min(until)));
-                    continue;
-                }
-            }
-            if let Some(processor) = self.processor.as_mut() {
-                // Before the read: a multiline hint must reach the parser before its lines do.
-                let kubelet = f.source.kubelet.as_ref();
-                let path = f.source.path.as_path();
-                if let Some(multiline) =
-                    processor.resolve(&mut f.processing, path, kubelet, self.enricher.as_ref())
-                {
-                    apply_multiline_hint(f, multiline, &self.multiline);
-                }
-            }
-            let budget = match &self.limits {
-                Some(limits) => limits.read_cap(f, self.settings.read_budget),
-                None => self.settings.read_budget,
-            };
-            let turn = f.read_turn(&mut self.scratch, budget, self.settings.max_line_bytes);
-            f.readable = !turn.eof && turn.error.is_none();
-            more |= f.readable;
-            if let Some(e) = &turn.error {
-                telemetry::add(&metrics().read_errors, 1);
-                tracing::warn!(path = %f.path.display(), offset = f.read_offset, error = %e, "Error reading log file; retrying at the next poll.");
-            }
-            let mut batch = turn.batch;
-            telemetry::add(&metrics().records_read, batch.records.len() as u64);
-            if let Some(limits) = self.limits.as_mut() {
-                limits.after_read(f, &mut batch, turn.bytes, now);
-            }
-            if let Some(processor) = self.processor.as_mut() {
-                processor.process(&mut f.processing, &f.fragment, &self.encoder, &mut batch);
-            }
-            f.stamp(&mut batch, &self.node_name);
-            self.send(batch)?;
+            self.cursor = Some(i + 1);
+            let turned = self.turn(i, now, &mut round);
+            // Files may be let go while a send waits (see `remove_file`).
+            i = self.cursor.take().unwrap_or(usize::MAX);
+            turned?;
         }
         if self.scratch.capacity() > 2 * (self.settings.read_budget + self.settings.max_line_bytes)
         {
             self.scratch = Vec::new();
         }
-        Ok(Round { more, next_due })
+        Ok(round)
+    }
+
+    /// File `i`'s turn: unless it waits for its pod's metadata or its rate limit, read up to
+    /// the read budget and send what was read down the stage path.
+    fn turn(&mut self, i: usize, now: Instant, round: &mut Round) -> Result<(), Stopped> {
+        let f = &mut self.files[i];
+        if !f.readable {
+            return Ok(());
+        }
+        if let Some(enricher) = &self.enricher {
+            if !enrich(f, enricher, &self.enrich_warnings) {
+                // Held back while its pod's metadata is on its way; other files go on.
+                return Ok(());
+            }
+        }
+        if let Some(limits) = self.stages.limits.as_mut() {
+            if let Gate::Hold(until) = limits.gate(f, self.enricher.as_ref(), now) {
+                // Its container is over its rate limit (throttle): other files go on.
+                round.next_due = Some(round.next_due.map_or(until, |d| d.min(until)));
+                return Ok(());
+            }
+        }
+        if let Some(processor) = self.stages.processor.as_mut() {
+            // Before the read: a multiline hint must reach the parser before its lines do.
+            let kubelet = f.source.kubelet.as_ref();
+            let path = f.source.path.as_path();
+            if let Some(multiline) =
+                processor.resolve(&mut f.processing, path, kubelet, self.enricher.as_ref())
+            {
+                apply_multiline_hint(f, multiline, &self.multiline);
+            }
+        }
+        let budget = match &self.stages.limits {
+            Some(limits) => limits.read_cap(f, self.settings.read_budget),
+            None => self.settings.read_budget,
+        };
+        let turn = f.read_turn(&mut self.scratch, budget, self.settings.max_line_bytes);
+        f.readable = !turn.eof && turn.error.is_none();
+        round.more |= f.readable;
+        if let Some(e) = &turn.error {
+            telemetry::add(&metrics().read_errors, 1);
+            tracing::warn!(path = %f.path.display(), offset = f.read_offset, error = %e, "Error reading log file; retrying at the next poll.");
+        }
+        let mut batch = turn.batch;
+        self.stages
+            .prepare(f, &mut batch, Origin::Read { bytes: turn.bytes });
+        self.send(batch)
     }
 
     /// Ships the multiline records of idle files (read to their end, not grown since) that
@@ -806,34 +844,53 @@ impl Tailer {
     fn expire_multiline(&mut self) -> Result<Option<Timestamp>, Stopped> {
         let now = Timestamp::now();
         let mut next: Option<Timestamp> = None;
-        for i in 0..self.files.len() {
-            let f = &mut self.files[i];
-            let Some(due) = f.parser.deadline() else {
-                continue;
-            };
-            if f.readable {
-                continue;
-            }
-            if due > now {
-                next = Some(next.map_or(due, |n| n.min(due)));
-                continue;
-            }
-            let mut batch = f.expire(now);
-            telemetry::add(&metrics().records_read, batch.records.len() as u64);
-            f.stamp(&mut batch, &self.node_name);
-            self.send(batch)?;
+        let mut i = 0;
+        while i < self.files.len() {
+            self.cursor = Some(i + 1);
+            let sent = self.expire_one(i, now, &mut next);
+            // Files may be let go while a send waits (see `remove_file`).
+            i = self.cursor.take().unwrap_or(usize::MAX);
+            sent?;
         }
         Ok(next)
     }
 
-    /// Drop mode: ships the summary of lines dropped from a file that went quiet since.
-    fn ship_drop_summaries(&mut self) -> Result<(), Stopped> {
-        let Some(limits) = self.limits.as_ref() else {
+    fn expire_one(
+        &mut self,
+        i: usize,
+        now: Timestamp,
+        next: &mut Option<Timestamp>,
+    ) -> Result<(), Stopped> {
+        let f = &mut self.files[i];
+        let Some(due) = f.parser.deadline() else {
             return Ok(());
         };
+        if f.readable {
+            return Ok(());
+        }
+        if due > now {
+            *next = Some(next.map_or(due, |n| n.min(due)));
+            return Ok(());
+        }
+        let mut batch = f.expire(now);
+        self.stages.prepare(f, &mut batch, Origin::Held);
+        self.send(batch)
+    }
+
+    /// Drop mode: ships the summary of lines dropped from a file that went quiet since.
+    fn ship_drop_summaries(&mut self) -> Result<(), Stopped> {
+        let Some(limits) = self.stages.limits.as_ref() else {
+            return Ok(());
+        };
+        if !self.files.iter().any(|f| limits.summary_pending(f)) {
+            return Ok(());
+        }
         let now = Instant::now();
         let mut summaries = Vec::new();
         for f in &mut self.files {
+            let Some(limits) = self.stages.limits.as_ref() else {
+                break;
+            };
             if !limits.summary_pending(f) {
                 continue;
             }
@@ -841,7 +898,7 @@ impl Tailer {
             let mut batch = Batch::new(Arc::clone(&f.source), f.key, f.ack_start);
             limits.summarise_if_due(f, &mut batch, now);
             if !batch.records.is_empty() {
-                f.stamp(&mut batch, &self.node_name);
+                self.stages.prepare(f, &mut batch, Origin::Summary);
                 summaries.push(batch);
             }
         }
@@ -867,7 +924,11 @@ impl Tailer {
                 i += 1;
                 continue;
             }
-            self.let_go(i)?;
+            // File i goes: the next one to look at takes its place.
+            self.cursor = Some(i);
+            let let_go = self.let_go(i);
+            i = self.cursor.take().unwrap_or(usize::MAX);
+            let_go?;
         }
         // Remembered only while the file could still show up under another name.
         if self.released.len() > 4096 {
@@ -879,7 +940,7 @@ impl Tailer {
     /// Stops following file `i`: ships what its parser still holds and hands its range to the
     /// positions table, which forgets it once the batches in flight are acknowledged.
     fn let_go(&mut self, i: usize) -> Result<(), Stopped> {
-        let mut f = self.files.swap_remove(i);
+        let mut f = self.remove_file(i);
         let mut batch = f.finish(self.settings.max_line_bytes);
         let end = batch.ack.end;
         self.released.insert(
@@ -890,11 +951,7 @@ impl Tailer {
                 truncations: f.truncations,
             },
         );
-        telemetry::add(&metrics().records_read, batch.records.len() as u64);
-        if let Some(processor) = self.processor.as_mut() {
-            processor.process(&mut f.processing, &f.fragment, &self.encoder, &mut batch);
-        }
-        f.stamp(&mut batch, &self.node_name);
+        self.stages.prepare(&mut f, &mut batch, Origin::Held);
         self.send(batch)?;
         self.positions.release(f.key, end);
         telemetry::add(&metrics().files_released, 1);
@@ -903,8 +960,27 @@ impl Tailer {
         Ok(())
     }
 
-    /// Sends a batch downstream, waiting for memory budget. A batch with no records only
-    /// acknowledges its range (empty lines, truncated excess), without a trip through the sink.
+    /// Takes file `j` out of the followed files, keeping the order of the others, and keeps the
+    /// loop over them that may be running (`cursor`) on the file it was to look at next.
+    fn remove_file(&mut self, j: usize) -> TailedFile {
+        let f = self.files.remove(j);
+        if let Some(next) = self.cursor.as_mut() {
+            if j < *next {
+                *next -= 1;
+            }
+        }
+        f
+    }
+
+    /// Sends a batch downstream once the memory budget has room for it. A batch with no records
+    /// only acknowledges its range (empty lines, truncated excess), without a trip through the
+    /// sink.
+    ///
+    /// The reader never blocks without turning: it waits on the budget in short steps, and
+    /// between them beats its heartbeat and does its housekeeping (discovery, polls, rotation,
+    /// deleted-file limits), for as long as an outage lasts. Every batch is charged at least
+    /// `min_charge`, so the budget is spent before the channel to the sink can fill; should the
+    /// channel be full all the same, the reader waits for it the same way.
     fn send(&mut self, mut batch: Batch) -> Result<(), Stopped> {
         if batch.records.is_empty() {
             if batch.ack.end > batch.ack.start {
@@ -912,9 +988,8 @@ impl Tailer {
             }
             return Ok(());
         }
-        let bytes = batch.memory_bytes();
+        let bytes = batch.memory_bytes().max(self.min_charge);
         let asked = Instant::now();
-        let mut looked = asked;
         let permit = loop {
             if self.stop.is_cancelled() {
                 return Err(Stopped);
@@ -924,18 +999,26 @@ impl Tailer {
             if let Ok(p) = self.budget.acquire(bytes, BUDGET_WAIT) {
                 break p;
             }
-            // The wait can last as long as an outage: keep the lag gauges true and notice
-            // deleted files, whose disk space may have to be given back meanwhile.
-            if looked.elapsed() >= ROTATION_CHECK {
-                looked = Instant::now();
-                self.poll(true);
-                self.limit_deleted();
-            }
+            self.housekeeping();
         };
         batch.permit = Some(permit);
-        let sent = self.out.blocking_send(batch).map_err(|_| Stopped);
+        loop {
+            match self.out.try_send(batch) {
+                Ok(()) => break,
+                Err(TrySendError::Closed(_)) => return Err(Stopped),
+                Err(TrySendError::Full(back)) => {
+                    batch = back;
+                    if self.stop.is_cancelled() {
+                        return Err(Stopped);
+                    }
+                    telemetry::beat(telemetry::Loop::Tailer);
+                    std::thread::sleep(CHANNEL_WAIT);
+                    self.housekeeping();
+                }
+            }
+        }
         telemetry::add_duration(&metrics().reader_wait, asked.elapsed());
-        sent
+        Ok(())
     }
 
     fn update_gauge(&self) {
