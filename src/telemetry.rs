@@ -227,6 +227,10 @@ metrics! {
     /// `tail.max_deleted_bytes`: data lost to protect the node's disk.
     #[metric(Counter "logship_lost_bytes", reason = "deleted_unread")]
     pub deleted_unread_bytes: AtomicU64,
+    /// Bytes a file held past the read offset when it was truncated (copytruncate while the
+    /// agent was behind): gone with the old content, as far as the last look at its size tells.
+    #[metric(Counter "logship_lost_bytes", reason = "truncated_unread")]
+    pub truncated_unread_bytes: AtomicU64,
     /// Bulk requests allowed at once now: `max_in_flight`, lowered while Elasticsearch answers
     /// 429 (`adaptive_concurrency`).
     #[metric(Gauge "logship_elasticsearch_concurrency")]

@@ -398,3 +398,99 @@ fn sigterm_drains_writes_positions_and_exits_zero() {
     assert!(agent.terminate().success());
     assert_eq!(fx.messages().len(), 50_000, "first run shipped {shipped}");
 }
+
+/// A file copytruncated while the agent was down and written past its old position: with
+/// `read_from = "tail"`, it is still read from its start (its content is new since the agent
+/// last saw it; `read_from` applies only to files it never knew).
+#[test]
+fn copytruncate_while_down_with_read_from_tail_loses_nothing() {
+    let fx = Fixture::new();
+    let path = fx.log("app.log");
+    let env = [
+        ("LOGSHIP_TAIL__READ_FROM", "tail"),
+        ("LOGSHIP_TAIL__FORMAT", "raw"),
+    ];
+    let mut agent = fx.spawn(&env);
+    append(&path, b"before 1\nbefore 2\n");
+    assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
+    assert!(agent.terminate().success());
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let after: Vec<String> = (0..20)
+        .map(|i| format!("after truncation {i:02}"))
+        .collect();
+    append(&path, (after.join("\n") + "\n").as_bytes());
+    let mut agent = fx.spawn(&env);
+    assert!(fx.wait_for_records(22, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    let mut expected = vec!["before 1".to_string(), "before 2".to_string()];
+    expected.extend(after);
+    assert_eq!(fx.messages(), expected);
+}
+
+/// A file copytruncated while the agent is still reading its backlog (a rate limit holds it
+/// back), and written past the offset the agent had reached: nothing of the new content ships
+/// as a fragment read at the old offset, and no new line ships twice.
+#[test]
+fn copytruncate_during_a_backlog_ships_no_fragment_and_nothing_twice() {
+    let fx = Fixture::new();
+    let path = fx.log("busy.log");
+    let old: String = (0..20_000)
+        .map(|i| format!("old {i:06} {}\n", "o".repeat(40)))
+        .collect();
+    append(&path, old.as_bytes());
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_TAIL__FORMAT", "raw"),
+        ("LOGSHIP_RATE_LIMIT__DEFAULT", "5000/s"),
+    ]);
+    assert!(fx.wait_for_records(2_000, WAIT), "{}", agent.logs());
+    // copytruncate: the copy is not followed; the file starts over, at once longer than
+    // before, with lines of another length (a read at the old offset would start mid-line).
+    let new: Vec<String> = (0..30_000)
+        .map(|i| format!("new {i:06} {}", "n".repeat(47)))
+        .collect();
+    let text = new.join("\n") + "\n";
+    let mut file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(0).unwrap();
+    std::io::Write::write_all(&mut file, text.as_bytes()).unwrap();
+    drop(file);
+    assert!(
+        wait_until(WAIT * 3, || fx
+            .messages()
+            .iter()
+            .any(|m| m == new.last().unwrap())),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let metrics = support::agent::http_get(agent.server_addr(), "/metrics").2;
+    assert!(agent.terminate().success());
+    // The old content not read yet when the file was truncated is gone, and counted.
+    let lost: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("logship_lost_bytes_total{reason=\"truncated_unread\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(lost > 100_000.0, "{lost} bytes counted lost");
+    let msgs = fx.messages();
+    let whole = |m: &String| {
+        (m.starts_with("old ") && m.ends_with(&"o".repeat(40)) && m.len() == 51)
+            || (m.starts_with("new ") && m.ends_with(&"n".repeat(47)) && m.len() == 58)
+    };
+    let fragments: Vec<&String> = msgs.iter().filter(|m| !whole(m)).collect();
+    assert!(fragments.is_empty(), "fragments shipped: {fragments:?}");
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for m in &msgs {
+        *counts.entry(m.as_str()).or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "shipped more than once: {twice:?}");
+    for m in &new {
+        assert_eq!(counts.get(m.as_str()), Some(&1), "{m} lost");
+    }
+}

@@ -59,6 +59,13 @@ pub fn matches(file: &File, stored: Fingerprint) -> io::Result<bool> {
     Ok(now == stored)
 }
 
+/// Whether a stored fingerprint can tell the file it was taken of from another at `offset`:
+/// it covers the bytes before the offset, or the whole fingerprint length. One taken of fewer
+/// bytes (an empty or young file) matches any content that starts the same way, or any at all.
+pub fn guards(stored: Fingerprint, offset: u64) -> bool {
+    u64::from(stored.len) >= offset.min(u64::from(FINGERPRINT_BYTES))
+}
+
 /// A longer fingerprint if the file grew past the bytes the current one covers.
 pub fn extend(file: &File, current: Fingerprint, size: u64) -> io::Result<Option<Fingerprint>> {
     if current.len >= FINGERPRINT_BYTES || size <= u64::from(current.len) {
@@ -127,6 +134,23 @@ pub fn id_prefix(
 mod tests {
     use super::*;
     use std::io::Write;
+
+    #[test]
+    fn a_fingerprint_shorter_than_its_offset_is_not_trusted() {
+        let fp = |len| Fingerprint { len, crc32: 0 };
+        assert!(guards(fp(0), 0), "nothing read, nothing to guard");
+        assert!(
+            !guards(fp(0), 1),
+            "an empty file's fingerprint matches anything"
+        );
+        assert!(guards(fp(100), 100));
+        assert!(!guards(fp(100), 101));
+        assert!(
+            guards(fp(FINGERPRINT_BYTES), 1 << 30),
+            "a full one guards any offset"
+        );
+        assert!(!guards(fp(FINGERPRINT_BYTES - 1), 1 << 30));
+    }
 
     #[test]
     fn same_file_matches_and_grows_its_fingerprint() {

@@ -425,6 +425,7 @@ impl Tailer {
         tailed.target = target;
         tailed.attachment = attachment;
         tailed.truncations = start.truncations;
+        tailed.size = tailed.file.metadata().map_or(offset, |m| m.len());
         self.files.push(tailed);
     }
 
@@ -555,6 +556,16 @@ impl Tailer {
             .remove(&dev_ino)
             .or_else(|| self.positions.lookup(dev_ino.0, dev_ino.1));
         if let Some(resume) = remembered {
+            if !fingerprint::guards(resume.fingerprint, resume.offset) {
+                // Taken of fewer bytes than the offset it guards (an empty or young file): it
+                // would match any content. Read from the start; were it the same content, the
+                // same document ids make the re-sent records duplicates Elasticsearch refuses.
+                tracing::warn!(path = %path.display(), offset = resume.offset, fingerprint_bytes = resume.fingerprint.len, "Stored position has too short a fingerprint to trust; reading the file from the start.");
+                return Ok(Start {
+                    offset: 0,
+                    truncations: resume.truncations,
+                });
+            }
             if fingerprint::matches(file, resume.fingerprint)? {
                 let offset = resume.offset;
                 if offset > size {
@@ -570,7 +581,15 @@ impl Tailer {
                     truncations: resume.truncations,
                 });
             }
-            tracing::info!(path = %path.display(), inode = identity.inode, "Inode reused by a new file; reading it from the start.");
+            // Known, but its first bytes changed: truncated and written again while logship was
+            // not running, or a new file on a reused inode. Either way all of it is new since
+            // logship last looked, so it is read from the start whatever `read_from` says, as
+            // a new generation (new document ids).
+            tracing::info!(path = %path.display(), inode = identity.inode, "Log file changed since logship last saw it (truncated, or a new file on a reused inode); reading it from the start.");
+            return Ok(Start {
+                offset: 0,
+                truncations: resume.truncations.wrapping_add(1),
+            });
         }
         let offset = if first_scan
             && self.settings.read_from == ReadFrom::Tail
@@ -740,8 +759,11 @@ impl Tailer {
         self.next_key += 1;
         let parser = self.new_parser(&self.files[i].path.clone());
         let f = &mut self.files[i];
-        tracing::warn!(path = %f.path.display(), read_offset = f.read_offset, "Log file truncated (copytruncate?); reading it again from the start.");
+        // What the file held past the read offset at the last look is gone with the old content.
+        let unread = f.size.saturating_sub(f.read_offset);
+        tracing::warn!(path = %f.path.display(), read_offset = f.read_offset, unread_bytes = unread, "Log file truncated (copytruncate?); reading it again from the start. Bytes it held that were not read yet are lost.");
         telemetry::add(&metrics().files_truncated, 1);
+        telemetry::add(&metrics().truncated_unread_bytes, unread);
         // Batches of the old generation still in flight finish its ack range, not the new one.
         self.positions.release(f.key, f.ack_start);
         let identity = fingerprint::identify(&f.file).unwrap_or(f.identity);
@@ -824,7 +846,34 @@ impl Tailer {
             Some(limits) => limits.read_cap(f, self.settings.read_budget),
             None => self.settings.read_budget,
         };
+        let offset_before = f.read_offset;
         let turn = f.read_turn(&mut self.scratch, budget, self.settings.max_line_bytes);
+        if turn.bytes > 0 && !fingerprint::matches(&f.file, f.identity.fingerprint).unwrap_or(true)
+        {
+            // Truncated (copytruncate) before or during the read: what it read at the old
+            // offset is the new content's middle. It is not shipped; its range is
+            // acknowledged, and the new content is read again from 0. Only a fingerprint
+            // check after the read tells: a poll of a file being read comes once a second.
+            if turn.batch.ack.end > turn.batch.ack.start {
+                self.positions.ack(turn.batch.ack);
+            }
+            f.read_offset = offset_before;
+            self.truncated(i);
+            round.more = true;
+            return Ok(());
+        }
+        if f.identity.fingerprint.len < fingerprint::FINGERPRINT_BYTES
+            && u64::from(f.identity.fingerprint.len) < f.read_offset
+        {
+            // The fingerprint covers at least what was read (up to its full length), so a
+            // stored one is never shorter than the offset it guards.
+            if let Ok(Some(longer)) =
+                fingerprint::extend(&f.file, f.identity.fingerprint, f.read_offset)
+            {
+                f.identity.fingerprint = longer;
+                self.positions.update_fingerprint(f.key, longer);
+            }
+        }
         f.readable = !turn.eof && turn.error.is_none();
         round.more |= f.readable;
         if let Some(e) = &turn.error {
