@@ -156,6 +156,10 @@ metrics! {
     /// Records Elasticsearch refused for now (429, 5xx) and that were sent again alone.
     #[metric(Counter "logship_elasticsearch_items_retried")]
     pub es_items_retried: AtomicU64,
+    /// Records Elasticsearch refused for a reason an operator must fix (401, 403, 404 for the
+    /// item: a missing privilege or index), sent again with backoff instead of dead-lettered.
+    #[metric(Counter "logship_elasticsearch_items_blocked")]
+    pub es_items_blocked: AtomicU64,
     /// Records Elasticsearch already had (409 on create): delivered by an earlier attempt.
     #[metric(Counter "logship_elasticsearch_items_duplicate")]
     pub es_items_duplicate: AtomicU64,
@@ -170,7 +174,8 @@ metrics! {
     #[metric(Counter "logship_elasticsearch_responses", class = "none")]
     pub es_transport_errors: AtomicU64,
     /// 1 while Elasticsearch answers: set by the start-up `GET /` and by every bulk attempt (an
-    /// HTTP answer of any status sets it, an attempt without one clears it).
+    /// HTTP answer sets it; an attempt without one, a 401, 403 or 404 for the request, or one of
+    /// those for any of its items clears it: records cannot leave).
     #[metric(Gauge "logship_elasticsearch_reachable")]
     pub es_cluster_reachable: AtomicU64,
     /// Records written to the dead letters.
@@ -375,9 +380,10 @@ pub fn observe_bulk(status: u16, elapsed: Duration) {
     add(class, 1);
     bulk_latency().observe(elapsed.as_secs_f64());
     // Any answer, even a 503, means the cluster is there; readiness only needs to know
-    // whether records can leave at all. Refused credentials (401, 403) mean they cannot, whatever
-    // else the cluster does: a rolling update with a wrong password stops at the first nodes.
-    set_cluster_reachable(!matches!(status, 0 | 401 | 403));
+    // whether records can leave at all. Refused credentials or privileges (401, 403) and a
+    // missing index or path (404) mean they cannot, whatever else the cluster does: a rolling
+    // update with a wrong password stops at the first nodes.
+    set_cluster_reachable(!matches!(status, 0 | 401 | 403 | 404));
 }
 
 /// Sets a gauge.

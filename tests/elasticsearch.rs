@@ -15,6 +15,7 @@ use support::agent::{
     append, cri, kubelet_compress, kubelet_rotate, wait_until, AgentProcess, Fixture,
 };
 use support::elasticsearch::{Credentials, DropPoint, Flavor, ItemRule, TestEs};
+use support::prometheus;
 
 const WAIT: Duration = Duration::from_secs(30);
 const INDEX: &str = "logs-logship-default";
@@ -65,6 +66,32 @@ fn assert_each_once(es: &TestEs, expected: &[String]) {
         expected.len(),
         "unexpected documents"
     );
+}
+
+/// The value of one series on the agent's `/metrics` (0 when absent).
+fn metric(agent: &AgentProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = support::agent::http_get(agent.server_addr(), "/metrics").2;
+    prometheus::parse(&text)
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}"))
+        .value(name, labels)
+        .unwrap_or(0.0)
+}
+
+/// Dead-letter records stored in files under the fixture's data directory.
+fn dead_letter_lines(fx: &Fixture) -> usize {
+    std::fs::read_dir(fx.data.join("dead-letter"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Writes `n` CRI lines `<prefix>-<i>` to `path`.
@@ -669,4 +696,75 @@ fn a_real_mapping_conflict_is_dead_lettered_and_the_rest_delivered() {
         "{letters:?}"
     );
     assert_eq!(es.doc_count(), 45);
+}
+
+#[test]
+fn items_refused_for_access_are_retried_until_an_operator_fixes_it() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("access.log");
+    // The user lacks the write privilege on the index: every item answers 403 while the request
+    // itself is a 200, as Elasticsearch checks privileges per index.
+    es.reject_items(ItemRule::matching(|_| true), 403);
+    let mut agent = spawn(&fx, &es, &[]);
+    let expected = write_lines(&path, "acl", 300);
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("operator action needed")),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        agent.logs().contains("security_exception"),
+        "{}",
+        agent.logs()
+    );
+    let blocked = "logship_elasticsearch_items_blocked_total";
+    assert!(
+        wait_until(WAIT, || metric(&agent, blocked, &[])
+            >= expected.len() as f64),
+        "every record was refused and counted"
+    );
+    assert!(
+        wait_until(WAIT, || metric(
+            &agent,
+            "logship_elasticsearch_reachable",
+            &[]
+        ) == 0.0),
+        "refused records make the cluster count as unreachable for readiness"
+    );
+    // Then the index goes missing (automatic creation off): 404 per item, retried the same way.
+    es.clear_item_faults();
+    es.reject_items(ItemRule::matching(|_| true), 404);
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("index_not_found_exception")),
+        "{}",
+        agent.logs()
+    );
+    assert_eq!(es.doc_count(), 0);
+    assert_eq!(
+        metric(&agent, "logship_dead_lettered_records_total", &[]),
+        0.0
+    );
+    // The operator fixes it: everything arrives, once, and nothing went to the dead letters.
+    es.clear_item_faults();
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        wait_until(WAIT, || metric(
+            &agent,
+            "logship_elasticsearch_reachable",
+            &[]
+        ) == 1.0),
+        "readiness comes back once records are accepted"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_each_once(&es, &expected);
+    assert_eq!(dead_letter_lines(&fx), 0, "nothing was dead-lettered");
+    let items = es.item_status_counts();
+    assert!(items.get(&403).copied().unwrap_or(0) >= 300, "{items:?}");
+    assert!(items.get(&404).copied().unwrap_or(0) >= 1, "{items:?}");
 }

@@ -6,6 +6,7 @@
 //!             │  └── item outcomes ◄──────────────────┘
 //!             │        delivered / 409 ─► resolve ─► all records of a batch resolved ─► ack
 //!             │        429, 5xx ─► retry queue (backoff, jitter) ─► encoded again
+//!             │        401, 403, 404 ─► retry queue too; unreachable for readiness; ERROR
 //!             │        other 4xx ─► dead letters ─► resolve
 //! ```
 //!
@@ -168,6 +169,7 @@ impl ElasticsearchSink {
             doc: Vec::new(),
             refusals: HashMap::new(),
             retry_warnings: Throttle::new(Duration::from_secs(10)),
+            access_errors: Throttle::new(Duration::from_secs(10)),
         };
         driver.run(batches).await;
         startup.abort();
@@ -282,6 +284,8 @@ struct Driver {
     /// Refusals of the records on their way to the dead-letter index, by (slot, record).
     refusals: HashMap<(u32, u32), Refusal>,
     retry_warnings: Throttle,
+    /// Items refused for access (401, 403, 404) are logged at most this often.
+    access_errors: Throttle,
 }
 
 /// Rendered index names by (source address, time bucket, stream); each entry keeps its source
@@ -529,6 +533,20 @@ impl Driver {
                             self.resolve(item);
                         }
                         ItemOutcome::Retry { status, error } => {
+                            telemetry::add(&metrics().es_items_retried, 1);
+                            if let Some(suppressed) = self.retry_warnings.admit() {
+                                tracing::warn!(status, error = %error.kind, reason = %error.reason, suppressed, "Elasticsearch refused records for now; retrying them alone.");
+                            }
+                            self.retry_item(item, status, &error, now);
+                        }
+                        ItemOutcome::Blocked { status, error } => {
+                            // Dead-lettering would send every record there until access is
+                            // fixed (and the store evicts past its size): they wait instead,
+                            // and so do their positions.
+                            telemetry::add(&metrics().es_items_blocked, 1);
+                            if let Some(suppressed) = self.access_errors.admit() {
+                                tracing::error!(status, error = %error.kind, reason = %error.reason, suppressed, "Elasticsearch refused records for lack of a privilege or a missing index; operator action needed: grant the privilege or create the index. The records are retried with backoff and wait in the buffer, then in the files; nothing is dropped.");
+                            }
                             self.retry_item(item, status, &error, now);
                         }
                         ItemOutcome::Reject { status, error } => {
@@ -573,6 +591,8 @@ impl Driver {
         }
     }
 
+    /// Queues a refused item to be sent again after its backoff, or dead-letters it once
+    /// `retry.max_duration` has passed since it was first sent.
     fn retry_item(&mut self, mut item: ItemRef, status: u16, error: &ItemError, now: Instant) {
         if let Some(max) = self.settings.retry_max_duration {
             if now.duration_since(item.since) >= max {
@@ -580,10 +600,6 @@ impl Driver {
                 self.dead_letter(item, status, &error.kind, &reason);
                 return;
             }
-        }
-        telemetry::add(&metrics().es_items_retried, 1);
-        if let Some(suppressed) = self.retry_warnings.admit() {
-            tracing::warn!(status, error = %error.kind, reason = %error.reason, suppressed, "Elasticsearch refused records for now; retrying them alone.");
         }
         let wait = self.settings.retry.delay(item.attempts);
         item.attempts = item.attempts.saturating_add(1);
@@ -793,13 +809,20 @@ async fn deliver(
         let sent_at = Instant::now();
         let verdict = match client.bulk(index, &body).await {
             Ok(answer) => {
-                telemetry::observe_bulk(answer.status, sent_at.elapsed());
                 let verdict = retry::classify(
                     answer.status,
                     &answer.body,
                     body.items.len(),
                     settings.op_type,
                 );
+                telemetry::observe_bulk(answer.status, sent_at.elapsed());
+                // Items refused for access are, for readiness, what a whole-request 401 or 403
+                // is: records cannot leave until an operator acts.
+                if matches!(&verdict, Verdict::Items(items) if items.iter().any(
+                    |i| matches!(i, ItemOutcome::Blocked { .. })
+                )) {
+                    telemetry::set_cluster_reachable(false);
+                }
                 let too_many = answer.status == 429
                     || matches!(&verdict, Verdict::Items(items) if items.iter().any(
                         |i| matches!(i, ItemOutcome::Retry { status: 429, .. })
