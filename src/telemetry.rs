@@ -236,6 +236,10 @@ metrics! {
     /// 429 (`adaptive_concurrency`).
     #[metric(Gauge "logship_elasticsearch_concurrency")]
     pub es_concurrency: AtomicU64,
+    /// The size (before compression) at which bulk requests are closed now: `batch.max_bytes`, or
+    /// less after a 413 taught that the path to the cluster takes less.
+    #[metric(Gauge "logship_elasticsearch_max_request_bytes")]
+    pub es_max_request_bytes: AtomicU64,
     /// Times the number of requests at once was halved after a 429.
     #[metric(Counter "logship_elasticsearch_concurrency_decreases")]
     pub es_concurrency_decreases: AtomicU64,

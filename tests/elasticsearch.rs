@@ -768,3 +768,68 @@ fn items_refused_for_access_are_retried_until_an_operator_fixes_it() {
     assert!(items.get(&403).copied().unwrap_or(0) >= 300, "{items:?}");
     assert!(items.get(&404).copied().unwrap_or(0) >= 1, "{items:?}");
 }
+
+#[test]
+fn a_413_limit_is_learned_so_later_requests_fit() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("proxy.log");
+    // A path that takes far less than batch.max_bytes, as a proxy with a small body limit does.
+    const LIMIT: usize = 48 * 1024;
+    es.set_max_content_length(LIMIT);
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_BYTES", "256KiB"),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "500ms"),
+        ],
+    );
+    // About 6 MiB of documents: two dozen requests at batch.max_bytes, 150 at the limit.
+    let mut expected = Vec::new();
+    for round in 0..8 {
+        let mut body = String::new();
+        for i in 0..1500 {
+            let m = format!("{round}-{i:05} {}", "z".repeat(400));
+            body.push_str(&cri("stdout", 'F', &m));
+            expected.push(m);
+        }
+        append(&path, body.as_bytes());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    let learned = metric(&agent, "logship_elasticsearch_max_request_bytes", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_each_once(&es, &expected);
+    let statuses: Vec<Option<u16>> = es.bulk_requests().iter().map(|r| r.status).collect();
+    let refused = statuses.iter().filter(|s| **s == Some(413)).count();
+    let accepted = statuses.iter().filter(|s| **s == Some(200)).count();
+    // Learning costs a few rounds of the requests in flight, and one probe above the limit at
+    // most; then the 413s stop, however much more is sent.
+    assert!(accepted >= 100, "{accepted} accepted requests");
+    assert!(
+        refused <= 48,
+        "413s must stop once the limit is learned: {refused} of {} requests",
+        statuses.len()
+    );
+    let last_refusal = statuses.iter().rposition(|s| *s == Some(413));
+    assert!(
+        last_refusal.is_some_and(|i| i < statuses.len() / 2),
+        "the second half of the requests were all accepted: {statuses:?}"
+    );
+    assert!(
+        learned > 0.0 && learned <= LIMIT as f64,
+        "the learned size {learned} fits the limit"
+    );
+    let logs = agent.logs();
+    assert_eq!(
+        logs.matches("refuses requests this large (413)").count(),
+        1,
+        "the limit is logged once, when learned:\n{logs}"
+    );
+}

@@ -34,6 +34,7 @@ pub mod index;
 pub mod pace;
 pub mod replay;
 pub mod retry;
+pub mod size;
 pub mod template;
 
 use std::cmp::Reverse;
@@ -58,6 +59,7 @@ use dead_letter::{DeadLetter, DeadLetterSettings, DeadLetters};
 use index::IndexTemplate;
 use pace::{SendLimit, Window};
 use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
+use size::{BodyCap, Learned};
 
 /// Everything the sink needs, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -151,6 +153,7 @@ impl ElasticsearchSink {
                 self.settings.adaptive_concurrency,
             )),
             send_limit: SendLimit::new(self.settings.rate_limit),
+            body_cap: BodyCap::new(self.settings.batch_max_bytes),
             send_wait: None,
             settings: self.settings,
             client: self.client,
@@ -170,6 +173,8 @@ impl ElasticsearchSink {
             refusals: HashMap::new(),
             retry_warnings: Throttle::new(Duration::from_secs(10)),
             access_errors: Throttle::new(Duration::from_secs(10)),
+            split_warnings: Throttle::new(Duration::from_secs(10)),
+            body_cap_learned: false,
         };
         driver.run(batches).await;
         startup.abort();
@@ -266,6 +271,8 @@ struct Driver {
     /// Requests allowed at once, adapted to 429s.
     window: Arc<Window>,
     send_limit: Option<SendLimit>,
+    /// The size requests are closed at: `batch.max_bytes`, lowered by 413s (see [`size`]).
+    body_cap: BodyCap,
     /// The send limit holds the next body back until then.
     send_wait: Option<Instant>,
     node_name: String,
@@ -286,6 +293,10 @@ struct Driver {
     retry_warnings: Throttle,
     /// Items refused for access (401, 403, 404) are logged at most this often.
     access_errors: Throttle,
+    /// 413 splits are logged at most this often.
+    split_warnings: Throttle,
+    /// The body cap is below `batch.max_bytes` since a 413 (logged when it is back).
+    body_cap_learned: bool,
 }
 
 /// Rendered index names by (source address, time bucket, stream); each entry keeps its source
@@ -425,7 +436,7 @@ impl Driver {
             }),
         }
         open.charge.resize(open.builder.held_bytes());
-        if open.builder.raw_bytes() >= self.settings.batch_max_bytes
+        if open.builder.raw_bytes() >= self.body_cap.get()
             || open.builder.len() >= self.settings.batch_max_events
         {
             self.close();
@@ -512,10 +523,18 @@ impl Driver {
             outcome,
             charge: _charge,
         } = delivery;
+        let raw_bytes = body.raw_bytes;
         let items = body.items;
         match outcome {
             Final::Items(outcomes) => {
                 let now = Instant::now();
+                if self.body_cap.accepted(raw_bytes, now) && self.body_cap_learned {
+                    self.body_cap_learned = false;
+                    tracing::info!(
+                        bytes = self.body_cap.get(),
+                        "Elasticsearch accepts requests of elasticsearch.batch.max_bytes again."
+                    );
+                }
                 let mut delivered = 0u64;
                 let mut duplicates = 0u64;
                 for (item, outcome) in items.into_iter().zip(outcomes) {
@@ -567,7 +586,19 @@ impl Driver {
                     );
                     return;
                 }
-                tracing::warn!(items = items.len(), "Elasticsearch refused a bulk request as too large (413); sending it in halves. Lower elasticsearch.batch.max_bytes.");
+                match self.body_cap.refused(raw_bytes, Instant::now()) {
+                    Learned::First { cap } => {
+                        self.body_cap_learned = true;
+                        tracing::warn!(refused_bytes = raw_bytes, max_request_bytes = cap, batch_max_bytes = self.settings.batch_max_bytes, "Elasticsearch (or a proxy in front of it) refuses requests this large (413); building smaller requests from now on and probing upward slowly. Raise its body limit (http.max_content_length, the proxy's) or lower elasticsearch.batch.max_bytes.");
+                    }
+                    Learned::Lower { cap } => {
+                        tracing::info!(refused_bytes = raw_bytes, max_request_bytes = cap, "Elasticsearch refused a smaller request as too large (413); lowering the request size again.");
+                    }
+                    Learned::Nothing => {}
+                }
+                if let Some(suppressed) = self.split_warnings.admit() {
+                    tracing::warn!(items = items.len(), bytes = raw_bytes, suppressed, "Elasticsearch refused a bulk request as too large (413); sending it in halves.");
+                }
                 let (first, second) = items.split_at(items.len() / 2);
                 for half in [first, second] {
                     for &item in half {
