@@ -173,6 +173,10 @@ metrics! {
     pub es_responses_5xx: AtomicU64,
     #[metric(Counter "logship_elasticsearch_responses", class = "none")]
     pub es_transport_errors: AtomicU64,
+    /// Answers from Elasticsearch larger than their bound (for a bulk answer: 1 MiB, 1 KiB per
+    /// item and the request's size), not read further: the attempt counts as failed and is retried.
+    #[metric(Counter "logship_elasticsearch_oversized_answers")]
+    pub es_oversized_answers: AtomicU64,
     /// 1 while Elasticsearch answers: set by the start-up `GET /` and by every bulk attempt (an
     /// HTTP answer sets it; an attempt without one, a 401, 403 or 404 for the request, or one of
     /// those for any of its items clears it: records cannot leave).

@@ -833,3 +833,47 @@ fn a_413_limit_is_learned_so_later_requests_fit() {
         "the limit is logged once, when learned:\n{logs}"
     );
 }
+
+#[test]
+fn an_oversized_answer_is_not_read_to_its_end_and_the_request_is_retried() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("answers.log");
+    let mut agent = spawn(&fx, &es, &[]);
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("Connected to the cluster")),
+        "{}",
+        agent.logs()
+    );
+    // A broken proxy answers the next request with 200 and a body that claims every item was
+    // created, followed by 64 MiB of padding; nothing was stored. An agent that reads it to the
+    // end holds it all in memory and then believes it.
+    let mut answer = String::from(r#"{"took":1,"errors":false,"items":["#);
+    answer.push_str(&vec![r#"{"create":{"status":201}}"#; 5].join(","));
+    answer.push_str("]}");
+    let mut answer = answer.into_bytes();
+    answer.resize(answer.len() + (64 << 20), b' ');
+    es.fail_next_with(1, 200, "application/json", &answer);
+    let expected = write_lines(&path, "big-answer", 5);
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        wait_until(WAIT, || metric(
+            &agent,
+            "logship_elasticsearch_oversized_answers_total",
+            &[]
+        ) >= 1.0),
+        "the oversized answer is counted"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_each_once(&es, &expected);
+    assert!(
+        agent.logs().contains("answer larger than"),
+        "{}",
+        agent.logs()
+    );
+}

@@ -866,7 +866,13 @@ async fn deliver(
                 verdict
             }
             Err(e) => {
-                telemetry::observe_bulk(0, sent_at.elapsed());
+                // An answer too large to read still came from the cluster (or a proxy): its
+                // status counts, and the host is left out for a while like one that failed.
+                let status = match &e {
+                    client::ClientError::AnswerTooLarge { status, .. } => *status,
+                    _ => 0,
+                };
+                telemetry::observe_bulk(status, sent_at.elapsed());
                 Verdict::RetryRequest {
                     reason: e.to_string(),
                     host_failed: true,
