@@ -849,7 +849,7 @@ fn an_oversized_answer_is_not_read_to_its_end_and_the_request_is_retried() {
     // created, followed by 64 MiB of padding; nothing was stored. An agent that reads it to the
     // end holds it all in memory and then believes it.
     let mut answer = String::from(r#"{"took":1,"errors":false,"items":["#);
-    answer.push_str(&vec![r#"{"create":{"status":201}}"#; 5].join(","));
+    answer.push_str(&[r#"{"create":{"status":201}}"#; 5].join(","));
     answer.push_str("]}");
     let mut answer = answer.into_bytes();
     answer.resize(answer.len() + (64 << 20), b' ');
