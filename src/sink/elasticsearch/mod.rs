@@ -21,6 +21,9 @@
 //! without waiting, see [`Budget::charge`]) until their request is settled, so readers wait for
 //! them too.
 //!
+//! Requests are closed at `batch.max_bytes`, or at the smaller size a 413 taught ([`size`]), so a
+//! proxy with a lower body limit costs a few refused requests once, not one per request.
+//!
 //! Requests are built in the driver task (encoding and gzip), and sent by one task each, which
 //! retries whole-request failures itself (connection errors, timeouts, 429, 5xx, with backoff and
 //! host failover) and hands back the final per-item outcomes. While Elasticsearch is down, every
