@@ -156,6 +156,10 @@ metrics! {
     /// Records Elasticsearch refused for now (429, 5xx) and that were sent again alone.
     #[metric(Counter "logship_elasticsearch_items_retried")]
     pub es_items_retried: AtomicU64,
+    /// Records Elasticsearch refused for a reason an operator must fix (401, 403, 404 for the
+    /// item: a missing privilege or index), sent again with backoff instead of dead-lettered.
+    #[metric(Counter "logship_elasticsearch_items_blocked")]
+    pub es_items_blocked: AtomicU64,
     /// Records Elasticsearch already had (409 on create): delivered by an earlier attempt.
     #[metric(Counter "logship_elasticsearch_items_duplicate")]
     pub es_items_duplicate: AtomicU64,
@@ -169,8 +173,13 @@ metrics! {
     pub es_responses_5xx: AtomicU64,
     #[metric(Counter "logship_elasticsearch_responses", class = "none")]
     pub es_transport_errors: AtomicU64,
+    /// Answers from Elasticsearch larger than their bound (for a bulk answer: 1 MiB, 1 KiB per
+    /// item and the request's size), not read further: the attempt counts as failed and is retried.
+    #[metric(Counter "logship_elasticsearch_oversized_answers")]
+    pub es_oversized_answers: AtomicU64,
     /// 1 while Elasticsearch answers: set by the start-up `GET /` and by every bulk attempt (an
-    /// HTTP answer of any status sets it, an attempt without one clears it).
+    /// HTTP answer sets it; an attempt without one, a 401, 403 or 404 for the request, or one of
+    /// those for any of its items clears it: records cannot leave).
     #[metric(Gauge "logship_elasticsearch_reachable")]
     pub es_cluster_reachable: AtomicU64,
     /// Records written to the dead letters.
@@ -235,6 +244,10 @@ metrics! {
     /// 429 (`adaptive_concurrency`).
     #[metric(Gauge "logship_elasticsearch_concurrency")]
     pub es_concurrency: AtomicU64,
+    /// The size (before compression) at which bulk requests are closed now: `batch.max_bytes`, or
+    /// less after a 413 taught that the path to the cluster takes less.
+    #[metric(Gauge "logship_elasticsearch_max_request_bytes")]
+    pub es_max_request_bytes: AtomicU64,
     /// Times the number of requests at once was halved after a 429.
     #[metric(Counter "logship_elasticsearch_concurrency_decreases")]
     pub es_concurrency_decreases: AtomicU64,
@@ -379,9 +392,10 @@ pub fn observe_bulk(status: u16, elapsed: Duration) {
     add(class, 1);
     bulk_latency().observe(elapsed.as_secs_f64());
     // Any answer, even a 503, means the cluster is there; readiness only needs to know
-    // whether records can leave at all. Refused credentials (401, 403) mean they cannot, whatever
-    // else the cluster does: a rolling update with a wrong password stops at the first nodes.
-    set_cluster_reachable(!matches!(status, 0 | 401 | 403));
+    // whether records can leave at all. Refused credentials or privileges (401, 403) and a
+    // missing index or path (404) mean they cannot, whatever else the cluster does: a rolling
+    // update with a wrong password stops at the first nodes.
+    set_cluster_reachable(!matches!(status, 0 | 401 | 403 | 404));
 }
 
 /// Sets a gauge.

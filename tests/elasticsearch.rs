@@ -15,6 +15,7 @@ use support::agent::{
     append, cri, kubelet_compress, kubelet_rotate, wait_until, AgentProcess, Fixture,
 };
 use support::elasticsearch::{Credentials, DropPoint, Flavor, ItemRule, TestEs};
+use support::prometheus;
 
 const WAIT: Duration = Duration::from_secs(30);
 const INDEX: &str = "logs-logship-default";
@@ -65,6 +66,32 @@ fn assert_each_once(es: &TestEs, expected: &[String]) {
         expected.len(),
         "unexpected documents"
     );
+}
+
+/// The value of one series on the agent's `/metrics` (0 when absent).
+fn metric(agent: &AgentProcess, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let text = support::agent::http_get(agent.server_addr(), "/metrics").2;
+    prometheus::parse(&text)
+        .unwrap_or_else(|e| panic!("/metrics does not parse: {e}"))
+        .value(name, labels)
+        .unwrap_or(0.0)
+}
+
+/// Dead-letter records stored in files under the fixture's data directory.
+fn dead_letter_lines(fx: &Fixture) -> usize {
+    std::fs::read_dir(fx.data.join("dead-letter"))
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".ndjson"))
+                .map(|e| {
+                    std::fs::read_to_string(e.path())
+                        .unwrap_or_default()
+                        .lines()
+                        .count()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// Writes `n` CRI lines `<prefix>-<i>` to `path`.
@@ -669,4 +696,184 @@ fn a_real_mapping_conflict_is_dead_lettered_and_the_rest_delivered() {
         "{letters:?}"
     );
     assert_eq!(es.doc_count(), 45);
+}
+
+#[test]
+fn items_refused_for_access_are_retried_until_an_operator_fixes_it() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("access.log");
+    // The user lacks the write privilege on the index: every item answers 403 while the request
+    // itself is a 200, as Elasticsearch checks privileges per index.
+    es.reject_items(ItemRule::matching(|_| true), 403);
+    let mut agent = spawn(&fx, &es, &[]);
+    let expected = write_lines(&path, "acl", 300);
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("operator action needed")),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        agent.logs().contains("security_exception"),
+        "{}",
+        agent.logs()
+    );
+    let blocked = "logship_elasticsearch_items_blocked_total";
+    assert!(
+        wait_until(WAIT, || metric(&agent, blocked, &[])
+            >= expected.len() as f64),
+        "every record was refused and counted"
+    );
+    assert!(
+        wait_until(WAIT, || metric(
+            &agent,
+            "logship_elasticsearch_reachable",
+            &[]
+        ) == 0.0),
+        "refused records make the cluster count as unreachable for readiness"
+    );
+    // Then the index goes missing (automatic creation off): 404 per item, retried the same way.
+    es.clear_item_faults();
+    es.reject_items(ItemRule::matching(|_| true), 404);
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("index_not_found_exception")),
+        "{}",
+        agent.logs()
+    );
+    assert_eq!(es.doc_count(), 0);
+    assert_eq!(
+        metric(&agent, "logship_dead_lettered_records_total", &[]),
+        0.0
+    );
+    // The operator fixes it: everything arrives, once, and nothing went to the dead letters.
+    es.clear_item_faults();
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        wait_until(WAIT, || metric(
+            &agent,
+            "logship_elasticsearch_reachable",
+            &[]
+        ) == 1.0),
+        "readiness comes back once records are accepted"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_each_once(&es, &expected);
+    assert_eq!(dead_letter_lines(&fx), 0, "nothing was dead-lettered");
+    let items = es.item_status_counts();
+    assert!(items.get(&403).copied().unwrap_or(0) >= 300, "{items:?}");
+    assert!(items.get(&404).copied().unwrap_or(0) >= 1, "{items:?}");
+}
+
+#[test]
+fn a_413_limit_is_learned_so_later_requests_fit() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("proxy.log");
+    // A path that takes far less than batch.max_bytes, as a proxy with a small body limit does.
+    const LIMIT: usize = 48 * 1024;
+    es.set_max_content_length(LIMIT);
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_BYTES", "256KiB"),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "500ms"),
+        ],
+    );
+    // About 6 MiB of documents: two dozen requests at batch.max_bytes, 150 at the limit.
+    let mut expected = Vec::new();
+    for round in 0..8 {
+        let mut body = String::new();
+        for i in 0..1500 {
+            let m = format!("{round}-{i:05} {}", "z".repeat(400));
+            body.push_str(&cri("stdout", 'F', &m));
+            expected.push(m);
+        }
+        append(&path, body.as_bytes());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    let learned = metric(&agent, "logship_elasticsearch_max_request_bytes", &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_each_once(&es, &expected);
+    let statuses: Vec<Option<u16>> = es.bulk_requests().iter().map(|r| r.status).collect();
+    let refused = statuses.iter().filter(|s| **s == Some(413)).count();
+    let accepted = statuses.iter().filter(|s| **s == Some(200)).count();
+    // Learning costs a few rounds of the requests in flight, and one probe above the limit at
+    // most; then the 413s stop, however much more is sent.
+    assert!(accepted >= 100, "{accepted} accepted requests");
+    assert!(
+        refused <= 48,
+        "413s must stop once the limit is learned: {refused} of {} requests",
+        statuses.len()
+    );
+    let last_refusal = statuses.iter().rposition(|s| *s == Some(413));
+    assert!(
+        last_refusal.is_some_and(|i| i < statuses.len() / 2),
+        "the second half of the requests were all accepted: {statuses:?}"
+    );
+    assert!(
+        learned > 0.0 && learned <= LIMIT as f64,
+        "the learned size {learned} fits the limit"
+    );
+    let logs = agent.logs();
+    assert_eq!(
+        logs.matches("refuses requests this large (413)").count(),
+        1,
+        "the limit is logged once, when learned:\n{logs}"
+    );
+}
+
+#[test]
+fn an_oversized_answer_is_not_read_to_its_end_and_the_request_is_retried() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("answers.log");
+    let mut agent = spawn(&fx, &es, &[]);
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("Connected to the cluster")),
+        "{}",
+        agent.logs()
+    );
+    // A broken proxy answers the next request with 200 and a body that claims every item was
+    // created, followed by 64 MiB of padding; nothing was stored. An agent that reads it to the
+    // end holds it all in memory and then believes it.
+    let mut answer = String::from(r#"{"took":1,"errors":false,"items":["#);
+    answer.push_str(&[r#"{"create":{"status":201}}"#; 5].join(","));
+    answer.push_str("]}");
+    let mut answer = answer.into_bytes();
+    answer.resize(answer.len() + (64 << 20), b' ');
+    es.fail_next_with(1, 200, "application/json", &answer);
+    let expected = write_lines(&path, "big-answer", 5);
+    assert!(
+        es.wait_for_doc_count(expected.len(), WAIT),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        wait_until(WAIT, || metric(
+            &agent,
+            "logship_elasticsearch_oversized_answers_total",
+            &[]
+        ) >= 1.0),
+        "the oversized answer is counted"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_each_once(&es, &expected);
+    assert!(
+        agent.logs().contains("answer larger than"),
+        "{}",
+        agent.logs()
+    );
 }

@@ -7,6 +7,11 @@
 //! bulk requests go to it again. When every host is out, callers wait for the first to come back:
 //! nothing is dropped because a cluster is unreachable.
 //!
+//! Answers are read chunk by chunk up to a bound ([`answer_limit`]): a bulk answer for N items has
+//! a known size order, and a proxy or a broken server that sends more must not make the agent hold
+//! it all in memory. Past the bound the answer is not read further and the attempt fails
+//! ([`ClientError::AnswerTooLarge`]), so its records are sent again, never taken as delivered.
+//!
 //! Secrets (passwords, API keys, tokens) live in [`Secret`], whose `Debug` prints `***`; they only
 //! leave it to become an `Authorization` header. A bearer token is read from a file and read again
 //! when the file changes (projected service account tokens and Vault agents rotate them).
@@ -22,6 +27,23 @@ use serde::Deserialize;
 
 use super::bulk::BulkBody;
 use super::retry::Backoff;
+use crate::telemetry::{self, metrics};
+
+/// The most an answer other than a bulk answer (the banner, a template) may hold.
+pub const ANSWER_BASE_BYTES: usize = 1 << 20;
+
+/// What each bulk item may add: a filtered item answer is about 25 bytes, one with an error a few
+/// hundred.
+pub const ANSWER_ITEM_BYTES: usize = 1024;
+
+/// The most the answer to a bulk request of `items` items and `raw_bytes` bytes (before
+/// compression) may hold: [`ANSWER_BASE_BYTES`], [`ANSWER_ITEM_BYTES`] per item, and the request's
+/// size again, since an error's reason can quote the value it refuses.
+pub const fn answer_limit(items: usize, raw_bytes: usize) -> usize {
+    ANSWER_BASE_BYTES
+        .saturating_add(items.saturating_mul(ANSWER_ITEM_BYTES))
+        .saturating_add(raw_bytes)
+}
 
 /// A secret string: masked in `Debug`, never logged.
 #[derive(Clone, PartialEq, Eq)]
@@ -136,6 +158,12 @@ pub enum ClientError {
         host: Url,
         #[source]
         source: reqwest::Error,
+    },
+    #[error("{host}: HTTP {status} answer larger than {limit} bytes, not read further; the request counts as failed")]
+    AnswerTooLarge {
+        host: Url,
+        status: u16,
+        limit: usize,
     },
     #[error("{host}: HTTP {status}: {body}")]
     Status {
@@ -457,7 +485,7 @@ impl Client {
     pub async fn get(&self, index: usize, path: &str) -> Result<Answer, ClientError> {
         let url = self.endpoint(index, path);
         let req = self.authorize(self.http.get(url))?;
-        self.send(index, req).await
+        self.send(index, req, ANSWER_BASE_BYTES).await
     }
 
     /// `PUT <path>` with a JSON body on host `index`.
@@ -474,7 +502,7 @@ impl Client {
             .header(CONTENT_TYPE, "application/json")
             .body(body.to_string());
         let req = self.authorize(req)?;
-        self.send(index, req).await
+        self.send(index, req, ANSWER_BASE_BYTES).await
     }
 
     /// `POST /_bulk` with `body` on host `index`.
@@ -501,28 +529,48 @@ impl Client {
             req = req.header(CONTENT_ENCODING, "gzip");
         }
         let req = self.authorize(req)?;
-        self.send(index, req).await
+        let limit = answer_limit(body.items.len(), body.raw_bytes);
+        self.send(index, req, limit).await
     }
 
+    /// Sends `req` and reads its answer, at most `limit` bytes of it.
     async fn send(
         &self,
         index: usize,
         req: reqwest::RequestBuilder,
+        limit: usize,
     ) -> Result<Answer, ClientError> {
         let host = || self.hosts.url(index).clone();
-        let response = req.send().await.map_err(|source| ClientError::Transport {
+        let transport = |source| ClientError::Transport {
             host: host(),
             source,
-        })?;
+        };
+        let mut response = req.send().await.map_err(transport)?;
         let status = response.status().as_u16();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|source| ClientError::Transport {
+        let too_large = || {
+            telemetry::add(&metrics().es_oversized_answers, 1);
+            ClientError::AnswerTooLarge {
                 host: host(),
-                source,
-            })?;
-        Ok(Answer { status, body })
+                status,
+                limit,
+            }
+        };
+        // Dropping the response closes the connection instead of reading the rest of it.
+        let announced = response.content_length().unwrap_or(0);
+        if announced > limit as u64 {
+            return Err(too_large());
+        }
+        let mut body = bytes::BytesMut::with_capacity((announced as usize).min(64 * 1024));
+        while let Some(chunk) = response.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Answer {
+            status,
+            body: body.freeze(),
+        })
     }
 
     fn endpoint(&self, index: usize, path: &str) -> Url {
@@ -632,6 +680,108 @@ mod tests {
         assert_eq!(c.endpoint(0, "_bulk").as_str(), "http://es:9200/_bulk");
         assert_eq!(c.endpoint(1, "_bulk").as_str(), "https://proxy/es/_bulk");
         assert_eq!(c.endpoint(0, "").as_str(), "http://es:9200/");
+    }
+
+    fn local_client(addr: std::net::SocketAddr) -> Client {
+        Client::build(&ClientSettings {
+            hosts: vec![Url::parse(&format!("http://{addr}")).unwrap()],
+            auth: Auth::None,
+            tls: TlsSettings::default(),
+            request_timeout: Duration::from_secs(60),
+            host_backoff: Backoff {
+                base: Duration::from_secs(1),
+                max: Duration::from_secs(1),
+            },
+            pipeline: None,
+        })
+        .unwrap()
+    }
+
+    /// Serves one connection: reads the request head, writes `head`, then `chunk` as HTTP chunks
+    /// for as long as the client reads them. Returns how many bytes of body were written.
+    async fn endless_answer(
+        listener: tokio::net::TcpListener,
+        head: &'static str,
+    ) -> std::io::Result<usize> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut conn, _) = listener.accept().await?;
+        let mut request = Vec::new();
+        let mut buf = [0u8; 8192];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = conn.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(0);
+            }
+            request.extend_from_slice(&buf[..n]);
+        }
+        conn.write_all(head.as_bytes()).await?;
+        let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, " ".repeat(64 * 1024));
+        let mut written = 0;
+        loop {
+            if conn.write_all(chunk.as_bytes()).await.is_err() {
+                return Ok(written);
+            }
+            written += 64 * 1024;
+        }
+    }
+
+    fn body(items: usize) -> BulkBody<usize> {
+        let mut b = super::super::bulk::BulkBuilder::new(super::super::retry::OpType::Create, None);
+        for i in 0..items {
+            b.push("logs", b"id", i, |out| out.extend_from_slice(b"{}"));
+        }
+        b.finish().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_its_bound() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = local_client(listener.local_addr().unwrap());
+        let server = tokio::spawn(endless_answer(
+            listener,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+        ));
+        let body = body(10);
+        let limit = answer_limit(10, body.raw_bytes);
+        let started = Instant::now();
+        let err = client.bulk(0, &body).await.unwrap_err();
+        assert!(
+            matches!(err, ClientError::AnswerTooLarge { status: 200, limit: l, .. } if l == limit),
+            "{err}"
+        );
+        assert!(err.to_string().contains("answer larger than"), "{err}");
+        // Cut at the bound, not at the request timeout.
+        assert!(started.elapsed() < Duration::from_secs(30));
+        let written = tokio::time::timeout(Duration::from_secs(30), server)
+            .await
+            .expect("the connection was closed")
+            .unwrap()
+            .unwrap();
+        assert!(
+            written < 64 * limit,
+            "{written} bytes written for a bound of {limit}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_announced_oversized_answer_is_not_read() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = local_client(listener.local_addr().unwrap());
+        tokio::spawn(endless_answer(
+            listener,
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1099511627776\r\n\r\n",
+        ));
+        let err = client.get(0, "").await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ClientError::AnswerTooLarge {
+                    limit: ANSWER_BASE_BYTES,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!             │  └── item outcomes ◄──────────────────┘
 //!             │        delivered / 409 ─► resolve ─► all records of a batch resolved ─► ack
 //!             │        429, 5xx ─► retry queue (backoff, jitter) ─► encoded again
+//!             │        401, 403, 404 ─► retry queue too; unreachable for readiness; ERROR
 //!             │        other 4xx ─► dead letters ─► resolve
 //! ```
 //!
@@ -20,6 +21,9 @@
 //! without waiting, see [`Budget::charge`]) until their request is settled, so readers wait for
 //! them too.
 //!
+//! Requests are closed at `batch.max_bytes`, or at the smaller size a 413 taught ([`size`]), so a
+//! proxy with a lower body limit costs a few refused requests once, not one per request.
+//!
 //! Requests are built in the driver task (encoding and gzip), and sent by one task each, which
 //! retries whole-request failures itself (connection errors, timeouts, 429, 5xx, with backoff and
 //! host failover) and hands back the final per-item outcomes. While Elasticsearch is down, every
@@ -33,6 +37,7 @@ pub mod index;
 pub mod pace;
 pub mod replay;
 pub mod retry;
+pub mod size;
 pub mod template;
 
 use std::cmp::Reverse;
@@ -57,6 +62,7 @@ use dead_letter::{DeadLetter, DeadLetterSettings, DeadLetters};
 use index::IndexTemplate;
 use pace::{SendLimit, Window};
 use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
+use size::{BodyCap, Learned};
 
 /// Everything the sink needs, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -150,6 +156,7 @@ impl ElasticsearchSink {
                 self.settings.adaptive_concurrency,
             )),
             send_limit: SendLimit::new(self.settings.rate_limit),
+            body_cap: BodyCap::new(self.settings.batch_max_bytes),
             send_wait: None,
             settings: self.settings,
             client: self.client,
@@ -168,6 +175,9 @@ impl ElasticsearchSink {
             doc: Vec::new(),
             refusals: HashMap::new(),
             retry_warnings: Throttle::new(Duration::from_secs(10)),
+            access_errors: Throttle::new(Duration::from_secs(10)),
+            split_warnings: Throttle::new(Duration::from_secs(10)),
+            body_cap_learned: false,
         };
         driver.run(batches).await;
         startup.abort();
@@ -264,6 +274,8 @@ struct Driver {
     /// Requests allowed at once, adapted to 429s.
     window: Arc<Window>,
     send_limit: Option<SendLimit>,
+    /// The size requests are closed at: `batch.max_bytes`, lowered by 413s (see [`size`]).
+    body_cap: BodyCap,
     /// The send limit holds the next body back until then.
     send_wait: Option<Instant>,
     node_name: String,
@@ -282,6 +294,12 @@ struct Driver {
     /// Refusals of the records on their way to the dead-letter index, by (slot, record).
     refusals: HashMap<(u32, u32), Refusal>,
     retry_warnings: Throttle,
+    /// Items refused for access (401, 403, 404) are logged at most this often.
+    access_errors: Throttle,
+    /// 413 splits are logged at most this often.
+    split_warnings: Throttle,
+    /// The body cap is below `batch.max_bytes` since a 413 (logged when it is back).
+    body_cap_learned: bool,
 }
 
 /// Rendered index names by (source address, time bucket, stream); each entry keeps its source
@@ -421,7 +439,7 @@ impl Driver {
             }),
         }
         open.charge.resize(open.builder.held_bytes());
-        if open.builder.raw_bytes() >= self.settings.batch_max_bytes
+        if open.builder.raw_bytes() >= self.body_cap.get()
             || open.builder.len() >= self.settings.batch_max_events
         {
             self.close();
@@ -508,10 +526,18 @@ impl Driver {
             outcome,
             charge: _charge,
         } = delivery;
+        let raw_bytes = body.raw_bytes;
         let items = body.items;
         match outcome {
             Final::Items(outcomes) => {
                 let now = Instant::now();
+                if self.body_cap.accepted(raw_bytes, now) && self.body_cap_learned {
+                    self.body_cap_learned = false;
+                    tracing::info!(
+                        bytes = self.body_cap.get(),
+                        "Elasticsearch accepts requests of elasticsearch.batch.max_bytes again."
+                    );
+                }
                 let mut delivered = 0u64;
                 let mut duplicates = 0u64;
                 for (item, outcome) in items.into_iter().zip(outcomes) {
@@ -529,6 +555,20 @@ impl Driver {
                             self.resolve(item);
                         }
                         ItemOutcome::Retry { status, error } => {
+                            telemetry::add(&metrics().es_items_retried, 1);
+                            if let Some(suppressed) = self.retry_warnings.admit() {
+                                tracing::warn!(status, error = %error.kind, reason = %error.reason, suppressed, "Elasticsearch refused records for now; retrying them alone.");
+                            }
+                            self.retry_item(item, status, &error, now);
+                        }
+                        ItemOutcome::Blocked { status, error } => {
+                            // Dead-lettering would send every record there until access is
+                            // fixed (and the store evicts past its size): they wait instead,
+                            // and so do their positions.
+                            telemetry::add(&metrics().es_items_blocked, 1);
+                            if let Some(suppressed) = self.access_errors.admit() {
+                                tracing::error!(status, error = %error.kind, reason = %error.reason, suppressed, "Elasticsearch refused records for lack of a privilege or a missing index; operator action needed: grant the privilege or create the index. The records are retried with backoff and wait in the buffer, then in the files; nothing is dropped.");
+                            }
                             self.retry_item(item, status, &error, now);
                         }
                         ItemOutcome::Reject { status, error } => {
@@ -549,7 +589,19 @@ impl Driver {
                     );
                     return;
                 }
-                tracing::warn!(items = items.len(), "Elasticsearch refused a bulk request as too large (413); sending it in halves. Lower elasticsearch.batch.max_bytes.");
+                match self.body_cap.refused(raw_bytes, Instant::now()) {
+                    Learned::First { cap } => {
+                        self.body_cap_learned = true;
+                        tracing::warn!(refused_bytes = raw_bytes, max_request_bytes = cap, batch_max_bytes = self.settings.batch_max_bytes, "Elasticsearch (or a proxy in front of it) refuses requests this large (413); building smaller requests from now on and probing upward slowly. Raise its body limit (http.max_content_length, the proxy's) or lower elasticsearch.batch.max_bytes.");
+                    }
+                    Learned::Lower { cap } => {
+                        tracing::info!(refused_bytes = raw_bytes, max_request_bytes = cap, "Elasticsearch refused a smaller request as too large (413); lowering the request size again.");
+                    }
+                    Learned::Nothing => {}
+                }
+                if let Some(suppressed) = self.split_warnings.admit() {
+                    tracing::warn!(items = items.len(), bytes = raw_bytes, suppressed, "Elasticsearch refused a bulk request as too large (413); sending it in halves.");
+                }
                 let (first, second) = items.split_at(items.len() / 2);
                 for half in [first, second] {
                     for &item in half {
@@ -573,6 +625,8 @@ impl Driver {
         }
     }
 
+    /// Queues a refused item to be sent again after its backoff, or dead-letters it once
+    /// `retry.max_duration` has passed since it was first sent.
     fn retry_item(&mut self, mut item: ItemRef, status: u16, error: &ItemError, now: Instant) {
         if let Some(max) = self.settings.retry_max_duration {
             if now.duration_since(item.since) >= max {
@@ -580,10 +634,6 @@ impl Driver {
                 self.dead_letter(item, status, &error.kind, &reason);
                 return;
             }
-        }
-        telemetry::add(&metrics().es_items_retried, 1);
-        if let Some(suppressed) = self.retry_warnings.admit() {
-            tracing::warn!(status, error = %error.kind, reason = %error.reason, suppressed, "Elasticsearch refused records for now; retrying them alone.");
         }
         let wait = self.settings.retry.delay(item.attempts);
         item.attempts = item.attempts.saturating_add(1);
@@ -793,13 +843,20 @@ async fn deliver(
         let sent_at = Instant::now();
         let verdict = match client.bulk(index, &body).await {
             Ok(answer) => {
-                telemetry::observe_bulk(answer.status, sent_at.elapsed());
                 let verdict = retry::classify(
                     answer.status,
                     &answer.body,
                     body.items.len(),
                     settings.op_type,
                 );
+                telemetry::observe_bulk(answer.status, sent_at.elapsed());
+                // Items refused for access are, for readiness, what a whole-request 401 or 403
+                // is: records cannot leave until an operator acts.
+                if matches!(&verdict, Verdict::Items(items) if items.iter().any(
+                    |i| matches!(i, ItemOutcome::Blocked { .. })
+                )) {
+                    telemetry::set_cluster_reachable(false);
+                }
                 let too_many = answer.status == 429
                     || matches!(&verdict, Verdict::Items(items) if items.iter().any(
                         |i| matches!(i, ItemOutcome::Retry { status: 429, .. })
@@ -812,7 +869,13 @@ async fn deliver(
                 verdict
             }
             Err(e) => {
-                telemetry::observe_bulk(0, sent_at.elapsed());
+                // An answer too large to read still came from the cluster (or a proxy): its
+                // status counts, and the host is left out for a while like one that failed.
+                let status = match &e {
+                    client::ClientError::AnswerTooLarge { status, .. } => *status,
+                    _ => 0,
+                };
+                telemetry::observe_bulk(status, sent_at.elapsed());
                 Verdict::RetryRequest {
                     reason: e.to_string(),
                     host_failed: true,

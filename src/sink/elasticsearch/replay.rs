@@ -138,7 +138,8 @@ async fn replay_file<'a>(
                 Some(ItemOutcome::Delivered) => report.delivered += 1,
                 Some(ItemOutcome::AlreadyDelivered) => report.already_present += 1,
                 Some(ItemOutcome::Reject { status, error })
-                | Some(ItemOutcome::Retry { status, error }) => {
+                | Some(ItemOutcome::Retry { status, error })
+                | Some(ItemOutcome::Blocked { status, error }) => {
                     tracing::warn!(status, error = %error.kind, reason = %error.reason, "Dead letter still refused; kept.");
                     report.remaining += 1;
                     keep.push(line);

@@ -4,9 +4,12 @@
 //! The rules (issue "Elasticsearch sink", DESIGN.md invariants 1 and 2):
 //!
 //! - per item: 2xx is delivered; 409 on `create` means an earlier attempt (a retry, a restart)
-//!   already delivered it, so it is delivered too; 429 and 5xx are retried *alone*; any other 4xx
-//!   (a mapping conflict, a bad document) will fail the same way forever, so the record goes to
-//!   the dead letters;
+//!   already delivered it, so it is delivered too; 429 and 5xx are retried *alone*; 401, 403 and
+//!   404 (`security_exception`: a missing privilege; `index_not_found_exception`: a missing index
+//!   where automatic creation is off) are [`needs_operator`] refusals, retried alone as well, with
+//!   backoff, because dead-lettering would send every record there until someone fixes access;
+//!   any other 4xx (a mapping conflict, a bad document) will fail the same way forever, so the
+//!   record goes to the dead letters;
 //! - per request: a connection error, a timeout, 408, 429 and 5xx retry the whole request; 413
 //!   splits it in halves; 401, 403 and 404 are configuration or cluster problems an operator must
 //!   fix, and dropping data would not fix them: retried (and logged as errors); any other 4xx for the
@@ -50,6 +53,9 @@ pub enum ItemOutcome {
     AlreadyDelivered,
     /// Rejected for now (429, 5xx): send it again later.
     Retry { status: u16, error: ItemError },
+    /// Refused until an operator acts (401, 403, 404: see [`needs_operator`]): send it again
+    /// later, like [`ItemOutcome::Retry`], and say loudly that someone must fix access.
+    Blocked { status: u16, error: ItemError },
     /// Rejected for good: dead-letter it.
     Reject { status: u16, error: ItemError },
 }
@@ -94,7 +100,11 @@ pub fn classify(status: u16, body: &[u8], items: usize, op: OpType) -> Verdict {
             },
         },
         413 => Verdict::Split,
-        401 | 403 | 404 | 408 | 429 => Verdict::RetryRequest {
+        s if needs_operator(s) => Verdict::RetryRequest {
+            reason: format!("HTTP {status}: {}", error_summary(body)),
+            host_failed: false,
+        },
+        408 | 429 => Verdict::RetryRequest {
             reason: format!("HTTP {status}: {}", error_summary(body)),
             host_failed: status == 408,
         },
@@ -109,12 +119,21 @@ pub fn classify(status: u16, body: &[u8], items: usize, op: OpType) -> Verdict {
     }
 }
 
+/// Whether `status` (for a whole request or one item) means a configuration or cluster problem
+/// that only an operator can fix: refused credentials (401), a missing privilege (403), a missing
+/// index or a wrong URL (404). Dropping the records would not fix it, so they are retried, for
+/// the request and for the item alike.
+pub const fn needs_operator(status: u16) -> bool {
+    matches!(status, 401 | 403 | 404)
+}
+
 /// Classifies one item by its status.
 pub fn classify_item(status: u16, error: ItemError, op: OpType) -> ItemOutcome {
     match status {
         200..=299 => ItemOutcome::Delivered,
         409 if op == OpType::Create => ItemOutcome::AlreadyDelivered,
         429 | 500..=599 => ItemOutcome::Retry { status, error },
+        s if needs_operator(s) => ItemOutcome::Blocked { status, error },
         _ => ItemOutcome::Reject { status, error },
     }
 }
@@ -283,8 +302,11 @@ mod tests {
             item(503, Some("unavailable_shards_exception")),
             item(400, Some("mapper_parsing_exception")),
             item(404, Some("index_not_found_exception")),
+            item(403, Some("security_exception")),
+            item(401, Some("security_exception")),
+            item(413, Some("illegal_argument_exception")),
         ]);
-        let Verdict::Items(outcomes) = classify(200, &b, 6, OpType::Create) else {
+        let Verdict::Items(outcomes) = classify(200, &b, 9, OpType::Create) else {
             panic!()
         };
         let err = |kind: &str| ItemError {
@@ -308,9 +330,21 @@ mod tests {
                     status: 400,
                     error: err("mapper_parsing_exception")
                 },
-                ItemOutcome::Reject {
+                ItemOutcome::Blocked {
                     status: 404,
                     error: err("index_not_found_exception")
+                },
+                ItemOutcome::Blocked {
+                    status: 403,
+                    error: err("security_exception")
+                },
+                ItemOutcome::Blocked {
+                    status: 401,
+                    error: err("security_exception")
+                },
+                ItemOutcome::Reject {
+                    status: 413,
+                    error: err("illegal_argument_exception")
                 },
             ]
         );

@@ -256,6 +256,13 @@ impl Cluster {
             let error = match status {
                 429 => errors::rejected_item(self.flavor, &target.index, bytes),
                 503 => errors::unavailable_item(&target.index, 1),
+                401 => errors::security(
+                    self.flavor,
+                    "unable to authenticate user [logship] for action [indices:data/write/bulk[s]]"
+                        .into(),
+                ),
+                403 => errors::unauthorized_item(&name),
+                404 => errors::index_missing_item(&name),
                 s => {
                     let mut e = errors::internal("failed to execute bulk item");
                     e.status = s;

@@ -268,3 +268,29 @@ pub fn security(flavor: Flavor, reason: String) -> EsError {
     };
     EsError::new(401, "security_exception", reason).with("header", header)
 }
+
+/// 403 for a bulk item whose index the user may not write to (`TransportBulkAction` checks the
+/// privilege per index, so each item names its own).
+pub fn unauthorized_item(index: &str) -> EsError {
+    EsError::new(
+        403,
+        "security_exception",
+        format!(
+            "action [indices:data/write/bulk[s]] is unauthorized for user [logship] with effective roles [logship_writer] on indices [{index}], this action is granted by the index privileges [create_doc,create,index,write,all]"
+        ),
+    )
+}
+
+/// 404 for a bulk item whose index does not exist when `action.auto_create_index` forbids
+/// creating it.
+pub fn index_missing_item(index: &str) -> EsError {
+    EsError::new(
+        404,
+        "index_not_found_exception",
+        format!("no such index [{index}]"),
+    )
+    .with("resource.type", "index_expression")
+    .with("resource.id", index)
+    .with("index_uuid", "_na_")
+    .with("index", index)
+}
