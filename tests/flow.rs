@@ -395,8 +395,8 @@ fn tailer_heartbeat_age(addr: std::net::SocketAddr) -> f64 {
 /// charged against, so it keeps turning (a liveness probe would otherwise restart it for as long
 /// as the outage lasts), and once Elasticsearch is back every line arrives exactly once.
 ///
-/// `LOGSHIP_OUTAGE_FILES` and `LOGSHIP_OUTAGE_SECS` (default 300 files, 6 s: 1,800 batches) size
-/// it; `LOGSHIP_OUTAGE_FILES=400 LOGSHIP_OUTAGE_SECS=90` is a 90 s outage with 400 containers
+/// `TEST_OUTAGE_FILES` and `TEST_OUTAGE_SECS` (default 300 files, 6 s: 1,800 batches) size
+/// it; `TEST_OUTAGE_FILES=400 TEST_OUTAGE_SECS=90` is a 90 s outage with 400 containers
 /// writing a line a second each.
 #[test]
 fn many_small_batches_in_an_outage_keep_the_reader_turning() {
@@ -407,8 +407,8 @@ fn many_small_batches_in_an_outage_keep_the_reader_turning() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
     };
-    let files = setting("LOGSHIP_OUTAGE_FILES", 300);
-    let secs = setting("LOGSHIP_OUTAGE_SECS", 6);
+    let files = setting("TEST_OUTAGE_FILES", 300);
+    let secs = setting("TEST_OUTAGE_SECS", 6);
     let es = TestEs::start(Flavor::Elasticsearch8);
     es.fail_until_cleared(503);
     let fx = Fixture::new();
