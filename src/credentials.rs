@@ -112,7 +112,8 @@ impl TokenFile {
         };
         if fresh {
             match read(&self.path)
-                .and_then(|token| header("Bearer", &token, &self.path.display().to_string())) {
+                .and_then(|token| header("Bearer", &token, &self.path.display().to_string()))
+            {
                 Ok(h) => {
                     cached.header = Some(h);
                     cached.modified = modified.ok();
@@ -180,7 +181,10 @@ mod tests {
         let err = TokenFile::new(bad.clone()).bearer().unwrap_err();
         assert!(matches!(err, CredentialError::NotAHeader { .. }), "{err}");
         assert!(err.to_string().contains(&bad.display().to_string()));
-        assert!(!err.to_string().contains("tok"), "the secret is not in the error: {err}");
+        assert!(
+            !err.to_string().contains("tok"),
+            "the secret is not in the error: {err}"
+        );
     }
 
     #[test]
@@ -217,9 +221,6 @@ mod tests {
 
         // Never read well: the error.
         let fresh = TokenFile::new(dir.path().join("none"));
-        assert!(matches!(
-            fresh.bearer(),
-            Err(CredentialError::Read { .. })
-        ));
+        assert!(matches!(fresh.bearer(), Err(CredentialError::Read { .. })));
     }
 }

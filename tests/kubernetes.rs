@@ -385,8 +385,17 @@ fn a_token_file_ending_in_a_newline_authenticates_and_its_rotations_are_followed
         &[("LOGSHIP_KUBERNETES__TOKEN_FILE", token_env.as_str())],
     );
     let r = fx.wait_record(&agent, "gold");
-    assert_eq!(r["kubernetes"]["labels"]["tier"], "gold", "{r}\n{}", agent.logs());
-    let sent: Vec<_> = kube.requests().into_iter().map(|r| r.authorization).collect();
+    assert_eq!(
+        r["kubernetes"]["labels"]["tier"],
+        "gold",
+        "{r}\n{}",
+        agent.logs()
+    );
+    let sent: Vec<_> = kube
+        .requests()
+        .into_iter()
+        .map(|r| r.authorization)
+        .collect();
     assert!(!sent.is_empty());
     assert!(
         sent.iter()
@@ -408,7 +417,12 @@ fn a_token_file_ending_in_a_newline_authenticates_and_its_rotations_are_followed
         cri("stdout", 'F', "silver").as_bytes(),
     );
     let r = fx.wait_record(&agent, "silver");
-    assert_eq!(r["kubernetes"]["labels"]["tier"], "silver", "{r}\n{}", agent.logs());
+    assert_eq!(
+        r["kubernetes"]["labels"]["tier"],
+        "silver",
+        "{r}\n{}",
+        agent.logs()
+    );
     assert!(
         !agent.logs().contains("refused"),
         "no request carried the old token after the rotation:\n{}",
@@ -455,7 +469,10 @@ fn a_refused_token_is_logged_counted_and_named_by_readiness_and_status() {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0);
     assert!(refused >= 1.0, "{metrics}");
-    assert!(metrics.contains("logship_kubernetes_refused_status 401"), "{metrics}");
+    assert!(
+        metrics.contains("logship_kubernetes_refused_status 401"),
+        "{metrics}"
+    );
     let (code, _, ready) = support::agent::http_get(addr, "/readyz");
     assert_eq!(code, 200, "records still ship: {ready}");
     assert!(

@@ -259,10 +259,7 @@ impl Cache {
     /// The status of a refusal not followed by a success yet (401 first, for any resource).
     pub fn refused(&self) -> Option<u16> {
         let codes = self.refused.each_ref().map(|c| c.load(Ordering::Acquire));
-        codes
-            .into_iter()
-            .filter(|&c| c != 0)
-            .min()
+        codes.into_iter().filter(|&c| c != 0).min()
     }
 }
 

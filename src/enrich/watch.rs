@@ -110,11 +110,10 @@ pub async fn client(access: &ApiAccess) -> Result<ApiClient, WatchError> {
     let auth = &mut config.auth_info;
     // kube prefers a provider, a user and password and an inline token to a token file: then
     // the file is not used, and kube is left to it.
-    let token_file = (auth.auth_provider.is_none()
-        && auth.username.is_none()
-        && auth.token.is_none())
-    .then(|| auth.token_file.take())
-    .flatten();
+    let token_file =
+        (auth.auth_provider.is_none() && auth.username.is_none() && auth.token.is_none())
+            .then(|| auth.token_file.take())
+            .flatten();
     let builder = kube::client::ClientBuilder::try_from(config).map_err(WatchError::Client)?;
     let client = match token_file {
         Some(path) => builder

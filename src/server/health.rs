@@ -79,7 +79,9 @@ pub enum Kubernetes {
     Reachable,
     Unreachable,
     /// The API server answers, but refused the credentials (401) or their rights (403).
-    Refused { status: u16 },
+    Refused {
+        status: u16,
+    },
 }
 
 /// Readiness from where records go and how full the buffer is. `kubernetes` is the state of

@@ -230,15 +230,16 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         capacity: pipeline.budget.capacity(),
         headroom: pipeline.headroom,
     };
-    let kubernetes = pipeline.enrichment.then(|| {
-        match telemetry::get(&counters().kubernetes_refused_status) {
-            0 if telemetry::get(&counters().kubernetes_reachable) == 1 => Kubernetes::Reachable,
-            0 => Kubernetes::Unreachable,
-            status => Kubernetes::Refused {
-                status: u16::try_from(status).unwrap_or(u16::MAX),
+    let kubernetes =
+        pipeline.enrichment.then(
+            || match telemetry::get(&counters().kubernetes_refused_status) {
+                0 if telemetry::get(&counters().kubernetes_reachable) == 1 => Kubernetes::Reachable,
+                0 => Kubernetes::Unreachable,
+                status => Kubernetes::Refused {
+                    status: u16::try_from(status).unwrap_or(u16::MAX),
+                },
             },
-        }
-    });
+        );
     verdict(health::readiness(output, buffer, kubernetes))
 }
 
