@@ -217,6 +217,10 @@ metrics! {
     /// Summary records shipped in place of dropped lines.
     #[metric(Counter "logship_rate_limit_summaries")]
     pub rate_limit_summaries: AtomicU64,
+    /// Pod `logship.io/rate-limit` annotations that asked for more than the operator's limit
+    /// and were held to it (`rate_limit.annotations = "tighten"`), once per container and value.
+    #[metric(Counter "logship_rate_limit_annotations_refused")]
+    pub rate_limit_annotations_refused: AtomicU64,
     /// Time the reader spent waiting for room in the buffer (`buffer.max_bytes`): the sink is
     /// behind, and the files are the buffer meanwhile.
     #[metric(Seconds "logship_reader_wait_seconds")]

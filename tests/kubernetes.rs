@@ -508,3 +508,84 @@ fn a_refused_token_is_logged_counted_and_named_by_readiness_and_status() {
     assert_eq!(r["kubernetes"]["labels"]["tier"], "gold", "{r}");
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_pod_annotation_cannot_lift_the_operators_limit_unless_overrides_are_allowed() {
+    let kube = TestKube::start();
+    kube.create_pod(
+        pod("shop", "greedy-0", NODE)
+            .annotation("logship.io/rate-limit", "none")
+            .build(),
+    );
+    let lines = |prefix: &str| -> String {
+        (0..1000)
+            .map(|i| cri("stdout", 'F', &format!("{prefix}-{i}")))
+            .collect()
+    };
+    let count = |fx: &Fixture, prefix: &str| {
+        fx.messages()
+            .iter()
+            .filter(|m| m.starts_with(&format!("{prefix}-")))
+            .count()
+    };
+    let limited = [
+        ("LOGSHIP_RATE_LIMIT__NAMESPACES", "shop=50/s"),
+        ("LOGSHIP_RATE_LIMIT__ACTION", "drop"),
+        ("LOGSHIP_RATE_LIMIT__SUMMARY_INTERVAL", "300ms"),
+    ];
+
+    // The default, "tighten": the operator's 50/s holds, and the attempt is said and counted.
+    let fx = Fixture::new();
+    append(
+        &fx.log(&file_name("shop", "greedy-0", "greedy")),
+        lines("greedy").as_bytes(),
+    );
+    let mut agent = spawn(&fx, &kube, &limited);
+    assert!(
+        wait_until(WAIT, || fx
+            .messages()
+            .iter()
+            .any(|m| m.starts_with("logship dropped") && m.contains("50/s"))),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        count(&fx, "greedy") < 200,
+        "about the burst of 50 passed: {}",
+        count(&fx, "greedy")
+    );
+    assert!(
+        agent
+            .logs()
+            .contains("A pod annotation asked for a looser rate limit than the operator's"),
+        "{}",
+        agent.logs()
+    );
+    let metrics = support::agent::http_get(agent.server_addr(), "/metrics").2;
+    assert!(
+        metrics.contains("logship_rate_limit_annotations_refused_total 1"),
+        "{metrics}"
+    );
+    assert!(agent.terminate().success());
+
+    // The operator allows overrides: the same annotation lifts the limit.
+    let fx = Fixture::new();
+    append(
+        &fx.log(&file_name("shop", "greedy-0", "greedy")),
+        lines("free").as_bytes(),
+    );
+    let mut env = limited.to_vec();
+    env.push(("LOGSHIP_RATE_LIMIT__ANNOTATIONS", "override"));
+    let mut agent = spawn(&fx, &kube, &env);
+    assert!(
+        wait_until(WAIT, || count(&fx, "free") == 1000),
+        "{} of 1000\n{}",
+        count(&fx, "free"),
+        agent.logs()
+    );
+    assert!(!fx
+        .messages()
+        .iter()
+        .any(|m| m.starts_with("logship dropped")));
+    assert!(agent.terminate().success());
+}

@@ -333,6 +333,27 @@ fn a_whole_reference_reads_as_a_number_or_boolean_where_the_key_takes_one() {
 }
 
 #[test]
+fn rate_limit_annotations_take_three_policies() {
+    use crate::buffer::rate_limit::AnnotationPolicy;
+    for (text, want) in [
+        ("", AnnotationPolicy::Tighten),
+        ("annotations = \"tighten\"", AnnotationPolicy::Tighten),
+        ("annotations = \"override\"", AnnotationPolicy::Override),
+        ("annotations = \"ignore\"", AnnotationPolicy::Ignore),
+    ] {
+        let (_dir, path) = file("logship.toml", &format!("[rate_limit]\n{text}\n"));
+        let loaded = load(&options(Some(&path), &[])).unwrap();
+        assert_eq!(loaded.settings.rate_limit.annotations, want, "{text}");
+    }
+    let (_dir, path) = file("logship.toml", "[rate_limit]\nannotations = \"loosen\"\n");
+    let errors = load_errors(&options(Some(&path), &[]));
+    assert_has(
+        &errors,
+        "rate_limit.annotations: must be \"tighten\", \"override\" or \"ignore\", is \"loosen\"",
+    );
+}
+
+#[test]
 fn unset_references_are_all_reported_with_their_lines() {
     let text = "data_dir = \"${DATA}\"\n[tail]\ninclude = [\"${LOGS}/*.log\"]\n";
     let (_dir, path) = file("logship.toml", text);
