@@ -113,7 +113,7 @@ pub struct Prepared {
     positions: Positions,
     start_policy: StartPolicy,
     orphans: Vec<Orphan>,
-    kube_client: Option<kube::Client>,
+    kube_client: Option<enrich::watch::ApiClient>,
     es_sink: Option<ElasticsearchSink>,
     /// The tailer's thread waits on this for its work.
     tailer_tx: std::sync::mpsc::SyncSender<Tailer>,

@@ -5,6 +5,7 @@ pub mod ack;
 pub mod agent;
 pub mod buffer;
 pub mod config;
+pub mod credentials;
 pub mod document;
 pub mod enrich;
 pub mod parse;

@@ -345,7 +345,28 @@ pub fn render(report: &Report) -> String {
         used * 100 / capacity.max(1)
     );
     out += &bulk_line(m);
+    out += &kubernetes_line(m);
     out
+}
+
+/// Enrichment, when the agent has talked to the Kubernetes API at all.
+fn kubernetes_line(m: &Samples) -> String {
+    let n = |name: &str| m.value(name, None).unwrap_or(0.0) as u64;
+    let refused = m.sum("logship_kubernetes_refused_total") as u64;
+    let errors = n("logship_kubernetes_watch_errors_total");
+    let pods = n("logship_kubernetes_cached_pods");
+    let reachable = n("logship_kubernetes_reachable") == 1;
+    if !reachable && refused == 0 && errors == 0 && pods == 0 {
+        return String::new();
+    }
+    let state = match n("logship_kubernetes_refused_status") {
+        0 if reachable => "API reachable".to_string(),
+        0 => "API not reachable".to_string(),
+        status => format!("the API server refused the agent's credentials: {status}"),
+    };
+    format!(
+        "  kubernetes {state}; {pods} pods cached, {errors} failed requests ({refused} refused)\n"
+    )
 }
 
 fn bulk_line(m: &Samples) -> String {
@@ -410,6 +431,12 @@ logship_elasticsearch_request_duration_seconds_bucket{le=\"0.1\"} 10
 logship_elasticsearch_request_duration_seconds_bucket{le=\"+Inf\"} 10
 logship_buffer_used_bytes 1048576
 logship_buffer_capacity_bytes 4194304
+logship_kubernetes_cached_pods 4
+logship_kubernetes_watch_errors_total 3
+logship_kubernetes_reachable 0
+logship_kubernetes_refused_total{code=\"401\"} 3
+logship_kubernetes_refused_total{code=\"403\"} 0
+logship_kubernetes_refused_status 401
 odd{a=\"x}y\",b=\"q\\\"\"} 7 1700000000
 not a sample
 ";
@@ -480,6 +507,7 @@ logship 0.1.0 at http://127.0.0.1:2020
   retries   0 requests, 0 records
   buffer    1.0 MiB of 4.0 MiB (25%)
   bulk      10 attempts, mean 50 ms, 99% under 100 ms; answers 2xx 9, 4xx 0, 5xx 0, none 1
+  kubernetes the API server refused the agent's credentials: 401; 4 pods cached, 3 failed requests (3 refused)
 ";
         assert_eq!(text, expected);
     }

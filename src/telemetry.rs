@@ -207,6 +207,15 @@ metrics! {
     /// 1 while the Kubernetes API answers (0 also when enrichment is off).
     #[metric(Gauge "logship_kubernetes_reachable")]
     pub kubernetes_reachable: AtomicU64,
+    /// Requests the API server refused: 401 (the token is not valid) or 403 (its service
+    /// account may not list or watch pods or namespaces).
+    #[metric(Counter "logship_kubernetes_refused", code = "401")]
+    pub kubernetes_refused_401: AtomicU64,
+    #[metric(Counter "logship_kubernetes_refused", code = "403")]
+    pub kubernetes_refused_403: AtomicU64,
+    /// The status of the API server's last refusal (401, 403) while it lasts, else 0.
+    #[metric(Gauge "logship_kubernetes_refused_status")]
+    pub kubernetes_refused_status: AtomicU64,
     /// Files whose pod was not in the metadata cache within `kubernetes.wait_for_metadata`:
     /// shipped with what their name tells until the metadata arrives.
     #[metric(Counter "logship_enrich_timeouts")]
@@ -217,6 +226,10 @@ metrics! {
     /// Summary records shipped in place of dropped lines.
     #[metric(Counter "logship_rate_limit_summaries")]
     pub rate_limit_summaries: AtomicU64,
+    /// Pod `logship.io/rate-limit` annotations that asked for more than the operator's limit
+    /// and were held to it (`rate_limit.annotations = "tighten"`), once per container and value.
+    #[metric(Counter "logship_rate_limit_annotations_refused")]
+    pub rate_limit_annotations_refused: AtomicU64,
     /// Time the reader spent waiting for room in the buffer (`buffer.max_bytes`): the sink is
     /// behind, and the files are the buffer meanwhile.
     #[metric(Seconds "logship_reader_wait_seconds")]
@@ -406,6 +419,27 @@ pub fn set_gauge(gauge: &AtomicU64, value: u64) {
 /// Whether the Kubernetes API answers (readiness).
 pub fn set_kubernetes_reachable(reachable: bool) {
     set_gauge(&metrics().kubernetes_reachable, u64::from(reachable));
+}
+
+/// The API server refused a request with `status` (401 or 403).
+pub fn kubernetes_refused(status: u16) {
+    let m = metrics();
+    add(
+        if status == 401 {
+            &m.kubernetes_refused_401
+        } else {
+            &m.kubernetes_refused_403
+        },
+        1,
+    );
+}
+
+/// The refusal that lasts (readiness, `logship status`), or `None` once requests are answered.
+pub fn set_kubernetes_refused(status: Option<u16>) {
+    set_gauge(
+        &metrics().kubernetes_refused_status,
+        status.map_or(0, u64::from),
+    );
 }
 
 /// Whether the cluster answered (readiness).

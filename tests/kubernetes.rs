@@ -366,3 +366,226 @@ fn a_pod_annotation_sets_its_rate_limit_and_can_change_while_it_runs() {
     );
     assert!(agent.terminate().success());
 }
+
+#[test]
+fn a_token_file_ending_in_a_newline_authenticates_and_its_rotations_are_followed() {
+    let kube = TestKube::start();
+    kube.require_token("s3cret-token");
+    kube.create_pod(pod("shop", "cart-0", NODE).label("tier", "gold").build());
+    let fx = Fixture::new();
+    // Written the usual way: `echo "$TOKEN" > token`.
+    let token = fx.dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let path = fx.log(&file_name("shop", "cart-0", "cart"));
+    append(&path, cri("stdout", 'F', "gold").as_bytes());
+    let token_env = token.display().to_string();
+    let mut agent = spawn(
+        &fx,
+        &kube,
+        &[("LOGSHIP_KUBERNETES__TOKEN_FILE", token_env.as_str())],
+    );
+    let r = fx.wait_record(&agent, "gold");
+    assert_eq!(
+        r["kubernetes"]["labels"]["tier"],
+        "gold",
+        "{r}\n{}",
+        agent.logs()
+    );
+    let sent: Vec<_> = kube
+        .requests()
+        .into_iter()
+        .map(|r| r.authorization)
+        .collect();
+    assert!(!sent.is_empty());
+    assert!(
+        sent.iter()
+            .all(|a| a.as_deref() == Some("Bearer s3cret-token")),
+        "{sent:?}"
+    );
+
+    // A rotation written with CRLF and spaces, renamed over the old file: only the new token
+    // is accepted from now on, and a pod created after it is still enriched.
+    let next = fx.dir.path().join("token.new");
+    std::fs::write(&next, "  n3w-token \r\n").unwrap();
+    std::fs::rename(&next, &token).unwrap();
+    kube.require_token("n3w-token");
+    kube.compact();
+    kube.close_watches();
+    kube.create_pod(pod("shop", "after-0", NODE).label("tier", "silver").build());
+    append(
+        &fx.log(&file_name("shop", "after-0", "after")),
+        cri("stdout", 'F', "silver").as_bytes(),
+    );
+    let r = fx.wait_record(&agent, "silver");
+    assert_eq!(
+        r["kubernetes"]["labels"]["tier"],
+        "silver",
+        "{r}\n{}",
+        agent.logs()
+    );
+    assert!(
+        !agent.logs().contains("refused"),
+        "no request carried the old token after the rotation:\n{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_refused_token_is_logged_counted_and_named_by_readiness_and_status() {
+    let kube = TestKube::start();
+    kube.require_token("the-right-token");
+    kube.create_pod(pod("shop", "cart-0", NODE).label("tier", "gold").build());
+    let fx = Fixture::new();
+    let token = fx.dir.path().join("token");
+    std::fs::write(&token, "a-revoked-token\n").unwrap();
+    let token_env = token.display().to_string();
+    let path = fx.log(&file_name("shop", "cart-0", "cart"));
+    append(&path, cri("stdout", 'F', "unlabelled").as_bytes());
+    let mut agent = spawn(
+        &fx,
+        &kube,
+        &[
+            ("LOGSHIP_KUBERNETES__TOKEN_FILE", token_env.as_str()),
+            ("LOGSHIP_KUBERNETES__WAIT_FOR_METADATA", "500ms"),
+        ],
+    );
+    // Records still ship, with what the file name tells.
+    let r = fx.wait_record(&agent, "unlabelled");
+    assert_eq!(r["kubernetes"]["pod"]["name"], "cart-0");
+    assert!(r["kubernetes"].get("labels").is_none(), "{r}");
+
+    let said = format!("The API server refused the token from {token_env}: 401");
+    assert!(
+        wait_until(WAIT, || agent.logs().contains(&said)),
+        "{said:?} not in:\n{}",
+        agent.logs()
+    );
+    let addr = agent.server_addr();
+    let metrics = support::agent::http_get(addr, "/metrics").2;
+    let refused = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("logship_kubernetes_refused_total{code=\"401\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(refused >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains("logship_kubernetes_refused_status 401"),
+        "{metrics}"
+    );
+    let (code, _, ready) = support::agent::http_get(addr, "/readyz");
+    assert_eq!(code, 200, "records still ship: {ready}");
+    assert!(
+        ready.contains("the Kubernetes API server refused the agent's token (401 Unauthorized)"),
+        "{ready}"
+    );
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_logship"))
+        .args(["status", "--server", &addr.to_string()])
+        .env("NODE_NAME", NODE)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("refused the agent's token (401 Unauthorized)")
+            && status.contains("kubernetes the API server refused the agent's credentials: 401"),
+        "{status}"
+    );
+
+    // The right token is mounted: the refusal clears without a restart.
+    let next = fx.dir.path().join("token.new");
+    std::fs::write(&next, "the-right-token\n").unwrap();
+    std::fs::rename(&next, &token).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let ready = support::agent::http_get(addr, "/readyz").2;
+            ready.contains("Kubernetes API reachable")
+        }),
+        "{}",
+        agent.logs()
+    );
+    append(&path, cri("stdout", 'F', "labelled").as_bytes());
+    let r = fx.wait_record(&agent, "labelled");
+    assert_eq!(r["kubernetes"]["labels"]["tier"], "gold", "{r}");
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_pod_annotation_cannot_lift_the_operators_limit_unless_overrides_are_allowed() {
+    let kube = TestKube::start();
+    kube.create_pod(
+        pod("shop", "greedy-0", NODE)
+            .annotation("logship.io/rate-limit", "none")
+            .build(),
+    );
+    let lines = |prefix: &str| -> String {
+        (0..1000)
+            .map(|i| cri("stdout", 'F', &format!("{prefix}-{i}")))
+            .collect()
+    };
+    let count = |fx: &Fixture, prefix: &str| {
+        fx.messages()
+            .iter()
+            .filter(|m| m.starts_with(&format!("{prefix}-")))
+            .count()
+    };
+    let limited = [
+        ("LOGSHIP_RATE_LIMIT__NAMESPACES", "shop=50/s"),
+        ("LOGSHIP_RATE_LIMIT__ACTION", "drop"),
+        ("LOGSHIP_RATE_LIMIT__SUMMARY_INTERVAL", "300ms"),
+    ];
+
+    // The default, "tighten": the operator's 50/s holds, and the attempt is said and counted.
+    let fx = Fixture::new();
+    append(
+        &fx.log(&file_name("shop", "greedy-0", "greedy")),
+        lines("greedy").as_bytes(),
+    );
+    let mut agent = spawn(&fx, &kube, &limited);
+    assert!(
+        wait_until(WAIT, || fx
+            .messages()
+            .iter()
+            .any(|m| m.starts_with("logship dropped") && m.contains("50/s"))),
+        "{}",
+        agent.logs()
+    );
+    assert!(
+        count(&fx, "greedy") < 200,
+        "about the burst of 50 passed: {}",
+        count(&fx, "greedy")
+    );
+    assert!(
+        agent
+            .logs()
+            .contains("A pod annotation asked for a looser rate limit than the operator's"),
+        "{}",
+        agent.logs()
+    );
+    let metrics = support::agent::http_get(agent.server_addr(), "/metrics").2;
+    assert!(
+        metrics.contains("logship_rate_limit_annotations_refused_total 1"),
+        "{metrics}"
+    );
+    assert!(agent.terminate().success());
+
+    // The operator allows overrides: the same annotation lifts the limit.
+    let fx = Fixture::new();
+    append(
+        &fx.log(&file_name("shop", "greedy-0", "greedy")),
+        lines("free").as_bytes(),
+    );
+    let mut env = limited.to_vec();
+    env.push(("LOGSHIP_RATE_LIMIT__ANNOTATIONS", "override"));
+    let mut agent = spawn(&fx, &kube, &env);
+    assert!(
+        wait_until(WAIT, || count(&fx, "free") == 1000),
+        "{} of 1000\n{}",
+        count(&fx, "free"),
+        agent.logs()
+    );
+    assert!(!fx
+        .messages()
+        .iter()
+        .any(|m| m.starts_with("logship dropped")));
+    assert!(agent.terminate().success());
+}

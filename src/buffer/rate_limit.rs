@@ -1,8 +1,12 @@
 //! Per-container rate limits: lines per second and bytes per second, with a burst.
 //!
-//! A limit belongs to a container (all generations of its log file share it), and comes from, in
-//! order: the pod's `logship.io/rate-limit` annotation, a rule for its namespace, the default.
-//! Written like `500/s`, `1MiB/s`, `30000/m` or both `500/s,1MiB/s`; `none` lifts it.
+//! A limit belongs to a container (all generations of its log file share it). The operator's
+//! limit is the rule for its namespace, else the default. The pod's `logship.io/rate-limit`
+//! annotation may only tighten it (`rate_limit.annotations = "tighten"`, the default): per
+//! dimension, lines/s and bytes/s, the stricter of the two applies, so a tenant cannot opt out of
+//! the protection the operator set (`none` in an annotation lifts nothing). `override` lets the
+//! annotation replace the operator's limit, `ignore` ignores annotations. Written like `500/s`,
+//! `1MiB/s`, `30000/m` or both `500/s,1MiB/s`; `none` is no limit.
 //!
 //! Two actions, chosen in the configuration:
 //!
@@ -109,6 +113,55 @@ impl fmt::Display for LimitSpec {
     }
 }
 
+/// The stricter of two limits of one dimension (`None` is unlimited).
+fn stricter(a: Option<Rate>, b: Option<Rate>) -> Option<Rate> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(if a.per_second <= b.per_second { a } else { b }),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+/// Whether `wanted` asks for more than `limit` in one dimension (a dimension it does not name
+/// asks for nothing).
+fn looser(wanted: Option<Rate>, limit: Option<Rate>) -> bool {
+    match (wanted, limit) {
+        (Some(w), Some(l)) => w.per_second > l.per_second,
+        _ => false,
+    }
+}
+
+impl LimitSpec {
+    /// Per dimension, the stricter of the two.
+    pub fn tightened_by(self, other: LimitSpec) -> LimitSpec {
+        LimitSpec {
+            lines: stricter(self.lines, other.lines),
+            bytes: stricter(self.bytes, other.bytes),
+        }
+    }
+
+    /// Whether `self`, as asked for, would allow more than `limit`: `none` asks to lift every
+    /// dimension; otherwise a dimension it names with a higher rate.
+    pub fn loosens(&self, limit: &LimitSpec) -> bool {
+        if self.is_unlimited() {
+            return !limit.is_unlimited();
+        }
+        looser(self.lines, limit.lines) || looser(self.bytes, limit.bytes)
+    }
+}
+
+/// What a pod's `logship.io/rate-limit` annotation may do (`rate_limit.annotations`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AnnotationPolicy {
+    /// Only tighten the operator's limit, per dimension.
+    #[default]
+    Tighten,
+    /// Replace the operator's limit, looser or not.
+    Override,
+    /// Not read.
+    Ignore,
+}
+
 /// What happens past a limit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
@@ -128,6 +181,8 @@ pub struct RateLimitSettings {
     pub action: Action,
     /// How often a summary of dropped lines is shipped, per container.
     pub summary_interval: Duration,
+    /// What pod annotations may do to the limits above.
+    pub annotations: AnnotationPolicy,
 }
 
 /// The pod annotation that sets a pod's limit.
@@ -141,34 +196,70 @@ pub enum LimitSource {
     Annotation,
 }
 
+/// A container's limit, where it came from, and what was wrong with its annotation.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolved {
+    pub spec: LimitSpec,
+    pub source: LimitSource,
+    /// The annotation did not parse (why): it was ignored.
+    pub invalid: Option<String>,
+    /// The annotation asked for more than the operator's limit in some dimension, and was held
+    /// to it (`tighten`): what it asked for.
+    pub refused: Option<LimitSpec>,
+}
+
 impl RateLimitSettings {
     /// Whether any limit can apply at all (otherwise the tailer skips this module entirely).
     pub fn enabled(&self) -> bool {
         !self.default.is_unlimited() || !self.namespaces.is_empty()
     }
 
-    /// The limit of a container: its pod's annotation (if it parses), else its namespace's rule,
-    /// else the default. A bad annotation is reported by the caller and ignored.
-    pub fn limit_for(
-        &self,
-        kubelet: Option<&KubeletName>,
-        annotation: Option<&str>,
-    ) -> (LimitSpec, LimitSource, Option<String>) {
-        if let Some(text) = annotation {
-            match LimitSpec::parse(text) {
-                Ok(spec) => return (spec, LimitSource::Annotation, None),
-                Err(e) => {
-                    let (spec, source, _) = self.limit_for(kubelet, None);
-                    return (spec, source, Some(e));
+    /// The operator's limit of a container: its namespace's rule, else the default.
+    fn operator_limit(&self, kubelet: Option<&KubeletName>) -> (LimitSpec, LimitSource) {
+        if let Some(k) = kubelet {
+            if let Some((_, spec)) = self.namespaces.iter().find(|(ns, _)| *ns == k.namespace) {
+                return (*spec, LimitSource::Namespace);
+            }
+        }
+        (self.default, LimitSource::Default)
+    }
+
+    /// The limit of a container: the operator's, combined with its pod's annotation as
+    /// `annotations` says. A bad annotation is ignored and said in [`Resolved::invalid`].
+    pub fn limit_for(&self, kubelet: Option<&KubeletName>, annotation: Option<&str>) -> Resolved {
+        let (operator, operator_source) = self.operator_limit(kubelet);
+        let mut resolved = Resolved {
+            spec: operator,
+            source: operator_source,
+            invalid: None,
+            refused: None,
+        };
+        let Some(text) = annotation.filter(|_| self.annotations != AnnotationPolicy::Ignore) else {
+            return resolved;
+        };
+        let wanted = match LimitSpec::parse(text) {
+            Ok(spec) => spec,
+            Err(why) => {
+                resolved.invalid = Some(why);
+                return resolved;
+            }
+        };
+        match self.annotations {
+            AnnotationPolicy::Override => {
+                resolved.spec = wanted;
+                resolved.source = LimitSource::Annotation;
+            }
+            AnnotationPolicy::Tighten | AnnotationPolicy::Ignore => {
+                resolved.spec = operator.tightened_by(wanted);
+                if resolved.spec != operator {
+                    resolved.source = LimitSource::Annotation;
+                }
+                if wanted.loosens(&operator) {
+                    resolved.refused = Some(wanted);
                 }
             }
         }
-        if let Some(k) = kubelet {
-            if let Some((_, spec)) = self.namespaces.iter().find(|(ns, _)| *ns == k.namespace) {
-                return (*spec, LimitSource::Namespace, None);
-            }
-        }
-        (self.default, LimitSource::Default, None)
+        resolved
     }
 }
 
@@ -305,41 +396,122 @@ mod tests {
         );
     }
 
-    #[test]
-    fn limits_come_from_annotation_then_namespace_then_default() {
-        let settings = RateLimitSettings {
+    fn settings(annotations: AnnotationPolicy) -> RateLimitSettings {
+        RateLimitSettings {
             default: LimitSpec::parse("1000/s").unwrap(),
-            namespaces: vec![("noisy".into(), LimitSpec::parse("10/s").unwrap())],
+            namespaces: vec![
+                ("noisy".into(), LimitSpec::parse("10/s").unwrap()),
+                ("bulk".into(), LimitSpec::parse("100/s,1MiB/s").unwrap()),
+                ("free".into(), LimitSpec::default()),
+            ],
             burst: Duration::from_secs(1),
             action: Action::Throttle,
             summary_interval: Duration::from_secs(10),
-        };
-        let k = |ns: &str| KubeletName {
+            annotations,
+        }
+    }
+
+    fn k(ns: &str) -> KubeletName {
+        KubeletName {
             namespace: ns.into(),
             pod: "p".into(),
             container: "c".into(),
             container_id: None,
             pod_uid: None,
-        };
+        }
+    }
+
+    #[test]
+    fn limits_come_from_the_namespace_then_the_default_and_bad_annotations_are_ignored() {
+        let settings = settings(AnnotationPolicy::Tighten);
         assert_eq!(
-            settings.limit_for(Some(&k("a")), None).1,
+            settings.limit_for(Some(&k("a")), None).source,
             LimitSource::Default
         );
         assert_eq!(
-            settings.limit_for(Some(&k("noisy")), None).1,
+            settings.limit_for(Some(&k("noisy")), None).source,
             LimitSource::Namespace
         );
-        let (spec, source, err) = settings.limit_for(Some(&k("noisy")), Some("5/s"));
+        let r = settings.limit_for(Some(&k("noisy")), Some("5/s"));
         assert_eq!(
-            (spec.lines.unwrap().per_second, source, err),
-            (5.0, LimitSource::Annotation, None)
+            (
+                r.spec.lines.unwrap().per_second,
+                r.source,
+                r.invalid,
+                r.refused
+            ),
+            (5.0, LimitSource::Annotation, None, None)
         );
-        let (spec, source, err) = settings.limit_for(Some(&k("noisy")), Some("fast please"));
+        let r = settings.limit_for(Some(&k("noisy")), Some("fast please"));
         assert_eq!(
-            (spec.lines.unwrap().per_second, source),
+            (r.spec.lines.unwrap().per_second, r.source),
             (10.0, LimitSource::Namespace)
         );
-        assert!(err.is_some());
+        assert!(r.invalid.is_some());
+    }
+
+    #[test]
+    fn annotations_only_tighten_per_dimension_unless_the_operator_allows_overrides() {
+        // (policy, namespace, annotation) -> (effective limit, source, refused)
+        use AnnotationPolicy::{Ignore, Override, Tighten};
+        use LimitSource::{Annotation, Default, Namespace};
+        let cases: &[(AnnotationPolicy, &str, &str, &str, LimitSource, bool)] = &[
+            (Tighten, "noisy", "none", "10/s", Namespace, true),
+            (Tighten, "noisy", "", "10/s", Namespace, true),
+            (Tighten, "noisy", "50/s", "10/s", Namespace, true),
+            (Tighten, "noisy", "10/s", "10/s", Namespace, false),
+            (Tighten, "noisy", "5/s", "5/s", Annotation, false),
+            (
+                Tighten,
+                "noisy",
+                "1KiB/s",
+                "10/s,1.0 KiB/s",
+                Annotation,
+                false,
+            ),
+            (
+                Tighten,
+                "noisy",
+                "50/s,1KiB/s",
+                "10/s,1.0 KiB/s",
+                Annotation,
+                true,
+            ),
+            (
+                Tighten,
+                "bulk",
+                "200/s,512KiB/s",
+                "100/s,512.0 KiB/s",
+                Annotation,
+                true,
+            ),
+            (Tighten, "bulk", "50/s", "50/s,1.0 MiB/s", Annotation, false),
+            (
+                Tighten,
+                "bulk",
+                "2MiB/s",
+                "100/s,1.0 MiB/s",
+                Namespace,
+                true,
+            ),
+            (Tighten, "a", "none", "1000/s", Default, true),
+            (Tighten, "a", "6000/m", "100/s", Annotation, false),
+            (Tighten, "free", "none", "none", Namespace, false),
+            (Tighten, "free", "20/s", "20/s", Annotation, false),
+            (Override, "noisy", "none", "none", Annotation, false),
+            (Override, "noisy", "50/s", "50/s", Annotation, false),
+            (Override, "a", "5/s", "5/s", Annotation, false),
+            (Ignore, "noisy", "none", "10/s", Namespace, false),
+            (Ignore, "noisy", "5/s", "10/s", Namespace, false),
+        ];
+        for &(policy, ns, annotation, want, source, refused) in cases {
+            let r = settings(policy).limit_for(Some(&k(ns)), Some(annotation));
+            let case = format!("{policy:?} {ns} {annotation:?}");
+            assert_eq!(r.spec.to_string(), want, "{case}");
+            assert_eq!(r.source, source, "{case}");
+            assert_eq!(r.refused.is_some(), refused, "{case}");
+            assert_eq!(r.invalid, None, "{case}");
+        }
     }
 
     #[test]

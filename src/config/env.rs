@@ -117,7 +117,7 @@ fn is_service_link(var: &str) -> bool {
 }
 
 /// Reads a variable's text as a value of `kind`.
-fn read(text: &str, kind: Kind) -> Result<Value, String> {
+pub(super) fn read(text: &str, kind: Kind) -> Result<Value, String> {
     match kind {
         Kind::Text => Ok(Value::String(text.to_string())),
         Kind::Bool => match text.trim().to_ascii_lowercase().as_str() {

@@ -1,7 +1,7 @@
 //! Loading: from the command line's options to validated [`Settings`], or to every error at once.
 //!
-//! Layers, lowest to highest: the defaults, the file (`${VAR}` substituted, then parsed as TOML
-//! or YAML by its extension), `LOGSHIP_*` variables, command-line overrides. The `config` crate
+//! Layers, lowest to highest: the defaults, the file (parsed as TOML or YAML by its extension,
+//! `${VAR}` substituted into its values), `LOGSHIP_*` variables, command-line overrides. The `config` crate
 //! merges them; `schema` checks the keys and types of the result, `validate` its values. Every
 //! stage reports all it finds, and only a file that could not be read or parsed stops the later
 //! stages (what they would report about a half-read file would mislead). Loading reads the file
@@ -61,7 +61,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
     let mut errors = Vec::new();
 
     let file = match &options.path {
-        Some(path) => match read_file(path, &options.env) {
+        Some(path) => match read_file(path, &options.env, &schema) {
             Ok(layer) => Some(layer),
             Err(file_errors) => {
                 errors.extend(file_errors);
@@ -128,7 +128,11 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, ConfigErrors> {
 }
 
 /// Reads, substitutes and parses the file into a layer.
-fn read_file(path: &Path, env: &HashMap<String, String>) -> Result<Layer, Vec<ConfigError>> {
+fn read_file(
+    path: &Path,
+    env: &HashMap<String, String>,
+    schema: &Schema,
+) -> Result<Layer, Vec<ConfigError>> {
     let format = match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => FileFormat::Toml,
         Some("yaml" | "yml") => FileFormat::Yaml,
@@ -144,11 +148,16 @@ fn read_file(path: &Path, env: &HashMap<String, String>) -> Result<Layer, Vec<Co
             source,
         }]
     })?;
-    let text = substitute(&text, env, path)?;
-    let parsed = config::File::from_str(&text, format)
+    let substituted = substitute(&text, env, path)?;
+    let text = &substituted.text;
+    let parsed = config::File::from_str(text, format)
         .collect()
-        .map_err(|e| vec![syntax_error(path, &text, e)])?;
-    let (tree, _) = layer::to_json(&parsed);
+        .map_err(|e| vec![syntax_error(path, text, e)])?;
+    let (mut tree, _) = layer::to_json(&parsed);
+    let errors = substituted.fill(&mut tree, schema);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
     Ok(Layer::new(path.display().to_string(), tree))
 }
 

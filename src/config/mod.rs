@@ -5,7 +5,7 @@
 //! - `raw`: the configuration as written, one documented serde struct per table, with the
 //!   defaults. The keys are the fields: nothing else lists them.
 //! - `units`: human-readable sizes and durations.
-//! - `substitute`: `${VAR}` in the file's text.
+//! - `substitute`: `${VAR}` in the file, substituted into its parsed values.
 //! - `env`: `LOGSHIP_*` variables as settings.
 //! - `layer`: one layer of values as a `config` crate source, and back.
 //! - `schema`: the known keys; unknown keys and wrong types in a merged tree.

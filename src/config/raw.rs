@@ -540,8 +540,8 @@ impl Default for RawKubernetes {
 #[serde(deny_unknown_fields)]
 pub struct RawRateLimit {
     /// Every container's limit: `500/s` (lines), `1MiB/s` (bytes), both (`500/s,1MiB/s`), per
-    /// minute (`30000/m`), or empty for none. A pod's `logship.io/rate-limit` annotation
-    /// overrides it, and so does a namespace rule.
+    /// minute (`30000/m`), or empty for none. A namespace rule replaces it; a pod's
+    /// `logship.io/rate-limit` annotation tightens it (see `annotations`).
     pub default: String,
     /// Per-namespace limits, as `<namespace>=<limit>` (`["batch=200/s", "noisy=512KiB/s"]`).
     pub namespaces: Vec<String>,
@@ -552,6 +552,10 @@ pub struct RawRateLimit {
     pub action: String,
     /// With `drop`: at most one summary record per container this often.
     pub summary_interval: HumanDuration,
+    /// What a pod's `logship.io/rate-limit` annotation may do: `tighten` (per dimension, the
+    /// stricter of it and the operator's limit applies), `override` (it replaces the operator's
+    /// limit, so a tenant can lift it), `ignore`.
+    pub annotations: String,
 }
 
 impl Default for RawRateLimit {
@@ -562,6 +566,7 @@ impl Default for RawRateLimit {
             burst: HumanDuration::secs(1),
             action: "throttle".into(),
             summary_interval: HumanDuration::secs(10),
+            annotations: "tighten".into(),
         }
     }
 }

@@ -248,6 +248,111 @@ path = "/out/$${literal}.ndjson"
     assert_eq!(loaded.settings.data_dir, PathBuf::from("/d"));
 }
 
+/// The password of the Basic authentication the settings carry.
+fn es_password(settings: &Settings) -> String {
+    use crate::sink::elasticsearch::client::{Auth, SecretSource};
+    let OutputSettings::Elasticsearch(es) = &settings.output else {
+        panic!("not Elasticsearch: {:?}", settings.output)
+    };
+    match &es.client.auth {
+        Auth::Basic {
+            password: SecretSource::Value(secret),
+            ..
+        } => secret.expose().to_owned(),
+        other => panic!("not a password: {other:?}"),
+    }
+}
+
+#[test]
+fn substituted_values_are_taken_exactly_as_they_are_in_toml_and_yaml() {
+    let values = [
+        r#"pa"ss"#,
+        r"back\slash\",
+        "two\nlines",
+        "it's",
+        "not # a comment",
+        "\\u0041 \\\" '' \"\"\" ''' #x\n\r\t${HOST} $${HOST}",
+        " spaced ",
+        "- [a, {b: c}]: d",
+    ];
+    let head = "[output]\ntype = \"elasticsearch\"\n[output.elasticsearch]\nhosts = [\"http://es:9200\"]\n";
+    let yaml = "output:\n  type: elasticsearch\n  elasticsearch:\n    hosts: [http://es:9200]\n";
+    let files = [
+        (
+            "logship.toml",
+            format!("{head}[output.elasticsearch.auth]\nuser = \"u\"\npassword = \"${{PASSWORD}}\"\n"),
+        ),
+        (
+            "logship.toml",
+            format!("{head}auth = {{ user = \"u\", password = '${{PASSWORD}}' }}\n"),
+        ),
+        (
+            "logship.toml",
+            format!("{head}[output.elasticsearch.auth]\nuser = \"u\"\npassword = \"\"\"\n${{PASSWORD}}\"\"\" # ${{HOST}}\n"),
+        ),
+        (
+            "logship.yaml",
+            format!("{yaml}    auth:\n      user: u\n      password: \"${{PASSWORD}}\"\n"),
+        ),
+        (
+            "logship.yaml",
+            format!("{yaml}    auth: {{user: u, password: '${{PASSWORD}}'}}\n"),
+        ),
+        (
+            "logship.yaml",
+            format!("{yaml}    auth:\n      user: u\n      password: ${{PASSWORD}}   # a plain scalar\n"),
+        ),
+    ];
+    for value in values {
+        for (name, text) in &files {
+            let (_dir, path) = file(name, text);
+            let loaded = load(&options(Some(&path), &[("PASSWORD", value), ("HOST", "h")]))
+                .unwrap_or_else(|e| panic!("{name} with {value:?}:\n{text}\n{e}"));
+            assert_eq!(es_password(&loaded.settings), value, "{name}:\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_whole_reference_reads_as_a_number_or_boolean_where_the_key_takes_one() {
+    let (_dir, path) = file(
+        "logship.yaml",
+        "tail:\n  max_deleted_files: ${FILES}\n  include: [${LOGS}/*.log, \"/b/${LOGS}.log\"]\noutput:\n  type: file\n  file:\n    path: /out.ndjson\n    fsync: ${SYNC}\n",
+    );
+    let vars = [("FILES", "77"), ("SYNC", "true"), ("LOGS", "/l")];
+    let loaded = load(&options(Some(&path), &vars)).unwrap();
+    assert_eq!(loaded.settings.tail.include, ["/l/*.log", "/b//l.log"]);
+    let effective = loaded.effective_toml();
+    assert!(effective.contains("max_deleted_files = 77"), "{effective}");
+    assert!(effective.contains("fsync = true"), "{effective}");
+
+    let (_dir, path) = file("logship.toml", "[tail]\nmax_deleted_files = \"${FILES}\"\n");
+    let errors = load_errors(&options(Some(&path), &[("FILES", "many")]));
+    assert_has(&errors, "tail.max_deleted_files");
+    assert_has(&errors, "${FILES}: expected a number, found \"many\"");
+}
+
+#[test]
+fn rate_limit_annotations_take_three_policies() {
+    use crate::buffer::rate_limit::AnnotationPolicy;
+    for (text, want) in [
+        ("", AnnotationPolicy::Tighten),
+        ("annotations = \"tighten\"", AnnotationPolicy::Tighten),
+        ("annotations = \"override\"", AnnotationPolicy::Override),
+        ("annotations = \"ignore\"", AnnotationPolicy::Ignore),
+    ] {
+        let (_dir, path) = file("logship.toml", &format!("[rate_limit]\n{text}\n"));
+        let loaded = load(&options(Some(&path), &[])).unwrap();
+        assert_eq!(loaded.settings.rate_limit.annotations, want, "{text}");
+    }
+    let (_dir, path) = file("logship.toml", "[rate_limit]\nannotations = \"loosen\"\n");
+    let errors = load_errors(&options(Some(&path), &[]));
+    assert_has(
+        &errors,
+        "rate_limit.annotations: must be \"tighten\", \"override\" or \"ignore\", is \"loosen\"",
+    );
+}
+
 #[test]
 fn unset_references_are_all_reported_with_their_lines() {
     let text = "data_dir = \"${DATA}\"\n[tail]\ninclude = [\"${LOGS}/*.log\"]\n";

@@ -16,7 +16,7 @@ use super::{
     BufferSettings, LogSettings, OutputSettings, PositionsSettings, ServerSettings, Settings,
     TailSettings,
 };
-use crate::buffer::rate_limit::{Action, LimitSpec, RateLimitSettings};
+use crate::buffer::rate_limit::{Action, AnnotationPolicy, LimitSpec, RateLimitSettings};
 
 /// Where `node_name` comes from when the configuration leaves it empty.
 const NODE_NAME_FALLBACK: &str =
@@ -265,6 +265,18 @@ fn rate_limit(errors: &mut Vec<ConfigError>, raw: &RawRateLimit) -> RateLimitSet
             Action::Throttle
         }
     };
+    let annotations = match raw.annotations.as_str() {
+        "tighten" => AnnotationPolicy::Tighten,
+        "override" => AnnotationPolicy::Override,
+        "ignore" => AnnotationPolicy::Ignore,
+        other => {
+            errors.push(ConfigError::invalid(
+                "rate_limit.annotations",
+                format!("must be \"tighten\", \"override\" or \"ignore\", is {other:?}"),
+            ));
+            AnnotationPolicy::Tighten
+        }
+    };
     let burst = duration_in(
         errors,
         "rate_limit.burst",
@@ -286,6 +298,7 @@ fn rate_limit(errors: &mut Vec<ConfigError>, raw: &RawRateLimit) -> RateLimitSet
         burst,
         action,
         summary_interval,
+        annotations,
     }
 }
 

@@ -22,7 +22,7 @@ pub mod watch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -58,6 +58,22 @@ pub struct KubernetesSettings {
     pub delete_grace: Duration,
 }
 
+/// The resources the agent watches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resource {
+    Pods,
+    Namespaces,
+}
+
+impl Resource {
+    pub fn name(self) -> &'static str {
+        match self {
+            Resource::Pods => "pods",
+            Resource::Namespaces => "namespaces",
+        }
+    }
+}
+
 /// A cached pod, and when it was deleted (kept for the grace period).
 #[derive(Debug)]
 struct CachedPod {
@@ -79,6 +95,9 @@ pub struct Cache {
     namespaces_synced: AtomicBool,
     /// The last request to the API server succeeded (readiness).
     reachable: AtomicBool,
+    /// Per [`Resource`]: the status (401, 403) with which the API server refused the last
+    /// request, 0 once one succeeds. Kept apart because RBAC can allow one and not the other.
+    refused: [AtomicU16; 2],
 }
 
 /// What the cache knows of a pod.
@@ -220,6 +239,28 @@ impl Cache {
     pub fn reachable(&self) -> bool {
         self.reachable.load(Ordering::Acquire)
     }
+
+    /// The API server answered a request for `resource`.
+    pub fn set_accepted(&self, resource: Resource) {
+        if resource == Resource::Pods {
+            self.set_reachable(true);
+        }
+        if self.refused[resource as usize].swap(0, Ordering::AcqRel) != 0 {
+            crate::telemetry::set_kubernetes_refused(self.refused());
+        }
+    }
+
+    /// The API server refused a request for `resource` with `status` (401, 403).
+    pub fn set_refused(&self, resource: Resource, status: u16) {
+        self.refused[resource as usize].store(status, Ordering::Release);
+        crate::telemetry::set_kubernetes_refused(self.refused());
+    }
+
+    /// The status of a refusal not followed by a success yet (401 first, for any resource).
+    pub fn refused(&self) -> Option<u16> {
+        let codes = self.refused.each_ref().map(|c| c.load(Ordering::Acquire));
+        codes.into_iter().filter(|&c| c != 0).min()
+    }
 }
 
 /// What the tailer holds: the cache, and how to render.
@@ -290,5 +331,19 @@ mod tests {
             1,
             "c was gone from the re-list"
         );
+    }
+
+    #[test]
+    fn a_refusal_lasts_until_that_resource_is_answered() {
+        let cache = Cache::new();
+        assert_eq!(cache.refused(), None);
+        cache.set_refused(Resource::Namespaces, 403);
+        cache.set_accepted(Resource::Pods);
+        assert_eq!(cache.refused(), Some(403), "pods allowed, namespaces not");
+        cache.set_refused(Resource::Pods, 401);
+        assert_eq!(cache.refused(), Some(401));
+        cache.set_accepted(Resource::Pods);
+        cache.set_accepted(Resource::Namespaces);
+        assert_eq!(cache.refused(), None);
     }
 }

@@ -5,12 +5,22 @@
 //! resourceVersion, a re-list when the watch is too old (410 Gone) or drops, bookmarks to keep
 //! the resourceVersion fresh. Errors are retried with exponential backoff and jitter
 //! (`default_backoff`); each one is logged (rate-limited), counted, and marks the API
-//! unreachable until the next success, which readiness reports.
+//! unreachable until the next success, which readiness reports. A 401 or 403 is not an outage:
+//! the API server refused the credentials, and the log line, `logship_kubernetes_refused_total`
+//! and readiness's reason say so, naming the token file.
+//!
+//! A bearer token file (in-cluster, `kubernetes.token_file`, a kubeconfig's `tokenFile`) is read
+//! by `credentials`, as every credential file is: trimmed, and read again as it rotates. kube's
+//! own token file reader is not used for it: it sends the file as it is, a final newline
+//! included, which no HTTP header can carry.
 //!
 //! The tasks never block the pipeline: while they retry, the cache keeps what it had.
 
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -21,7 +31,8 @@ use kube::{Api, Client};
 use tokio_util::sync::CancellationToken;
 
 use super::metadata::{KeepOptions, NamespaceMeta, PodMeta};
-use super::{ApiAccess, Cache, KubernetesSettings};
+use super::{ApiAccess, Cache, KubernetesSettings, Resource};
+use crate::credentials::TokenFile;
 use crate::telemetry::{self, metrics, Throttle};
 
 /// How often deleted pods past their grace period are forgotten.
@@ -44,10 +55,25 @@ pub enum WatchError {
     Client(#[source] kube::Error),
 }
 
+/// A client of the API server, and what it authenticates with.
+pub struct ApiClient {
+    pub client: Client,
+    /// The credentials, as messages name them ("the token from /var/run/...").
+    pub credentials: String,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds the client for `access`; no request is made yet.
-pub async fn client(access: &ApiAccess) -> Result<Client, WatchError> {
+pub async fn client(access: &ApiAccess) -> Result<ApiClient, WatchError> {
     crate::sink::elasticsearch::client::install_crypto_provider();
-    let config = match access {
+    let mut config = match access {
         ApiAccess::InCluster => kube::Config::incluster().map_err(WatchError::InCluster)?,
         ApiAccess::Kubeconfig(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
@@ -80,26 +106,121 @@ pub async fn client(access: &ApiAccess) -> Result<Client, WatchError> {
             config
         }
     };
-    Client::try_from(config).map_err(WatchError::Client)
+    let credentials = describe_credentials(access, &config.auth_info);
+    let auth = &mut config.auth_info;
+    // kube prefers a provider, a user and password and an inline token to a token file: then
+    // the file is not used, and kube is left to it.
+    let token_file =
+        (auth.auth_provider.is_none() && auth.username.is_none() && auth.token.is_none())
+            .then(|| auth.token_file.take())
+            .flatten();
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(WatchError::Client)?;
+    let client = match token_file {
+        Some(path) => builder
+            .with_layer(&BearerLayer(Arc::new(TokenFile::new(path.into()))))
+            .build(),
+        None => builder.build(),
+    };
+    Ok(ApiClient {
+        client,
+        credentials,
+    })
+}
+
+/// What messages call the credentials.
+fn describe_credentials(access: &ApiAccess, auth: &kube::config::AuthInfo) -> String {
+    if let Some(file) = &auth.token_file {
+        if auth.token.is_none() && auth.username.is_none() {
+            return format!("the token from {file}");
+        }
+    }
+    match access {
+        ApiAccess::Kubeconfig(path) => format!("the credentials of kubeconfig {}", path.display()),
+        ApiAccess::InCluster => "the in-cluster credentials".to_owned(),
+        ApiAccess::Explicit { .. } => "anonymous requests (no kubernetes.token_file)".to_owned(),
+    }
+}
+
+/// Puts `Authorization: Bearer <token>` on every request, the token from [`TokenFile`].
+#[derive(Clone)]
+struct BearerLayer(Arc<TokenFile>);
+
+impl<S> tower::Layer<S> for BearerLayer {
+    type Service = Bearer<S>;
+
+    fn layer(&self, inner: S) -> Bearer<S> {
+        Bearer {
+            inner,
+            token: Arc::clone(&self.0),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Bearer<S> {
+    inner: S,
+    token: Arc<TokenFile>,
+}
+
+type Answer<R> = Pin<Box<dyn Future<Output = Result<R, tower::BoxError>> + Send>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Bearer<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Error: Into<tower::BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = tower::BoxError;
+    type Future = Answer<S::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        match self.token.bearer() {
+            Ok(value) => {
+                request
+                    .headers_mut()
+                    .insert(http::header::AUTHORIZATION, value);
+                let answer = self.inner.call(request);
+                Box::pin(async move { answer.await.map_err(Into::into) })
+            }
+            Err(e) => Box::pin(std::future::ready(Err(e.into()))),
+        }
+    }
 }
 
 /// Runs the pod and namespace watches until `stop`.
 pub async fn run(
-    client: Client,
+    client: ApiClient,
     settings: KubernetesSettings,
     cache: Arc<Cache>,
     wake: Option<std::sync::mpsc::SyncSender<()>>,
     stop: CancellationToken,
 ) {
     let keep = settings.keep.clone();
+    let ApiClient {
+        client,
+        credentials,
+    } = client;
     let pods = watch_pods(
         Api::all(client.clone()),
         settings.node_name.clone(),
         keep.clone(),
         Arc::clone(&cache),
         wake.clone(),
+        &credentials,
     );
-    let namespaces = watch_namespaces(Api::all(client), keep, Arc::clone(&cache), wake);
+    let namespaces = watch_namespaces(
+        Api::all(client),
+        keep,
+        Arc::clone(&cache),
+        wake,
+        &credentials,
+    );
     let expire = async {
         let mut tick = tokio::time::interval(EXPIRE_EVERY);
         loop {
@@ -138,12 +259,38 @@ fn wake_up(wake: &Option<std::sync::mpsc::SyncSender<()>>) {
     }
 }
 
+/// The HTTP status of an answer that refused the credentials (401) or their rights (403).
+fn refusal(error: &watcher::Error) -> Option<u16> {
+    let status = match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s))
+        | watcher::Error::WatchError(s) => s.code,
+        _ => return None,
+    };
+    matches!(status, 401 | 403).then_some(status)
+}
+
 /// One failure of a watch: logged (rate-limited), counted, readiness told.
-fn watch_failed(cache: &Cache, what: &str, error: &watcher::Error, throttle: &Throttle) {
+fn watch_failed(
+    cache: &Cache,
+    what: Resource,
+    error: &watcher::Error,
+    throttle: &Throttle,
+    credentials: &str,
+) {
     telemetry::add(&metrics().kubernetes_watch_errors, 1);
     cache.set_reachable(false);
+    if let Some(code) = refusal(error) {
+        telemetry::kubernetes_refused(code);
+        cache.set_refused(what, code);
+        if let Some(suppressed) = throttle.admit() {
+            tracing::error!(resource = what.name(), code, error = %error, suppressed, "The API server refused {credentials}: {code}. Records ship without the metadata of pods not cached before; retrying with backoff.");
+        }
+        return;
+    }
     if let Some(suppressed) = throttle.admit() {
-        tracing::warn!(resource = what, error = %error, suppressed, "Kubernetes watch failed; retrying with backoff. Records keep shipping with the metadata already known.");
+        tracing::warn!(resource = what.name(), error = %error, suppressed, "Kubernetes watch failed; retrying with backoff. Records keep shipping with the metadata already known.");
     }
 }
 
@@ -153,6 +300,7 @@ async fn watch_pods(
     keep: KeepOptions,
     cache: Arc<Cache>,
     wake: Option<std::sync::mpsc::SyncSender<()>>,
+    credentials: &str,
 ) {
     let config =
         list_from_cache(watcher::Config::default().fields(&format!("spec.nodeName={node}")));
@@ -162,7 +310,7 @@ async fn watch_pods(
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
-                cache.set_reachable(true);
+                cache.set_accepted(Resource::Pods);
                 match event {
                     Event::Init => {
                         telemetry::add(&metrics().kubernetes_relists, 1);
@@ -198,7 +346,7 @@ async fn watch_pods(
                 }
                 telemetry::set_gauge(&metrics().kubernetes_cached_pods, cache.pods() as u64);
             }
-            Err(e) => watch_failed(&cache, "pods", &e, &throttle),
+            Err(e) => watch_failed(&cache, Resource::Pods, &e, &throttle, credentials),
         }
     }
 }
@@ -208,11 +356,15 @@ async fn watch_namespaces(
     keep: KeepOptions,
     cache: Arc<Cache>,
     wake: Option<std::sync::mpsc::SyncSender<()>>,
+    credentials: &str,
 ) {
     let config = list_from_cache(watcher::Config::default());
     let mut events = watcher::watcher(api, config).default_backoff().boxed();
     let throttle = Throttle::new(Duration::from_secs(30));
     while let Some(event) = events.next().await {
+        if event.is_ok() {
+            cache.set_accepted(Resource::Namespaces);
+        }
         match event {
             Ok(Event::Apply(ns)) | Ok(Event::InitApply(ns)) => {
                 if let Some(meta) = NamespaceMeta::from_namespace(&ns, &keep) {
@@ -230,7 +382,7 @@ async fn watch_namespaces(
                 wake_up(&wake);
             }
             Ok(Event::Init) => {}
-            Err(e) => watch_failed(&cache, "namespaces", &e, &throttle),
+            Err(e) => watch_failed(&cache, Resource::Namespaces, &e, &throttle, credentials),
         }
     }
 }

@@ -73,11 +73,22 @@ impl BufferUse {
     }
 }
 
-/// Readiness from where records go and how full the buffer is. `kubernetes` is whether the
-/// Kubernetes API answers, when enrichment is on: said in the reason, but it does not make the
-/// agent unready, because records still ship (with the metadata cached) and an unready
-/// DaemonSet would stall its own rolling updates for as long as the API is away.
-pub fn readiness(output: Output, buffer: BufferUse, kubernetes: Option<bool>) -> Verdict {
+/// The Kubernetes API as readiness sees it, when enrichment is on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kubernetes {
+    Reachable,
+    Unreachable,
+    /// The API server answers, but refused the credentials (401) or their rights (403).
+    Refused {
+        status: u16,
+    },
+}
+
+/// Readiness from where records go and how full the buffer is. `kubernetes` is the state of
+/// the Kubernetes API, when enrichment is on: said in the reason, but it does not make the agent
+/// unready, because records still ship (with the metadata cached, or without) and unready means
+/// that reading has stopped. A refused token is named as such, since no retry will fix it.
+pub fn readiness(output: Output, buffer: BufferUse, kubernetes: Option<Kubernetes>) -> Verdict {
     let buffer_text = buffer.describe();
     let (ok, reason) = match output {
         Output::Local => (true, format!("local output; {buffer_text}")),
@@ -96,10 +107,18 @@ pub fn readiness(output: Output, buffer: BufferUse, kubernetes: Option<bool>) ->
         ),
     };
     let reason = match kubernetes {
-        Some(true) => format!("{reason}; Kubernetes API reachable"),
-        Some(false) => format!(
+        Some(Kubernetes::Reachable) => format!("{reason}; Kubernetes API reachable"),
+        Some(Kubernetes::Unreachable) => format!(
             "{reason}; Kubernetes API not reachable, records carry the metadata cached before"
         ),
+        Some(Kubernetes::Refused { status }) => {
+            let what = match status {
+                401 => "token (401 Unauthorized)",
+                403 => "requests (403 Forbidden: check its RBAC)",
+                _ => "requests",
+            };
+            format!("{reason}; the Kubernetes API server refused the agent's {what}, records carry only the metadata cached before")
+        }
         None => reason,
     };
     let reason = if ok {
@@ -184,6 +203,28 @@ mod tests {
         for (output, used, ok, text) in cases {
             let v = readiness(output, buffer(used), None);
             assert_eq!(v.ok, ok, "{output:?} {used}: {}", v.reason);
+            assert!(v.reason.contains(text), "{:?} lacks {text:?}", v.reason);
+        }
+    }
+
+    #[test]
+    fn kubernetes_is_said_and_a_refusal_named_without_making_the_agent_unready() {
+        let up = Output::Elasticsearch { reachable: true };
+        let cases = [
+            (Kubernetes::Reachable, "; Kubernetes API reachable"),
+            (Kubernetes::Unreachable, "; Kubernetes API not reachable"),
+            (
+                Kubernetes::Refused { status: 401 },
+                "; the Kubernetes API server refused the agent's token (401 Unauthorized)",
+            ),
+            (
+                Kubernetes::Refused { status: 403 },
+                "refused the agent's requests (403 Forbidden",
+            ),
+        ];
+        for (kubernetes, text) in cases {
+            let v = readiness(up, buffer(0), Some(kubernetes));
+            assert!(v.ok, "{kubernetes:?}: {}", v.reason);
             assert!(v.reason.contains(text), "{:?} lacks {text:?}", v.reason);
         }
     }

@@ -33,7 +33,7 @@ use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::sink::LocalOutput;
 use crate::telemetry::{self, metrics as counters, Loop};
-use health::{BufferUse, Output};
+use health::{BufferUse, Kubernetes, Output};
 
 /// How long stopping waits for requests in progress.
 const STOP_GRACE: Duration = Duration::from_secs(1);
@@ -230,9 +230,16 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         capacity: pipeline.budget.capacity(),
         headroom: pipeline.headroom,
     };
-    let kubernetes = pipeline
-        .enrichment
-        .then(|| telemetry::get(&counters().kubernetes_reachable) == 1);
+    let kubernetes =
+        pipeline.enrichment.then(
+            || match telemetry::get(&counters().kubernetes_refused_status) {
+                0 if telemetry::get(&counters().kubernetes_reachable) == 1 => Kubernetes::Reachable,
+                0 => Kubernetes::Unreachable,
+                status => Kubernetes::Refused {
+                    status: u16::try_from(status).unwrap_or(u16::MAX),
+                },
+            },
+        );
     verdict(health::readiness(output, buffer, kubernetes))
 }
 

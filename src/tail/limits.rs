@@ -6,16 +6,18 @@
 //! batch (their bytes are still acknowledged: dropping was asked for, and it is counted), and a
 //! summary record takes their place at most once per `summary_interval`.
 //!
-//! Limits are resolved per container (every generation of its file shares one limiter) from the
-//! pod's `logship.io/rate-limit` annotation, a namespace rule, or the default, and resolved again
-//! when the Kubernetes metadata changes (an annotation can be edited while the pod runs).
+//! Limits are resolved per container (every generation of its file shares one limiter) from a
+//! namespace rule or the default, tightened (or, if the operator allows, replaced) by the pod's
+//! `logship.io/rate-limit` annotation, and resolved again when the Kubernetes metadata changes
+//! (an annotation can be edited while the pod runs). An annotation held to the operator's limit
+//! is warned about (throttled) and counted once per container and value.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::buffer::rate_limit::{
-    Action, Dropped, LimitSource, Limiter, Owed, RateLimitSettings, ANNOTATION,
+    Action, Dropped, LimitSource, LimitSpec, Limiter, Owed, RateLimitSettings, Resolved, ANNOTATION,
 };
 use crate::enrich::Enricher;
 use crate::record::{Batch, Stream};
@@ -54,6 +56,9 @@ pub struct Limits {
     /// One limiter per container (`namespace/pod/container`, or the path of a file that is not
     /// a kubelet log).
     limiters: HashMap<String, Arc<Limiter>>,
+    /// Per container, the annotation last refused for asking more than the operator's limit:
+    /// a refusal is counted once per container and value, not at every re-resolution.
+    refused: HashMap<String, LimitSpec>,
     warnings: Throttle,
 }
 
@@ -62,6 +67,7 @@ impl Limits {
         Limits {
             settings,
             limiters: HashMap::new(),
+            refused: HashMap::new(),
             warnings: Throttle::new(Duration::from_secs(30)),
         }
     }
@@ -111,8 +117,13 @@ impl Limits {
             .as_ref()
             .and_then(|found| found.pod.hints.get(ANNOTATION))
             .map(String::as_str);
-        let (spec, source, error) = self.settings.limit_for(kubelet, annotation);
-        if let Some(why) = error {
+        let Resolved {
+            spec,
+            source,
+            invalid,
+            refused,
+        } = self.settings.limit_for(kubelet, annotation);
+        if let Some(why) = invalid {
             if let Some(suppressed) = self.warnings.admit() {
                 tracing::warn!(path = %f.path.display(), annotation = ANNOTATION, reason = %why, suppressed, "Ignoring a rate limit annotation that does not parse; the configured limit applies.");
             }
@@ -121,6 +132,19 @@ impl Limits {
             Some(k) => format!("{}/{}/{}", k.namespace, k.pod, k.container),
             None => f.path.display().to_string(),
         };
+        match refused {
+            Some(wanted) if self.refused.get(&key) != Some(&wanted) => {
+                telemetry::add(&metrics().rate_limit_annotations_refused, 1);
+                if let Some(suppressed) = self.warnings.admit() {
+                    tracing::warn!(container = %key, annotation = ANNOTATION, asked = %wanted, limit = %spec, suppressed, "A pod annotation asked for a looser rate limit than the operator's; annotations may only tighten it (rate_limit.annotations = \"tighten\"), so the stricter limit applies.");
+                }
+                self.refused.insert(key.clone(), wanted);
+            }
+            Some(_) => {}
+            None => {
+                self.refused.remove(&key);
+            }
+        }
         if spec.is_unlimited() {
             f.limit.limiter = None;
             self.limiters.remove(&key);

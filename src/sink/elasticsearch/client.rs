@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE};
 use reqwest::Url;
@@ -74,18 +74,10 @@ pub enum SecretSource {
 }
 
 impl SecretSource {
-    fn resolve(&self, what: &'static str) -> Result<Secret, ClientError> {
+    fn resolve(&self) -> Result<Secret, ClientError> {
         match self {
             SecretSource::Value(secret) => Ok(secret.clone()),
-            SecretSource::File(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|source| ClientError::ReadFile {
-                        what,
-                        path: path.clone(),
-                        source,
-                    })?;
-                Ok(Secret::new(text.trim().to_owned()))
-            }
+            SecretSource::File(path) => Ok(Secret::new(crate::credentials::read(path)?)),
         }
     }
 }
@@ -177,12 +169,9 @@ pub enum ClientError {
         #[source]
         source: serde_json::Error,
     },
-    #[error("reading bearer token file {path}: {source}")]
-    Token {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// A password, API key or bearer token file (see `credentials`).
+    #[error(transparent)]
+    Credential(#[from] crate::credentials::CredentialError),
 }
 
 /// What `GET /` says about the cluster.
@@ -308,11 +297,17 @@ impl Hosts {
     }
 }
 
-/// The bearer token as last read, and the file's modification time then.
-#[derive(Debug, Default)]
-struct TokenCache {
-    modified: Option<SystemTime>,
-    header: Option<HeaderValue>,
+/// The `Authorization` value `<scheme> <credential>`, the credential from `source`.
+fn auth_value(
+    scheme: &str,
+    credential: &str,
+    source: &SecretSource,
+) -> Result<HeaderValue, ClientError> {
+    let origin = match source {
+        SecretSource::File(path) => path.display().to_string(),
+        SecretSource::Value(_) => "output.elasticsearch.auth".to_owned(),
+    };
+    Ok(crate::credentials::header(scheme, credential, &origin)?)
 }
 
 /// Talks to the cluster.
@@ -322,9 +317,8 @@ pub struct Client {
     pub hosts: Hosts,
     /// The `Authorization` header for basic and API key authentication, built once.
     auth_header: Option<HeaderValue>,
-    /// The token file for bearer authentication.
-    token_file: Option<PathBuf>,
-    token: Mutex<TokenCache>,
+    /// The token file for bearer authentication, read again when it rotates.
+    token_file: Option<crate::credentials::TokenFile>,
     pipeline: Option<String>,
 }
 
@@ -373,36 +367,29 @@ impl Client {
             builder = builder.tls_danger_accept_invalid_certs(true);
         }
         let http = builder.build().map_err(ClientError::Build)?;
-        let header = |value: String| {
-            let mut h = HeaderValue::from_str(&value).map_err(|e| ClientError::ReadFile {
-                what: "credentials",
-                path: PathBuf::new(),
-                source: std::io::Error::new(std::io::ErrorKind::InvalidData, e),
-            })?;
-            h.set_sensitive(true);
-            Ok::<_, ClientError>(h)
-        };
         let (auth_header, token_file) = match &settings.auth {
             Auth::None => (None, None),
             Auth::Basic { user, password } => {
                 use base64::Engine as _;
-                let password = password.resolve("password file")?;
-                let pair = format!("{user}:{}", password.expose());
+                let secret = password.resolve()?;
+                let pair = format!("{user}:{}", secret.expose());
                 let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
-                (Some(header(format!("Basic {encoded}"))?), None)
+                (Some(auth_value("Basic", &encoded, password)?), None)
             }
             Auth::ApiKey(key) => {
-                let key = key.resolve("API key file")?;
-                (Some(header(format!("ApiKey {}", key.expose()))?), None)
+                let secret = key.resolve()?;
+                (Some(auth_value("ApiKey", secret.expose(), key)?), None)
             }
-            Auth::Bearer { token_file } => (None, Some(token_file.clone())),
+            Auth::Bearer { token_file } => (
+                None,
+                Some(crate::credentials::TokenFile::new(token_file.clone())),
+            ),
         };
         Ok(Client {
             http,
             hosts: Hosts::new(settings.hosts.clone(), settings.host_backoff),
             auth_header,
             token_file,
-            token: Mutex::new(TokenCache::default()),
             pipeline: settings.pipeline.clone(),
         })
     }
@@ -414,36 +401,10 @@ impl Client {
         if let Some(h) = &self.auth_header {
             return Ok(req.header(AUTHORIZATION, h.clone()));
         }
-        if let Some(path) = &self.token_file {
-            return Ok(req.header(AUTHORIZATION, self.bearer(path)?));
+        if let Some(token) = &self.token_file {
+            return Ok(req.header(AUTHORIZATION, token.bearer()?));
         }
         Ok(req)
-    }
-
-    /// The bearer header, re-reading the token file when its modification time changed.
-    fn bearer(&self, path: &Path) -> Result<HeaderValue, ClientError> {
-        let token_error = |source| ClientError::Token {
-            path: path.to_path_buf(),
-            source,
-        };
-        let modified = std::fs::metadata(path)
-            .and_then(|m| m.modified())
-            .map_err(token_error)?;
-        let mut cache = self.token.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.modified != Some(modified) || cache.header.is_none() {
-            let token = std::fs::read_to_string(path).map_err(token_error)?;
-            let mut header =
-                HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|e| {
-                    token_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e))
-                })?;
-            header.set_sensitive(true);
-            cache.header = Some(header);
-            cache.modified = Some(modified);
-        }
-        Ok(cache
-            .header
-            .clone()
-            .unwrap_or_else(|| HeaderValue::from_static("")))
     }
 
     /// `GET /` on host `index`: the cluster's banner.
