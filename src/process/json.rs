@@ -813,35 +813,25 @@ pub fn set_path<'a>(members: &mut Members<'a>, path: &str, node: Node<'a>) {
     }
 }
 
-/// Appends `s` as a JSON string literal.
+/// Appends `s` as a JSON string literal, with serde_json's escaping.
 pub fn write_str(out: &mut String, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.reserve(s.len() + 2);
-    out.push('"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0x00..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&s[start..i]);
-        if escape.is_empty() {
-            out.push_str("\\u00");
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 0xf)] as char);
-        } else {
-            out.push_str(escape);
+    /// serde_json writes bytes; what it writes of a `&str` is whole UTF-8 runs of it (it cuts
+    /// only at ASCII bytes it escapes) and ASCII escapes, so each write is valid UTF-8.
+    struct Text<'a>(&'a mut String);
+    impl std::io::Write for Text<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let text = std::str::from_utf8(buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            self.0.push_str(text);
+            Ok(buf.len())
         }
-        start = i + 1;
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    out.push_str(&s[start..]);
-    out.push('"');
+    out.reserve(s.len() + 2);
+    // Only a write that is not UTF-8 could fail, and none is (see above).
+    let _ = serde_json::to_writer(Text(out), s);
 }
 
 /// Appends `node` as JSON.
