@@ -824,7 +824,7 @@ impl Case {
             }
         } else if let Some(agent) = self.agent.as_mut() {
             if !agent.running() {
-                return Err("the agent exited on its own".into());
+                return Err(format!("the agent exited on its own:\n{}", tail(&agent.logs(), 30)));
             }
         }
         let mut choices: Vec<(Option<Kind>, u64)> = vec![(None, 6)];
@@ -922,7 +922,10 @@ impl Case {
         std::thread::sleep(Duration::from_millis(500));
         if let Some(agent) = self.agent.as_mut() {
             if !agent.running() {
-                failures.push("the agent exited on its own".into());
+                failures.push(format!(
+                    "the agent exited on its own:\n{}",
+                    tail(&agent.logs(), 30)
+                ));
                 self.agent = None;
             }
         }
@@ -1094,6 +1097,12 @@ fn kubelet_compress(rotated: &Path) -> PathBuf {
     fs::rename(&tmp, &gz).unwrap();
     fs::remove_file(rotated).unwrap();
     gz
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 /// `[1, 2, 3, 7, 9, 10]` as `1..=3, 7, 9..=10`.
