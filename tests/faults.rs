@@ -37,8 +37,6 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::Value;
-
 use support::agent::{cri, http_get, wait_until, AgentProcess, Fixture};
 use support::elasticsearch::{DropPoint, Flavor, ItemRule, TestEs};
 use support::kubernetes::{file_name, namespace, pod, TestKube};
@@ -406,7 +404,10 @@ impl Case {
             ("LOGSHIP_TAIL__MAX_DELETED_FILES", max_deleted.into()),
             ("LOGSHIP_OUTPUT__TYPE", "elasticsearch".into()),
             ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", es.url()),
-            ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "50ms".into()),
+            (
+                "LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT",
+                "50ms".into(),
+            ),
             (
                 "LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__INITIAL_BACKOFF",
                 "10ms".into(),
@@ -415,7 +416,10 @@ impl Case {
                 "LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__MAX_BACKOFF",
                 "300ms".into(),
             ),
-            ("LOGSHIP_OUTPUT__ELASTICSEARCH__REQUEST_TIMEOUT", "1s".into()),
+            (
+                "LOGSHIP_OUTPUT__ELASTICSEARCH__REQUEST_TIMEOUT",
+                "1s".into(),
+            ),
             ("LOGSHIP_KUBERNETES__ENABLED", "true".into()),
             ("LOGSHIP_KUBERNETES__API_URL", kube.url()),
             (
@@ -728,7 +732,9 @@ impl Case {
                 if self.rng.chance(50) {
                     let n = self.rng.range(1, 20);
                     self.es.fail_next(n, 429);
-                    self.log(format!("elasticsearch answers 429 to the next {n} requests"));
+                    self.log(format!(
+                        "elasticsearch answers 429 to the next {n} requests"
+                    ));
                 } else {
                     self.es.reject_items(ItemRule::FirstAttempts(2), 429);
                     self.heal_at(d, Heal::EsClearItems);
@@ -773,10 +779,11 @@ impl Case {
                 }
             }
             Kind::EsItem403 => {
-                self.es
-                    .reject_items(ItemRule::matching(|_| true), 403);
+                self.es.reject_items(ItemRule::matching(|_| true), 403);
                 self.heal_at(d, Heal::EsClearItems);
-                self.log(format!("elasticsearch rejects every item with 403 for {d:?}"));
+                self.log(format!(
+                    "elasticsearch rejects every item with 403 for {d:?}"
+                ));
             }
             Kind::Api401 => {
                 if self.rng.chance(50) {
@@ -824,7 +831,10 @@ impl Case {
             }
         } else if let Some(agent) = self.agent.as_mut() {
             if !agent.running() {
-                return Err(format!("the agent exited on its own:\n{}", tail(&agent.logs(), 30)));
+                return Err(format!(
+                    "the agent exited on its own:\n{}",
+                    tail(&agent.logs(), 30)
+                ));
             }
         }
         let mut choices: Vec<(Option<Kind>, u64)> = vec![(None, 6)];
@@ -917,7 +927,10 @@ impl Case {
                 .all(|&i| stored.contains_key(&self.lines[i].message))
         });
         if !all_in {
-            self.log(format!("not everything arrived within {DRAIN:?}"));
+            let probe = probe(self.es.addr());
+            self.log(format!(
+                "not everything arrived within {DRAIN:?}; the test Elasticsearch answers GET / with: {probe}"
+            ));
         }
         std::thread::sleep(Duration::from_millis(500));
         if let Some(agent) = self.agent.as_mut() {
@@ -1018,7 +1031,7 @@ impl Case {
                 .values()
                 .find(|d| d["message"].as_str() == Some(l.message.as_str()));
             if let Some(doc) = doc {
-                if doc["kubernetes"]["labels"]["app"] != Value::from(app) {
+                if doc["kubernetes"]["labels"]["app"] != app {
                     failures.push(format!(
                         "NOT ENRICHED: {} written after the faults ended has no pod labels: kubernetes = {}",
                         l.message.split(' ').next().unwrap_or_default(),
@@ -1064,7 +1077,11 @@ impl Case {
                 }
                 seen.push(gist);
                 if seen.len() <= 25 {
-                    let _ = writeln!(out, "  {}: {line}", path.file_name().unwrap().to_string_lossy());
+                    let _ = writeln!(
+                        out,
+                        "  {}: {line}",
+                        path.file_name().unwrap().to_string_lossy()
+                    );
                 }
             }
         }
@@ -1097,6 +1114,21 @@ fn kubelet_compress(rotated: &Path) -> PathBuf {
     fs::rename(&tmp, &gz).unwrap();
     fs::remove_file(rotated).unwrap();
     gz
+}
+
+/// One `GET /` with short timeouts: the status line, or what went wrong. Tells a server that stopped
+/// answering from an agent that stopped asking.
+fn probe(addr: std::net::SocketAddr) -> String {
+    use std::io::Read as _;
+    let attempt = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        write!(s, "GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw)?;
+        Ok(raw.lines().next().unwrap_or("an empty answer").to_string())
+    };
+    attempt().unwrap_or_else(|e| format!("error: {e}"))
 }
 
 /// The last `n` lines of `text`.
@@ -1166,7 +1198,10 @@ fn run_case(seed: u64, plan: &Plan) -> Outcome {
                 .cloned()
                 .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                 .unwrap_or_else(|| "a panic".into());
-            vec![format!("PANIC: {}", text.chars().take(2000).collect::<String>())]
+            vec![format!(
+                "PANIC: {}",
+                text.chars().take(2000).collect::<String>()
+            )]
         }
     };
     let (counts, events, warnings) = match &case {
