@@ -25,6 +25,7 @@
 //! - `LOGSHIP_FAULT_KINDS` (default `all`): the fault kinds that may happen, comma-separated;
 //!   `all,-kill9` is all but one. Writes always happen. Kinds: see [`Kind::ALL`].
 //! - `LOGSHIP_FAULT_STEPS` (default 12): steps per case.
+//! - `LOGSHIP_FAULT_VERBOSE`: print the event log of every case, not only of failing ones.
 
 mod support;
 
@@ -416,9 +417,11 @@ impl Case {
                 "LOGSHIP_OUTPUT__ELASTICSEARCH__RETRY__MAX_BACKOFF",
                 "300ms".into(),
             ),
+            // Generous for a loaded machine: a debug-built test server on a busy core can take a
+            // second to answer, and a timeout then would be a fault nobody injected.
             (
                 "LOGSHIP_OUTPUT__ELASTICSEARCH__REQUEST_TIMEOUT",
-                "1s".into(),
+                "3s".into(),
             ),
             ("LOGSHIP_KUBERNETES__ENABLED", "true".into()),
             ("LOGSHIP_KUBERNETES__API_URL", kube.url()),
@@ -745,10 +748,10 @@ impl Case {
             }
             Kind::EsTimeout => {
                 if self.rng.chance(50) {
-                    self.es.set_delay(Duration::from_millis(1500));
+                    self.es.set_delay(Duration::from_millis(4000));
                     self.heal_at(d, Heal::EsDelay);
                     self.log(format!(
-                        "elasticsearch takes 1.5 s per request (request_timeout 1 s) for {d:?}"
+                        "elasticsearch takes 4 s per request (request_timeout 3 s) for {d:?}"
                     ));
                 } else {
                     let n = self.rng.range(1, 5) as usize;
@@ -1228,6 +1231,7 @@ fn random_fault_sequences_lose_and_double_nothing() {
         plan.steps,
         plan.kinds_text()
     );
+    let verbose = std::env::var_os("LOGSHIP_FAULT_VERBOSE").is_some();
     let mut failed = Vec::new();
     for i in 0..plan.cases {
         let seed = plan.seed + i;
@@ -1247,6 +1251,11 @@ fn random_fault_sequences_lose_and_double_nothing() {
             outcome.took,
             counts.join(" ")
         );
+        if outcome.failures.is_empty() && verbose {
+            for e in &outcome.events {
+                eprintln!("    {e}");
+            }
+        }
         if !outcome.failures.is_empty() {
             eprintln!("  failures:");
             for f in &outcome.failures {
