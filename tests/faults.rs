@@ -51,6 +51,9 @@ const PODS: [(&str, &str); 2] = [("web-7d4b9-x2x9k", "web"), ("api-5f6d8-q8w7e",
 /// How long the kubelet's rotation waits, at most, for the agent to open a new generation: its
 /// `containerLogMonitorInterval` (10 s), well above the 1 s in which the agent must open it.
 const KUBELET_MONITOR_INTERVAL: Duration = Duration::from_secs(10);
+/// How long a started agent has to find what is on disk before a deletion counts against it: the
+/// 1 s within which it finds a new file, and a margin for a loaded machine.
+const FIND_WITHIN: Duration = Duration::from_secs(2);
 /// How long the end of a case waits for every line to arrive once the faults are over.
 const DRAIN: Duration = Duration::from_secs(60);
 
@@ -254,7 +257,8 @@ struct Line {
 enum Deleted {
     /// Deleted by the kubelet while an agent was running: unread bytes must be counted as lost.
     WhileRunning,
-    /// Deleted while no agent ran: reported, not a failure.
+    /// Deleted while no agent ran, or before a freshly started one could have found it
+    /// ([`FIND_WITHIN`]): reported, not a failure.
     WhileDown,
     /// Truncated by copytruncate, the copy not followed: what was not shipped before is gone, as
     /// documented. Reported, not a failure.
@@ -306,6 +310,8 @@ struct Case {
     es: TestEs,
     kube: TestKube,
     agent: Option<AgentProcess>,
+    /// When the running agent (or the last one) was started.
+    agent_started: Instant,
     env: Vec<(String, String)>,
     files: Vec<LogFile>,
     lines: Vec<Line>,
@@ -458,6 +464,7 @@ impl Case {
             es,
             kube,
             agent: None,
+            agent_started: Instant::now(),
             env,
             files,
             lines: Vec::new(),
@@ -496,6 +503,7 @@ impl Case {
         let agent = self.fx.spawn(&env);
         self.lost_now = 0.0;
         self.agent = Some(agent);
+        self.agent_started = Instant::now();
         self.log("agent started");
     }
 
@@ -603,7 +611,7 @@ impl Case {
         while self.files[file].rotated.len() > keep {
             let (generation, path) = self.files[file].rotated.remove(0);
             fs::remove_file(&path).unwrap();
-            let how = if self.agent.is_some() {
+            let how = if self.agent.is_some() && self.agent_started.elapsed() >= FIND_WITHIN {
                 Deleted::WhileRunning
             } else {
                 Deleted::WhileDown
@@ -1005,6 +1013,7 @@ impl Case {
         let mut missing: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
         let mut doubled: BTreeMap<(usize, usize), Vec<(usize, usize)>> = BTreeMap::new();
         let mut missing_bytes_counted = 0u64;
+        let mut missing_deleted: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
         let mut lost_while_down = 0usize;
         for l in &self.lines {
             let n = stored.get(&l.message).copied().unwrap_or(0);
@@ -1012,7 +1021,10 @@ impl Case {
             if n == 0 {
                 match self.deleted.get(&key) {
                     Some(Deleted::WhileDown | Deleted::Truncated) => lost_while_down += 1,
-                    Some(Deleted::WhileRunning) => missing_bytes_counted += l.bytes,
+                    Some(Deleted::WhileRunning) => {
+                        missing_bytes_counted += l.bytes;
+                        missing_deleted.entry(key).or_default().push(l.seq);
+                    }
                     None => missing.entry(key).or_default().push(l.seq),
                 }
             } else if n > 1 {
@@ -1060,8 +1072,19 @@ impl Case {
         }
         let lost_counted = self.lost_before + self.lost_now;
         if (missing_bytes_counted as f64) > lost_counted {
+            let which: Vec<String> = missing_deleted
+                .iter()
+                .map(|((file, generation), seqs)| {
+                    format!(
+                        "{} g{generation} seq {}",
+                        self.files[*file].tag,
+                        ranges(seqs)
+                    )
+                })
+                .collect();
             failures.push(format!(
-                "LOST UNCOUNTED: {missing_bytes_counted} bytes of lines in generations deleted while the agent ran never arrived, but logship_lost_bytes_total says {lost_counted}"
+                "LOST UNCOUNTED: {missing_bytes_counted} bytes of lines in generations deleted while the agent ran never arrived ({}), but logship_lost_bytes_total says {lost_counted}",
+                which.join("; ")
             ));
         }
         // Lines written once every fault was over carry their pod's metadata.
