@@ -54,8 +54,9 @@ const PODS: [(&str, &str); 2] = [("web-7d4b9-x2x9k", "web"), ("api-5f6d8-q8w7e",
 /// How long the kubelet's rotation waits, at most, for the agent to open a new generation: its
 /// `containerLogMonitorInterval` (10 s), well above the 1 s in which the agent must open it.
 const KUBELET_MONITOR_INTERVAL: Duration = Duration::from_secs(10);
-/// How long a started agent has to find what is on disk before a deletion counts against it: the
-/// 1 s within which it finds a new file, and a margin for a loaded machine.
+/// How long a started agent has to find what is on disk before a deletion counts against it, and
+/// how long it has to notice a deletion (and count what it lost) before it is stopped: the 1 s
+/// within which it finds a new file or a rotation, and a margin for a loaded machine.
 const FIND_WITHIN: Duration = Duration::from_secs(2);
 /// How long the end of a case waits for every line to arrive once the faults are over.
 const DRAIN: Duration = Duration::from_secs(60);
@@ -133,6 +134,8 @@ struct Case {
     agent: Option<AgentProcess>,
     /// When the running agent (or the last one) was started.
     agent_started: Instant,
+    /// Generations deleted while this agent ran, and when.
+    recent_deletions: Vec<((usize, usize), Instant)>,
     env: Vec<(String, String)>,
     files: Vec<LogFile>,
     lines: Vec<Line>,
@@ -286,6 +289,7 @@ impl Case {
             kube,
             agent: None,
             agent_started: Instant::now(),
+            recent_deletions: Vec::new(),
             env,
             files,
             lines: Vec::new(),
@@ -349,6 +353,19 @@ impl Case {
 
     fn stop_agent(&mut self, graceful: bool) -> Result<(), String> {
         self.scrape();
+        // An agent stopped right after a deletion had no time to notice it and count what it
+        // lost: the deletion is judged as one while no agent ran.
+        for (key, at) in std::mem::take(&mut self.recent_deletions) {
+            if at.elapsed() < FIND_WITHIN {
+                self.deleted.insert(key, Deleted::WhileDown);
+                self.log(format!(
+                    "{} g{}: deleted {:?} before the stop, judged as deleted while down",
+                    self.files[key.0].tag,
+                    key.1,
+                    at.elapsed()
+                ));
+            }
+        }
         let mut agent = self.agent.take().expect("running");
         self.lost_before += self.lost_now;
         self.lost_now = 0.0;
@@ -438,6 +455,10 @@ impl Case {
                 Deleted::WhileDown
             };
             self.deleted.insert((file, generation), how);
+            if how == Deleted::WhileRunning {
+                self.recent_deletions
+                    .push(((file, generation), Instant::now()));
+            }
             let tag = self.files[file].tag.clone();
             self.log(format!(
                 "kubelet deleted {tag} g{generation} ({}) {how:?}",
