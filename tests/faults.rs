@@ -60,6 +60,8 @@ const KUBELET_MONITOR_INTERVAL: Duration = Duration::from_secs(10);
 const FIND_WITHIN: Duration = Duration::from_secs(2);
 /// How long the end of a case waits for every line to arrive once the faults are over.
 const DRAIN: Duration = Duration::from_secs(60);
+/// ... or once nothing more arrived for this long.
+const STALL: Duration = Duration::from_secs(20);
 
 // ---------------------------------------------------------------------------------------------
 // The model: files, generations, lines
@@ -812,16 +814,26 @@ impl Case {
                 !self.deleted.contains_key(&(l.file, l.generation))
             })
             .collect();
+        // Until everything is in, or nothing more arrived for a long while (so that a case that
+        // fails does not cost the whole bound).
+        let (mut docs, mut progress) = (0, Instant::now());
+        let mut stalled = false;
         let all_in = wait_until(DRAIN, || {
             let stored = self.stored();
+            if stored.len() != docs {
+                (docs, progress) = (stored.len(), Instant::now());
+            } else if progress.elapsed() >= STALL {
+                stalled = true;
+                return true;
+            }
             expected
                 .iter()
                 .all(|&i| stored.contains_key(&self.lines[i].message))
-        });
+        }) && !stalled;
         if !all_in {
             let probe = probe(self.es.addr());
             self.log(format!(
-                "not everything arrived within {DRAIN:?}; the test Elasticsearch answers GET / with: {probe}"
+                "not everything arrived within {DRAIN:?} (or nothing more for {STALL:?}); the test Elasticsearch answers GET / with: {probe}"
             ));
         }
         std::thread::sleep(Duration::from_millis(500));
