@@ -793,14 +793,14 @@ impl Case {
         if self.agent.is_none() {
             self.start_agent();
         }
-        let reachable = wait_until(Duration::from_secs(30), || {
+        let reachable = wait_until(Duration::from_secs(20), || {
             self.scrape()
                 .and_then(|m| m.value("logship_kubernetes_reachable", &[]))
                 == Some(1.0)
         });
         if !reachable {
             failures.push(
-                "NOT REACHABLE: logship_kubernetes_reachable stayed 0 for 30 s after the API server's faults ended"
+                "NOT REACHABLE: logship_kubernetes_reachable stayed 0 for 20 s after the API server's faults ended"
                     .into(),
             );
         }
