@@ -228,7 +228,8 @@ impl TestEs {
     }
 
     /// Rejects the bulk items `rule` picks with `status` (429: `es_rejected_execution_exception`;
-    /// 503: `unavailable_shards_exception`; others: a generic failure), serving the rest.
+    /// 503: `unavailable_shards_exception`; 403: `security_exception`; 404:
+    /// `index_not_found_exception`; others: a generic failure), serving the rest.
     pub fn reject_items(&self, rule: ItemRule, status: u16) {
         self.state().faults.add_item_fault(rule, status);
     }

@@ -256,6 +256,8 @@ impl Cluster {
             let error = match status {
                 429 => errors::rejected_item(self.flavor, &target.index, bytes),
                 503 => errors::unavailable_item(&target.index, 1),
+                403 => errors::unauthorized_item(self.flavor, &target.index),
+                404 => errors::index_not_found(&target.index),
                 s => {
                     let mut e = errors::internal("failed to execute bulk item");
                     e.status = s;

@@ -197,6 +197,33 @@ pub fn no_master(flavor: Flavor) -> EsError {
     )
 }
 
+/// 403 for one item: the user may write to some indices but not this one (a role without
+/// `create_doc` on it).
+pub fn unauthorized_item(flavor: Flavor, index: &str) -> EsError {
+    let (user, roles) = match flavor {
+        Flavor::Elasticsearch8 | Flavor::Elasticsearch7 => {
+            ("with effective roles", "[logship_writer]")
+        }
+        Flavor::OpenSearch2 => ("with roles", "[logship_writer]"),
+    };
+    EsError::new(
+        403,
+        "security_exception",
+        format!(
+            "action [indices:data/write/bulk[s]] is unauthorized for user [logship] {user} {roles} on indices [{index}], this action is granted by the index privileges [create_doc,create,index,write,all]"
+        ),
+    )
+}
+
+/// 404 for one item: the index does not exist and may not be created automatically.
+pub fn index_not_found(index: &str) -> EsError {
+    EsError::new(
+        404,
+        "index_not_found_exception",
+        format!("no such index [{index}]"),
+    )
+}
+
 pub fn internal(reason: &str) -> EsError {
     EsError::new(500, "illegal_state_exception", reason)
 }
