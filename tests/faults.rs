@@ -608,6 +608,17 @@ impl Case {
             }
             Kind::CopyTruncate => self.copytruncate(),
             Kind::Sigterm | Kind::Kill9 => {
+                // With read_from = "tail", a file the agent never recorded is one found at
+                // start-up, read from its end as configured: give the first agent the time to
+                // find and record the files, so that their lines are not judged lost.
+                let first_run = !self
+                    .events
+                    .iter()
+                    .any(|e| e.contains("agent stopped") || e.contains("agent killed"));
+                if first_run && self.has(Kind::ReadFromTail) {
+                    let left = FIND_WITHIN.saturating_sub(self.agent_started.elapsed());
+                    std::thread::sleep(left);
+                }
                 self.stop_agent(kind == Kind::Sigterm)?;
                 self.downtime = self.rng.range(1, 4);
                 self.log(format!("downtime: {} steps", self.downtime));
