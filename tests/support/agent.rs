@@ -122,6 +122,13 @@ listen = "127.0.0.1:0"
         let stderr = self.dir.path().join(format!("agent-{n}.log"));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logship"));
         cmd.arg("--config").arg(&self.config);
+        // The test harness's own settings (tests/faults.rs) name no configuration key; the agent
+        // would refuse them.
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("LOGSHIP_FAULT_") {
+                cmd.env_remove(k);
+            }
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
