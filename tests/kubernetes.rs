@@ -589,3 +589,47 @@ fn a_pod_annotation_cannot_lift_the_operators_limit_unless_overrides_are_allowed
         .any(|m| m.starts_with("logship dropped")));
     assert!(agent.terminate().success());
 }
+
+/// After a short API outage on a quiet node (no pod changes, so the resumed watch brings no
+/// event), the agent learns that the API answers again: `logship_kubernetes_reachable` and the
+/// readiness reason come back without waiting for a pod to change.
+#[test]
+fn reachability_returns_after_an_outage_on_a_quiet_node() {
+    let kube = TestKube::start();
+    kube.create_pod(pod("shop", "quiet-0", NODE).label("tier", "gold").build());
+    let fx = Fixture::new();
+    let path = fx.log(&file_name("shop", "quiet-0", "app"));
+    append(&path, cri("stdout", 'F', "before").as_bytes());
+    let mut agent = spawn(&fx, &kube, &[]);
+    fx.wait_record(&agent, "before");
+    let addr = agent.server_addr();
+    let reachable = || {
+        support::agent::http_get(addr, "/metrics")
+            .2
+            .lines()
+            .find_map(|l| l.strip_prefix("logship_kubernetes_reachable "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    assert_eq!(reachable(), Some(1.0));
+    // The API server goes away for a while (its watches end with it).
+    kube.down();
+    assert!(
+        wait_until(WAIT, || reachable() == Some(0.0)),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    kube.up();
+    // It answers again; nothing changes on the node.
+    assert!(
+        wait_until(WAIT, || reachable() == Some(1.0)),
+        "still unreachable long after the API server came back\n{}",
+        agent.logs()
+    );
+    let ready = support::agent::http_get(addr, "/readyz").2;
+    assert!(ready.contains("Kubernetes API reachable"), "{ready}");
+    append(&path, cri("stdout", 'F', "after").as_bytes());
+    let r = fx.wait_record(&agent, "after");
+    assert_eq!(r["kubernetes"]["labels"]["tier"], "gold", "{r}");
+    assert!(agent.terminate().success());
+}

@@ -37,6 +37,9 @@ use crate::telemetry::{self, metrics, Throttle};
 
 /// How often deleted pods past their grace period are forgotten.
 const EXPIRE_EVERY: Duration = Duration::from_secs(30);
+/// How often the API server is asked whether it answers again, while it is taken as
+/// unreachable after the cache was synced once.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// Errors connecting to the API server.
 #[derive(Debug, thiserror::Error)]
@@ -206,6 +209,11 @@ pub async fn run(
         client,
         credentials,
     } = client;
+    let probe = probe(
+        Api::all(client.clone()),
+        settings.node_name.clone(),
+        Arc::clone(&cache),
+    );
     let pods = watch_pods(
         Api::all(client.clone()),
         settings.node_name.clone(),
@@ -240,6 +248,31 @@ pub async fn run(
         _ = pods => {}
         _ = namespaces => {}
         _ = expire => {}
+        _ = probe => {}
+    }
+}
+
+/// After an outage the watches resume from their resource version, and on a quiet node they
+/// bring no event: nothing would tell that the API server answers again, and readiness would
+/// say it is unreachable for as long as no pod changes. So while it is taken as unreachable,
+/// this asks it (a list of this node's pods from its watch cache, `resourceVersion=0`) every
+/// [`PROBE_EVERY`]; an answer is what the watches' events would have said.
+async fn probe(api: Api<Pod>, node: String, cache: Arc<Cache>) {
+    let params = kube::api::ListParams::default()
+        .fields(&format!("spec.nodeName={node}"))
+        .match_any();
+    let mut tick = tokio::time::interval(PROBE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Before the first sync the watch's own list is the probe.
+        if cache.reachable() || !cache.synced() {
+            continue;
+        }
+        if api.list(&params).await.is_ok() {
+            tracing::info!("The Kubernetes API server answers again.");
+            cache.set_accepted(Resource::Pods);
+        }
     }
 }
 
