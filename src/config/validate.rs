@@ -144,6 +144,11 @@ pub fn validate(
         }
     };
 
+    for pattern in &tail.rotated_patterns {
+        if let Err(why) = crate::tail::generations::check_pattern(pattern) {
+            e.push(ConfigError::invalid("tail.rotated_patterns", why));
+        }
+    }
     let kubernetes = super::kubernetes::validate(e, &raw.kubernetes, &node_name, in_cluster);
     let schema = match raw.kubernetes.schema.as_str() {
         "fluentd" => crate::enrich::metadata::Schema::Fluentd,
@@ -201,6 +206,7 @@ pub fn validate(
             rotate_wait: tail.rotate_wait.0,
             max_deleted_files: tail.max_deleted_files as usize,
             max_deleted_bytes: tail.max_deleted_bytes.0,
+            rotated_patterns: tail.rotated_patterns.clone(),
         },
         multiline,
         positions: PositionsSettings {

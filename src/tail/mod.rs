@@ -14,6 +14,8 @@
 
 pub mod discovery;
 pub mod fingerprint;
+pub mod generations;
+pub mod gzip;
 pub mod lag;
 pub mod limits;
 pub mod positions;
