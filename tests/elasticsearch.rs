@@ -689,11 +689,7 @@ fn a_record_read_again_with_other_boundaries_is_not_swallowed_as_a_duplicate() {
             ("LOGSHIP_TAIL__MAX_LINE_BYTES", "1KiB"),
         ],
     );
-    assert!(
-        wait_until(WAIT, || es.doc_count() >= 3),
-        "{}",
-        agent.logs()
-    );
+    assert!(wait_until(WAIT, || es.doc_count() >= 3), "{}", agent.logs());
     // A crash: nothing of it was saved as acknowledged.
     agent.kill9();
     let mut agent = spawn(&fx, &es, &[("LOGSHIP_TAIL__MAX_LINE_BYTES", "2KiB")]);

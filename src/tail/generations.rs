@@ -162,9 +162,7 @@ fn open(path: &Path, file_name: &str) -> io::Result<Option<Generation>> {
 fn order(found: &mut [Generation]) {
     let numbered = |g: &Generation| -> Option<u64> {
         let suffix = g.stem.rsplit('.').next()?;
-        (suffix.len() <= 4)
-            .then(|| suffix.parse().ok())
-            .flatten()
+        (suffix.len() <= 4).then(|| suffix.parse().ok()).flatten()
     };
     let all_numbered = found.iter().all(|g| numbered(g).is_some());
     found.sort_by(|a, b| {
@@ -175,6 +173,51 @@ fn order(found: &mut [Generation]) {
         }
         .then_with(|| a.modified.cmp(&b.modified))
     });
+}
+
+/// A generation to read, with where to start.
+#[derive(Debug)]
+pub struct Pending {
+    pub generation: Generation,
+    /// Decompressed offset to resume at, from its stored position (0 for one never read).
+    pub offset: u64,
+    pub truncations: u32,
+    /// Birth time of the file its content was first read from (see `fingerprint::id_prefix`).
+    pub born: i64,
+}
+
+/// One step of a container's backlog.
+#[derive(Debug)]
+pub enum Step {
+    /// Follow this generation once the one before it is read to its end.
+    Open(Pending),
+    /// Stop holding this followed file (the live one) back.
+    Release(crate::record::FileKey),
+}
+
+/// The generations of one followed file still to be read, in order, and the live file held back
+/// behind them. Holds their descriptors, so the kubelet deleting one frees no data before it is
+/// read (at most the number of generations the kubelet keeps, per container).
+#[derive(Debug)]
+pub struct Chain {
+    /// The followed file's real path (the target of its symlink).
+    pub base: PathBuf,
+    /// The name the live file is followed under: its generations' records carry it.
+    pub path: PathBuf,
+    /// What that name resolved to.
+    pub target: Option<PathBuf>,
+    /// The step being read now (a followed generation's key).
+    pub active: Option<crate::record::FileKey>,
+    pub steps: std::collections::VecDeque<Step>,
+}
+
+impl Chain {
+    /// Whether a pending step holds the file at (dev, inode).
+    pub fn holds(&self, dev_ino: (u64, u64)) -> bool {
+        self.steps.iter().any(
+            |s| matches!(s, Step::Open(p) if (p.generation.dev, p.generation.inode) == dev_ino),
+        )
+    }
 }
 
 #[cfg(test)]

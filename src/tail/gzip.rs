@@ -183,7 +183,9 @@ mod tests {
     }
 
     fn content(n: usize) -> Vec<u8> {
-        (0..n).flat_map(|i| format!("line {i}\n").into_bytes()).collect()
+        (0..n)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect()
     }
 
     #[test]
@@ -247,6 +249,9 @@ mod tests {
         assert!(!is_gzip(&File::open(&path).unwrap()).unwrap());
         std::fs::write(&path, [0x1f, 0x8b, 0, 1, 2]).unwrap();
         let mut gz = GzContent::open(&File::open(&path).unwrap()).unwrap();
-        assert!(gz.read_at(&mut [0u8; 10], 0).is_err(), "garbage is an error");
+        assert!(
+            gz.read_at(&mut [0u8; 10], 0).is_err(),
+            "garbage is an error"
+        );
     }
 }

@@ -138,6 +138,10 @@ struct Round {
 struct Start {
     offset: u64,
     truncations: u32,
+    /// Birth time of the file its content was first read from (see [`fingerprint::id_prefix`]).
+    born: i64,
+    /// It resumes a stored position (the file was read before).
+    known: bool,
 }
 
 /// The tailer's state; run it with [`Tailer::run`] on its own thread.
@@ -171,8 +175,23 @@ pub struct Tailer {
     first_scan: bool,
     /// Handed over by the previous tailer; adopted at the first scan.
     orphans: Vec<Orphan>,
+    /// Rotated generations still to be read before their live file (see [`generations`]).
+    chains: Vec<generations::Chain>,
+    /// When this tailer started: generations of a file found later that were written since are
+    /// read even if nothing of the file is known.
+    started: std::time::SystemTime,
     scratch: Vec<u8>,
     open_warnings: Throttle,
+}
+
+/// What looking at a followed file's rotated generations found.
+#[derive(Default)]
+struct Backlog {
+    /// The generations to read first, oldest first.
+    steps: Vec<generations::Step>,
+    /// A generation of the file, or the file itself, was read before: the live file, if unknown,
+    /// is newer and read from its start.
+    newer_than_known: bool,
 }
 
 /// The downstream side went away (shutdown), stop reading.
@@ -210,6 +229,8 @@ impl Tailer {
             next_key: 1,
             first_scan: true,
             orphans: parts.orphans,
+            chains: Vec::new(),
+            started: std::time::SystemTime::now(),
             scratch: Vec::new(),
             open_warnings: Throttle::new(Duration::from_secs(10)),
         }
@@ -340,11 +361,271 @@ impl Tailer {
             }
             return Ok(());
         }
-        let size = file.metadata()?.len();
-        let start = self.resume_offset(&file, path, identity, size, first_scan)?;
+        let meta = file.metadata()?;
+        let size = meta.len();
+        let mut start = self.resume_offset(&file, path, identity, size, first_scan)?;
+        start.born = fingerprint::born(&meta);
         let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
-        self.follow(path, target, file, identity, start, Attachment::Live);
+        let base = target.clone().unwrap_or_else(|| path.to_path_buf());
+        let backlog = self.plan_generations(path, &base, identity, start.known, first_scan);
+        if backlog.newer_than_known && !start.known {
+            // Its older generations were read before: everything in this one is new, whatever
+            // `read_from` says.
+            start.offset = 0;
+        }
+        let key = self.follow(
+            path,
+            target.clone(),
+            file,
+            identity,
+            start,
+            Attachment::Live,
+        );
+        let chain = self.chains.iter_mut().position(|c| c.base == base);
+        if backlog.steps.is_empty() && chain.is_none() {
+            return Ok(());
+        }
+        // Held back until the older generations (those planned now, or those of a recovery
+        // still going on for the same container) are read.
+        if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+            f.held = true;
+            f.readable = false;
+        }
+        let chain = match chain {
+            Some(i) => &mut self.chains[i],
+            None => {
+                self.chains.push(generations::Chain {
+                    base,
+                    path: path.to_path_buf(),
+                    target,
+                    active: None,
+                    steps: Default::default(),
+                });
+                self.chains.last_mut().expect("just pushed")
+            }
+        };
+        chain.steps.extend(backlog.steps);
+        chain.steps.push_back(generations::Step::Release(key));
+        self.advance_generations();
         Ok(())
+    }
+
+    /// Looks at the rotated generations of the file followed as `path` (whose real path is
+    /// `base`): the ones holding unread lines are returned oldest first, to be read before the
+    /// live file's new lines. A generation matching a stored position (by inode, or by content
+    /// once renamed or compressed) resumes there; one newer than the newest known position is
+    /// read from its start; older unknown ones are not read (a first install, or entries
+    /// collected long ago). Where nothing is known at all: at start-up nothing is read (a first
+    /// install); for a file found later, generations written since logship started are.
+    /// Stored positions of generations the kubelet deleted are forgotten, their unread bytes
+    /// counted as lost.
+    fn plan_generations(
+        &mut self,
+        path: &Path,
+        base: &Path,
+        live: FileIdentity,
+        live_known: bool,
+        first_scan: bool,
+    ) -> Backlog {
+        let mut backlog = Backlog::default();
+        let (Some(dir), Some(name)) = (base.parent(), base.file_name().and_then(|n| n.to_str()))
+        else {
+            return backlog;
+        };
+        if self.settings.rotated_patterns.is_empty() {
+            return backlog;
+        }
+        let found = generations::find(dir, name, &self.settings.rotated_patterns);
+        let mut existing: std::collections::HashSet<(u64, u64)> =
+            found.iter().map(|g| (g.dev, g.inode)).collect();
+        existing.insert((live.dev, live.inode));
+        // Identify every generation first: what is known decides what is new.
+        let mut known = Vec::with_capacity(found.len());
+        for g in &found {
+            let stored = (!g.gzip)
+                .then(|| self.positions.lookup(g.dev, g.inode))
+                .flatten()
+                .filter(|r| {
+                    let len = r.fingerprint.len as usize;
+                    len <= g.head.len() && fingerprint::of_bytes(&g.head[..len]) == r.fingerprint
+                })
+                .map(|r| ((g.dev, g.inode), self.positions.born(g.dev, g.inode), r))
+                .or_else(|| self.positions.lookup_content(path, &g.head));
+            if let Some((at, _, _)) = stored {
+                // Compressed into a new file: the position moves with the content, and stays
+                // for as long as that file exists.
+                self.positions.rekey(at, (g.dev, g.inode));
+            }
+            known.push(stored);
+        }
+        for (lost_path, bytes) in self.positions.prune_gone(path, &existing) {
+            if bytes == 0 {
+                continue;
+            }
+            telemetry::add(&metrics().rotated_unread_bytes, bytes);
+            tracing::error!(path = %path.display(), generation = %lost_path.display(), unread_bytes = bytes, "Data loss: a rotated log file was deleted by the kubelet before logship read it (logship was stopped or behind longer than the kubelet keeps rotated files). Its unread bytes are lost.");
+        }
+        let newest_known = if live_known {
+            Some(found.len())
+        } else {
+            known.iter().rposition(Option::is_some)
+        };
+        backlog.newer_than_known = newest_known.is_some();
+        let started = self.started;
+        for (i, (g, stored)) in found.into_iter().zip(known).enumerate() {
+            let dev_ino = (g.dev, g.inode);
+            let followed = self
+                .files
+                .iter()
+                .any(|f| (f.identity.dev, f.identity.inode) == dev_ino);
+            if followed || self.chains.iter().any(|c| c.holds(dev_ino)) {
+                continue;
+            }
+            let pending = match stored {
+                Some((_, born, resume)) => {
+                    let finished = if g.gzip {
+                        g.trailer_size
+                            .is_some_and(|t| resume.offset > 0 && t == resume.offset as u32)
+                    } else {
+                        resume.offset >= g.size
+                    };
+                    if finished {
+                        continue;
+                    }
+                    generations::Pending {
+                        offset: resume.offset,
+                        truncations: resume.truncations,
+                        born,
+                        generation: g,
+                    }
+                }
+                None => {
+                    let new = match newest_known {
+                        Some(newest) => i > newest,
+                        None => !first_scan && g.modified >= started,
+                    };
+                    if !new {
+                        continue;
+                    }
+                    let born = if g.gzip {
+                        0
+                    } else {
+                        g.file.metadata().map_or(0, |m| fingerprint::born(&m))
+                    };
+                    generations::Pending {
+                        offset: 0,
+                        truncations: 0,
+                        born,
+                        generation: g,
+                    }
+                }
+            };
+            backlog.steps.push(generations::Step::Open(pending));
+        }
+        backlog
+    }
+
+    /// Moves every container's backlog on: once the generation being read is read to its end
+    /// (or let go), the next one is followed; after the last, the live file is read again.
+    fn advance_generations(&mut self) {
+        let mut i = 0;
+        while i < self.chains.len() {
+            loop {
+                let chain = &self.chains[i];
+                let busy = chain
+                    .active
+                    .is_some_and(|key| self.files.iter().any(|f| f.key == key && !f.drained()));
+                if busy {
+                    break;
+                }
+                let Some(step) = self.chains[i].steps.pop_front() else {
+                    self.chains[i].active = None;
+                    break;
+                };
+                match step {
+                    generations::Step::Open(pending) => {
+                        let (path, target) =
+                            (self.chains[i].path.clone(), self.chains[i].target.clone());
+                        self.chains[i].active = self.follow_generation(pending, &path, target);
+                    }
+                    generations::Step::Release(key) => {
+                        if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+                            f.held = false;
+                            f.readable = true;
+                        }
+                        self.chains[i].active = None;
+                    }
+                }
+            }
+            if self.chains[i].steps.is_empty() && self.chains[i].active.is_none() {
+                self.chains.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Follows a rotated generation of a container from its stored offset, under its live
+    /// file's name (its records say where they come from as the live file's would).
+    fn follow_generation(
+        &mut self,
+        pending: generations::Pending,
+        path: &Path,
+        target: Option<PathBuf>,
+    ) -> Option<FileKey> {
+        let generations::Pending {
+            generation: g,
+            offset,
+            truncations,
+            born,
+        } = pending;
+        let dev_ino = (g.dev, g.inode);
+        if self
+            .files
+            .iter()
+            .any(|f| (f.identity.dev, f.identity.inode) == dev_ino)
+        {
+            return None;
+        }
+        let content = if g.gzip {
+            match gzip::GzContent::open(&g.file) {
+                Ok(gz) => reader::Content::Gzip(Box::new(gz)),
+                Err(e) => {
+                    telemetry::add(&metrics().read_errors, 1);
+                    tracing::warn!(path = %g.path.display(), error = %e, "Cannot read a rotated generation.");
+                    return None;
+                }
+            }
+        } else {
+            reader::Content::Plain
+        };
+        let identity = FileIdentity {
+            dev: g.dev,
+            inode: g.inode,
+            fingerprint: fingerprint::of_bytes(&g.head),
+        };
+        telemetry::add(&metrics().generations_recovered, 1);
+        tracing::info!(path = %path.display(), generation = %g.path.display(), offset, gzip = g.gzip, "Reading a rotated generation that holds unread lines.");
+        let key = self.follow(
+            path,
+            target,
+            g.file,
+            identity,
+            Start {
+                offset,
+                truncations,
+                born,
+                known: true,
+            },
+            Attachment::Detached {
+                since: Instant::now(),
+            },
+        );
+        if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+            f.content = content;
+            f.size = offset;
+        }
+        Some(key)
     }
 
     /// Starts following an open file from `offset`. `path` is the name its records carry,
@@ -357,7 +638,7 @@ impl Tailer {
         identity: FileIdentity,
         start: Start,
         attachment: Attachment,
-    ) {
+    ) -> FileKey {
         let offset = start.offset;
         let key = FileKey(self.next_key);
         self.next_key += 1;
@@ -376,6 +657,7 @@ impl Tailer {
             target.as_deref(),
             offset,
             start.truncations,
+            start.born,
         );
         tracing::info!(path = %path.display(), offset, inode = identity.inode, "Following log file.");
         telemetry::add(&metrics().files_opened, 1);
@@ -394,7 +676,9 @@ impl Tailer {
         tailed.target = target;
         tailed.attachment = attachment;
         tailed.truncations = start.truncations;
+        tailed.born = start.born;
         self.files.push(tailed);
+        key
     }
 
     /// After a reload: follows the files the previous tailer was still reading though no name
@@ -402,7 +686,9 @@ impl Tailer {
     /// new patterns say: the previous configuration chose them, and their end is near.
     fn adopt_orphans(&mut self) {
         for orphan in std::mem::take(&mut self.orphans) {
-            let Ok(identity) = fingerprint::identify(&orphan.file) else {
+            // A gzipped generation the previous tailer was reading goes on as one.
+            let gzip = gzip::is_gzip(&orphan.file).unwrap_or(false);
+            let Ok(identity) = fingerprint::identify_content(&orphan.file, gzip) else {
                 continue;
             };
             let dev_ino = (identity.dev, identity.inode);
@@ -417,11 +703,21 @@ impl Tailer {
             let Some(resume) = self.positions.lookup(dev_ino.0, dev_ino.1) else {
                 continue;
             };
-            if !fingerprint::matches(&orphan.file, resume.fingerprint).unwrap_or(false) {
+            if !fingerprint::matches_content(&orphan.file, gzip, resume.fingerprint)
+                .unwrap_or(false)
+            {
                 continue;
             }
+            let content = if gzip {
+                match gzip::GzContent::open(&orphan.file) {
+                    Ok(gz) => reader::Content::Gzip(Box::new(gz)),
+                    Err(_) => continue,
+                }
+            } else {
+                reader::Content::Plain
+            };
             tracing::info!(path = %orphan.path.display(), offset = resume.offset, "Continuing a rotated or deleted log file across the reload.");
-            self.follow(
+            let key = self.follow(
                 &orphan.path,
                 orphan.target,
                 orphan.file,
@@ -429,11 +725,19 @@ impl Tailer {
                 Start {
                     offset: resume.offset,
                     truncations: resume.truncations,
+                    born: self.positions.born(dev_ino.0, dev_ino.1),
+                    known: true,
                 },
                 Attachment::Detached {
                     since: Instant::now(),
                 },
             );
+            if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+                if gzip {
+                    f.size = f.read_offset;
+                }
+                f.content = content;
+            }
         }
     }
 
@@ -461,6 +765,10 @@ impl Tailer {
                 };
                 if (meta.dev(), meta.ino()) != (entry.dev, entry.inode)
                     || meta.len() <= entry.offset
+                    || self
+                        .chains
+                        .iter()
+                        .any(|c| c.holds((entry.dev, entry.inode)))
                 {
                     continue;
                 }
@@ -489,6 +797,8 @@ impl Tailer {
                     Start {
                         offset: entry.offset,
                         truncations: entry.truncations,
+                        born: entry.born,
+                        known: true,
                     },
                     Attachment::Detached {
                         since: Instant::now(),
@@ -532,11 +842,15 @@ impl Tailer {
                     return Ok(Start {
                         offset: 0,
                         truncations: resume.truncations.wrapping_add(1),
+                        born: 0,
+                        known: true,
                     });
                 }
                 return Ok(Start {
                     offset,
                     truncations: resume.truncations,
+                    born: 0,
+                    known: true,
                 });
             }
             tracing::info!(path = %path.display(), inode = identity.inode, "Inode reused by a new file; reading it from the start.");
@@ -552,12 +866,15 @@ impl Tailer {
         Ok(Start {
             offset,
             truncations: 0,
+            born: 0,
+            known: false,
         })
     }
 
     /// Looks at every file that is not known to be readable: growth, truncation, rotation,
     /// deletion. `check_paths` also resolves each file's path (less often: it is a path lookup).
     fn poll(&mut self, check_paths: bool) {
+        self.advance_generations();
         let now = Instant::now();
         let (mut behind, mut oldest) = (0u64, Duration::ZERO);
         let mut i = 0;
@@ -576,6 +893,14 @@ impl Tailer {
                     continue;
                 }
             };
+            if f.content.is_gzip() {
+                // A gzipped generation never changes; its size on disk is not its content's.
+                // It is read to its end in turns and then let go.
+                f.deleted = links == 0;
+                f.size = f.read_offset;
+                i += 1;
+                continue;
+            }
             let open = (f.identity.dev, f.identity.inode);
             let path_target = if check_paths || f.attachment != Attachment::Live {
                 match std::fs::metadata(&f.path) {
@@ -634,8 +959,15 @@ impl Tailer {
             }
             // After a truncation this is the file's new generation.
             let f = &mut self.files[i];
+            if f.held {
+                // Its older generations are read first (see `advance_generations`).
+                f.readable = false;
+            }
             f.size = size;
             f.deleted = links == 0;
+            if check_paths {
+                self.positions.update_size(f.key, size);
+            }
             if check_paths {
                 let acked = self.positions.acked(f.key).unwrap_or(f.ack_start);
                 let (bytes, age) = f.lag.sample(size, acked, now);
@@ -725,6 +1057,7 @@ impl Tailer {
             f.target.as_deref(),
             0,
             f.truncations,
+            f.born,
         );
     }
 

@@ -27,8 +27,35 @@ use crate::parse::{Line, LineParser, Piece};
 use crate::record::{Batch, FileKey, IdPrefix};
 use crate::source::{FileIdentity, Source};
 use crate::tail::fingerprint;
+use crate::tail::gzip::GzContent;
 use crate::telemetry::{self, metrics};
 use crate::timestamp::Timestamp;
+
+/// How the file's content is read.
+pub enum Content {
+    /// The file is the content: `pread` at any offset.
+    Plain,
+    /// A gzipped rotated generation, read forward through its decoder; offsets are in the
+    /// decompressed content.
+    Gzip(Box<GzContent>),
+    /// A gzipped generation found damaged: everything before the damage was read, nothing more
+    /// will be.
+    GzipDamaged,
+}
+
+impl Content {
+    pub fn is_gzip(&self) -> bool {
+        !matches!(self, Content::Plain)
+    }
+
+    fn read_at(&mut self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            Content::Plain => file.read_at(buf, offset),
+            Content::Gzip(gz) => gz.read_at(buf, offset),
+            Content::GzipDamaged => Ok(0),
+        }
+    }
+}
 
 /// Whether the file is still the one its path names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +74,15 @@ pub struct TailedFile {
     /// What `path` resolved to when opened (the file behind a symlink), if different.
     pub target: Option<PathBuf>,
     pub file: File,
+    /// Plain, or a gzipped generation.
+    pub content: Content,
     pub identity: FileIdentity,
+    /// Birth time of the file this content was first read from (see
+    /// [`fingerprint::id_prefix`]).
+    pub born: i64,
+    /// Held back until the older generations of its container are read (see
+    /// `tail::generations`): not read, whatever polls see.
+    pub held: bool,
     pub source: Arc<Source>,
     pub parser: LineParser,
     /// Offset of the next byte to read.
@@ -121,7 +156,10 @@ impl TailedFile {
             path,
             target: None,
             file,
+            content: Content::Plain,
             identity,
+            born: 0,
+            held: false,
             source,
             parser,
             read_offset: offset,
@@ -161,7 +199,10 @@ impl TailedFile {
             if filled == scratch.len() {
                 break None;
             }
-            match self.file.read_at(&mut scratch[filled..], self.read_offset) {
+            match self
+                .content
+                .read_at(&self.file, &mut scratch[filled..], self.read_offset)
+            {
                 Ok(0) => {
                     eof = true;
                     break None;
@@ -171,6 +212,15 @@ impl TailedFile {
                     self.read_offset += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.content.is_gzip() => {
+                    // Damage does not heal: ship what came before it, as if the content ended
+                    // there, and never read this file again.
+                    self.content = Content::GzipDamaged;
+                    telemetry::add(&metrics().gzip_damaged, 1);
+                    tracing::warn!(path = %self.path.display(), offset = self.read_offset, error = %e, "Gzipped rotated log file is damaged (corrupt or truncated); shipping what precedes the damage, the rest cannot be read.");
+                    eof = true;
+                    break None;
+                }
                 Err(e) => break Some(e),
             }
         };
@@ -333,16 +383,23 @@ impl TailedFile {
             None => {
                 // An unreadable first line (an I/O error) still gets a stable prefix from the
                 // other parts; the CRC only separates reused inodes.
-                let crc = fingerprint::first_line_crc(&self.file).unwrap_or(0);
-                let born = self.file.metadata().map_or(0, |m| fingerprint::born(&m));
+                let crc =
+                    fingerprint::first_line_crc(&self.file, self.content.is_gzip()).unwrap_or(0);
                 let p =
-                    fingerprint::id_prefix(node_name, &self.identity, born, crc, self.truncations);
+                    fingerprint::id_prefix(node_name, &self.path, self.born, crc, self.truncations);
                 self.id_prefix = Some(p);
                 p
             }
         };
         batch.id_prefix = prefix;
         batch.fragment = Arc::clone(&self.fragment);
+    }
+
+    /// Read to its end and not held: the next generation of its container may start. A gzipped
+    /// one ends where its content (or the damage) does; a plain one when it has no byte past
+    /// the read offset at the last poll.
+    pub fn drained(&self) -> bool {
+        !self.held && !self.readable && (self.content.is_gzip() || self.size <= self.read_offset)
     }
 
     /// Bytes of the incomplete last line held in memory.
