@@ -73,27 +73,58 @@ pub struct Generation {
     stem: String,
 }
 
+/// The names in one directory, sorted: listed once per scan, however many followed files the
+/// directory holds (thousands of files in one directory would otherwise cost a listing each).
+#[derive(Debug, Default)]
+pub struct Listing {
+    names: Vec<String>,
+}
+
+impl Listing {
+    /// Lists `dir`; an unreadable directory lists nothing.
+    pub fn read(dir: &Path) -> Listing {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort_unstable();
+        Listing { names }
+    }
+
+    /// The names that may be generations of `name`: those starting with it when every pattern
+    /// does (a binary search), else all.
+    fn candidates<'a>(&'a self, name: &str, patterns: &[String]) -> &'a [String] {
+        if !patterns.iter().all(|p| p.starts_with(NAME)) {
+            return &self.names;
+        }
+        let from = self.names.partition_point(|n| n.as_str() < name);
+        let len = self.names[from..].partition_point(|n| n.starts_with(name));
+        &self.names[from..from + len]
+    }
+}
+
 /// The rotated generations of the file `name` in `dir`, oldest first. A generation present both
 /// plain and gzipped (the kubelet is compressing it) is the plain one; empty files are left out
 /// (nothing to read, and no identity). Unreadable ones are skipped: this is a best effort on
 /// top of following the live file.
-pub fn find(dir: &Path, name: &str, patterns: &[String]) -> Vec<Generation> {
+pub fn find(dir: &Path, listing: &Listing, name: &str, patterns: &[String]) -> Vec<Generation> {
+    let candidates = listing.candidates(name, patterns);
+    if candidates.iter().all(|n| n == name) {
+        return Vec::new();
+    }
     let Some(set) = compile(name, patterns) else {
         return Vec::new();
     };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
     let mut found: Vec<Generation> = Vec::new();
-    for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let Some(file_name) = file_name.to_str() else {
-            continue;
-        };
+    for file_name in candidates {
         if file_name == name || !set.is_match(file_name) {
             continue;
         }
-        let path = entry.path();
+        let path = dir.join(file_name);
         match open(&path, file_name) {
             Ok(Some(g)) => found.push(g),
             Ok(None) => {}
@@ -256,7 +287,7 @@ mod tests {
         std::fs::write(d.join("0.log.20261122-100400.tmp"), b"partial").unwrap();
         std::fs::write(d.join("1.log.20261122-100000"), b"other container\n").unwrap();
         let patterns = DEFAULT_PATTERNS.map(String::from);
-        let found = find(d, "0.log", &patterns);
+        let found = find(d, &Listing::read(d), "0.log", &patterns);
         let names: Vec<_> = found
             .iter()
             .map(|g| g.path.file_name().unwrap().to_str().unwrap().to_owned())
@@ -281,7 +312,7 @@ mod tests {
         for (n, text) in [(1, "newest\n"), (2, "middle\n"), (10, "oldest\n")] {
             std::fs::write(d.join(format!("app.log.{n}")), text).unwrap();
         }
-        let found = find(d, "app.log", &["{name}.*".to_string()]);
+        let found = find(d, &Listing::read(d), "app.log", &["{name}.*".to_string()]);
         let heads: Vec<_> = found.iter().map(|g| g.head.clone()).collect();
         assert_eq!(heads, [&b"oldest\n"[..], b"middle\n", b"newest\n"]);
     }

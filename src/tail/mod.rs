@@ -177,6 +177,8 @@ pub struct Tailer {
     orphans: Vec<Orphan>,
     /// Rotated generations still to be read before their live file (see [`generations`]).
     chains: Vec<generations::Chain>,
+    /// Directory listings taken during the current scan (see [`generations::Listing`]).
+    listings: HashMap<PathBuf, Arc<generations::Listing>>,
     /// When this tailer started: generations of a file found later that were written since are
     /// read even if nothing of the file is known.
     started: std::time::SystemTime,
@@ -230,6 +232,7 @@ impl Tailer {
             first_scan: true,
             orphans: parts.orphans,
             chains: Vec::new(),
+            listings: HashMap::new(),
             started: std::time::SystemTime::now(),
             scratch: Vec::new(),
             open_warnings: Throttle::new(Duration::from_secs(10)),
@@ -316,6 +319,7 @@ impl Tailer {
     /// Opens the files a scan finds that are not followed yet.
     fn scan(&mut self) {
         let found = self.discovery.scan();
+        self.listings.clear();
         let first = std::mem::replace(&mut self.first_scan, false);
         for path in &found {
             let path = path.as_path();
@@ -331,6 +335,7 @@ impl Tailer {
                 }
             }
         }
+        self.listings.clear();
         if first {
             self.adopt_orphans();
             self.recover_rotated();
@@ -435,7 +440,12 @@ impl Tailer {
         if self.settings.rotated_patterns.is_empty() {
             return backlog;
         }
-        let found = generations::find(dir, name, &self.settings.rotated_patterns);
+        let listing = self
+            .listings
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| Arc::new(generations::Listing::read(dir)))
+            .clone();
+        let found = generations::find(dir, &listing, name, &self.settings.rotated_patterns);
         let mut existing: std::collections::HashSet<(u64, u64)> =
             found.iter().map(|g| (g.dev, g.inode)).collect();
         existing.insert((live.dev, live.inode));
