@@ -665,9 +665,11 @@ impl Tailer {
             identity,
             path,
             target.as_deref(),
-            offset,
-            start.truncations,
-            start.born,
+            positions::Origin {
+                offset,
+                truncations: start.truncations,
+                born: start.born,
+            },
         );
         tracing::info!(path = %path.display(), offset, inode = identity.inode, "Following log file.");
         telemetry::add(&metrics().files_opened, 1);
@@ -1065,9 +1067,11 @@ impl Tailer {
             identity,
             &f.path,
             f.target.as_deref(),
-            0,
-            f.truncations,
-            f.born,
+            positions::Origin {
+                offset: 0,
+                truncations: f.truncations,
+                born: f.born,
+            },
         );
     }
 

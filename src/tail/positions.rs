@@ -118,6 +118,17 @@ fn is_zero_u64(n: &u64) -> bool {
     *n == 0
 }
 
+/// Where a registered generation starts, and what its records' ids are made of besides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The offset reading starts at (acknowledged up to it).
+    pub offset: u64,
+    /// Truncations the file went through (see [`StoredPosition::truncations`]).
+    pub truncations: u32,
+    /// See [`StoredPosition::born`].
+    pub born: i64,
+}
+
 /// What the table remembers of a file, to resume it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Resume {
@@ -235,10 +246,13 @@ impl Positions {
         identity: FileIdentity,
         path: &Path,
         target: Option<&Path>,
-        start: u64,
-        truncations: u32,
-        born: i64,
+        origin: Origin,
     ) {
+        let Origin {
+            offset: start,
+            truncations,
+            born,
+        } = origin;
         let mut table = self.lock();
         let dev_ino = (identity.dev, identity.inode);
         table.keys.insert(
@@ -624,7 +638,13 @@ mod tests {
     #[test]
     fn acks_move_positions_only_through_contiguous_prefix() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         p.ack(AckToken {
             file: FileKey(1),
             start: 100,
@@ -649,9 +669,21 @@ mod tests {
     #[test]
     fn stale_generation_does_not_move_truncated_file() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         // Truncated: a new generation starts at 0 while the old one still has acks in flight.
-        p.register(FileKey(2), id(1, 10, 8), Path::new("/a.log"), None, 0, 0, 0);
+        p.register(
+            FileKey(2),
+            id(1, 10, 8),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         p.ack(AckToken {
             file: FileKey(1),
             start: 0,
@@ -669,8 +701,20 @@ mod tests {
     #[test]
     fn released_files_are_collected_after_grace() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0, 0);
-        p.register(FileKey(2), id(1, 11, 7), Path::new("/b.log"), None, 0, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
+        p.register(
+            FileKey(2),
+            id(1, 11, 7),
+            Path::new("/b.log"),
+            None,
+            Origin::default(),
+        );
         p.release(FileKey(1), 0);
         assert_eq!(p.collect_garbage(Duration::from_secs(3600)), 0);
         assert_eq!(
@@ -685,7 +729,13 @@ mod tests {
     #[test]
     fn acks_after_release_still_count() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         p.release(FileKey(1), 42);
         assert_eq!(
             p.collect_garbage(Duration::ZERO),
@@ -719,9 +769,7 @@ mod tests {
             id(3, 10, 7),
             Path::new("/var/log/containers/a.log"),
             None,
-            0,
-            0,
-            0,
+            Origin::default(),
         );
         p.ack(AckToken {
             file: FileKey(1),
@@ -794,7 +842,16 @@ mod tests {
             },
         };
         let live = Path::new("/var/log/containers/a.log");
-        p.register(FileKey(1), identity, live, None, 0, 0, 77);
+        p.register(
+            FileKey(1),
+            identity,
+            live,
+            None,
+            Origin {
+                born: 77,
+                ..Origin::default()
+            },
+        );
         p.ack(AckToken {
             file: FileKey(1),
             start: 0,
@@ -830,7 +887,16 @@ mod tests {
             fingerprint: Fingerprint { len: 0, crc32: 0 },
         };
         let live = Path::new("/a.log");
-        p.register(FileKey(1), identity, live, None, 500, 0, 0);
+        p.register(
+            FileKey(1),
+            identity,
+            live,
+            None,
+            Origin {
+                offset: 500,
+                ..Origin::default()
+            },
+        );
         assert!(p.lookup_content(live, b"anything").is_none());
     }
 
