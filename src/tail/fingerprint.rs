@@ -60,6 +60,14 @@ pub fn matches(file: &File, stored: Fingerprint) -> io::Result<bool> {
     Ok(now == stored)
 }
 
+/// Whether a stored fingerprint can vouch for a stored offset: it covers at least
+/// `min(offset, FINGERPRINT_BYTES)` bytes. A shorter one (taken of a young file whose fingerprint
+/// was not extended before the position was stored) matches other content too, and resuming a
+/// different file at that offset would skip its first lines.
+pub fn guards(stored: Fingerprint, offset: u64) -> bool {
+    u64::from(stored.len) >= offset.min(u64::from(FINGERPRINT_BYTES))
+}
+
 /// A longer fingerprint if the file grew past the bytes the current one covers.
 pub fn extend(file: &File, current: Fingerprint, size: u64) -> io::Result<Option<Fingerprint>> {
     if current.len >= FINGERPRINT_BYTES || size <= u64::from(current.len) {

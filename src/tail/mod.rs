@@ -420,8 +420,9 @@ impl Tailer {
     /// live file's new lines. A generation matching a stored position (by inode, or by content
     /// once renamed or compressed) resumes there; one newer than the newest known position is
     /// read from its start; older unknown ones are not read (a first install, or entries
-    /// collected long ago). Where nothing is known at all: at start-up nothing is read (a first
-    /// install); for a file found later, generations written since logship started are.
+    /// collected long ago). Where nothing of the file is known: at start-up, generations written
+    /// since the positions were last written (none on a first install); for a file found later,
+    /// generations written since logship started.
     /// Stored positions of generations the kubelet deleted are forgotten, their unread bytes
     /// counted as lost.
     fn plan_generations(
@@ -457,7 +458,10 @@ impl Tailer {
                 .flatten()
                 .filter(|r| {
                     let len = r.fingerprint.len as usize;
-                    len <= g.head.len() && fingerprint::of_bytes(&g.head[..len]) == r.fingerprint
+                    len > 0
+                        && fingerprint::guards(r.fingerprint, r.offset)
+                        && len <= g.head.len()
+                        && fingerprint::of_bytes(&g.head[..len]) == r.fingerprint
                 })
                 .map(|r| ((g.dev, g.inode), self.positions.born(g.dev, g.inode), r))
                 .or_else(|| self.positions.lookup_content(path, &g.head));
@@ -482,6 +486,9 @@ impl Tailer {
         };
         backlog.newer_than_known = newest_known.is_some();
         let started = self.started;
+        // Whole seconds: a generation written in the second the table was written counts as
+        // written since (it cannot have been read, nothing of its container being known).
+        let last_written = self.positions.last_written();
         for (i, (g, stored)) in found.into_iter().zip(known).enumerate() {
             let dev_ino = (g.dev, g.inode);
             let followed = self
@@ -512,11 +519,16 @@ impl Tailer {
                 None => {
                     let new = match newest_known {
                         Some(newest) => i > newest,
-                        None => !first_scan && g.modified >= started,
+                        // Nothing of the container is known: a first install, or a container
+                        // that started while logship was stopped (written since the positions
+                        // were), or one found while running (written since logship started).
+                        None if first_scan => last_written.is_some_and(|w| g.modified >= w),
+                        None => g.modified >= started,
                     };
                     if !new {
                         continue;
                     }
+                    backlog.newer_than_known = true;
                     let born = if g.gzip {
                         0
                     } else {
@@ -689,6 +701,7 @@ impl Tailer {
         tailed.attachment = attachment;
         tailed.truncations = start.truncations;
         tailed.born = start.born;
+        tailed.positions = Some(self.positions.clone());
         self.files.push(tailed);
         key
     }
@@ -846,6 +859,18 @@ impl Tailer {
             .remove(&dev_ino)
             .or_else(|| self.positions.lookup(dev_ino.0, dev_ino.1));
         if let Some(resume) = remembered {
+            if !fingerprint::guards(resume.fingerprint, resume.offset) {
+                // Its fingerprint cannot tell this file from another on the same inode: reading
+                // it again from the start loses nothing (and the same file's records repeat under
+                // the same ids).
+                tracing::info!(path = %path.display(), offset = resume.offset, fingerprint_bytes = resume.fingerprint.len, "Stored position has too short a fingerprint to be trusted; reading the file from the start.");
+                return Ok(Start {
+                    offset: 0,
+                    truncations: resume.truncations,
+                    born: 0,
+                    known: false,
+                });
+            }
             if fingerprint::matches(file, resume.fingerprint)? {
                 let offset = resume.offset;
                 if offset > size {

@@ -69,6 +69,11 @@ pub enum PositionsError {
 #[serde(deny_unknown_fields)]
 pub struct PositionsFile {
     pub version: u32,
+    /// When the table was written, in seconds since the Unix epoch: after a restart, what was
+    /// written to log files since then was written while logship was not running. Absent in
+    /// version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<u64>,
     pub files: Vec<StoredPosition>,
 }
 
@@ -159,6 +164,8 @@ struct Table {
     keys: HashMap<FileKey, Generation>,
     /// Bumped on every change, so the flusher skips writes when nothing moved.
     generation: u64,
+    /// When the loaded table was written (see [`PositionsFile::written`]).
+    written: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -200,6 +207,9 @@ impl Positions {
             // The grace period of an entry whose file is not found again counts from this start,
             // not from its last change: an idle file keeps its position across a long restart.
             let updated = SystemTime::now();
+            table.written = file
+                .written
+                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
             for p in file.files {
                 table.entries.insert(
                     (p.dev, p.inode),
@@ -225,6 +235,12 @@ impl Positions {
 
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the table this one was loaded from was written: logship has not been reading since.
+    /// `None` for a new table (a first start) or one written before this was recorded.
+    pub fn last_written(&self) -> Option<SystemTime> {
+        self.lock().written
     }
 
     /// The stored position of the file at (dev, inode), with the fingerprint it was stored with.
@@ -343,15 +359,16 @@ impl Positions {
     }
 
     /// The size of generation `key`'s file when last looked at (see [`StoredPosition::size`]).
-    /// Written with the next change; it does not cause a write by itself.
+    /// The reader reports it about once a second; it is written with the next flush.
     pub fn update_size(&self, key: FileKey, size: u64) {
         let mut table = self.lock();
         let Some(dev_ino) = table.keys.get(&key).map(|g| g.dev_ino) else {
             return;
         };
         if let Some(entry) = table.entries.get_mut(&dev_ino) {
-            if entry.current == Some(key) {
+            if entry.current == Some(key) && entry.size != size {
                 entry.size = size;
+                table.generation += 1;
             }
         }
     }
@@ -512,6 +529,10 @@ impl Positions {
         files.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
         PositionsFile {
             version: FORMAT_VERSION,
+            written: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
             files,
         }
     }
@@ -782,6 +803,7 @@ mod tests {
             panic!("missing")
         };
         assert_eq!(loaded, table);
+        assert!(Positions::from_file(loaded).last_written().is_some());
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(text.contains("\"offset\": 1234"), "human-readable: {text}");
         assert!(!dir.path().join(TMP_NAME).exists());
@@ -792,6 +814,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut table = PositionsFile {
             version: 1,
+            written: None,
             files: vec![],
         };
         store(dir.path(), &table).unwrap();
