@@ -369,3 +369,71 @@ fn a_generation_deleted_unread_during_downtime_is_counted_as_lost() {
     assert_each_once(&es, &expected);
     assert!(!stored(&es).contains_key(&unread[0]));
 }
+
+/// The measurement, at its scale: ten containers write 200 lines/s each, the kubelet
+/// rotates every 256 KiB and gzips all but the newest rotated file, the agent is stopped
+/// (SIGTERM) for 25 s in the middle. Every line arrives exactly once. About a minute: run with
+/// `cargo test --test generations -- --ignored`.
+#[test]
+#[ignore]
+fn ten_containers_through_25_seconds_of_downtime() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let lives: Vec<PathBuf> = (0..10)
+        .map(|c| kubelet_pod(&fx, &format!("web-{c}")))
+        .collect();
+    let mut agent = spawn(&fx, &es, &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = lives
+        .iter()
+        .enumerate()
+        .map(|(c, live)| {
+            let live = live.clone();
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                let mut written = Vec::new();
+                let mut previous: Option<PathBuf> = None;
+                let mut rotation = 0;
+                let mut tick = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    written.extend(write_lines(&live, &format!("c{c}-t{tick}"), 20));
+                    tick += 1;
+                    if std::fs::metadata(&live).unwrap().len() >= 256 * 1024 {
+                        rotation += 1;
+                        let rotated = kubelet_rotate(&live, &format!("20261122-10{rotation:04}"));
+                        if let Some(old) = previous.replace(rotated) {
+                            kubelet_compress(&old);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                written
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    std::thread::sleep(Duration::from_secs(25));
+    let mut agent = spawn(&fx, &es, &[]);
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::Relaxed);
+    let expected: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let done = es.wait_for_doc_count(expected.len(), Duration::from_secs(120));
+    std::thread::sleep(Duration::from_millis(500));
+    let counts = stored(&es);
+    let lost = expected.iter().filter(|m| !counts.contains_key(*m)).count();
+    let doubled: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "lines written {}, lost {lost}, duplicated {doubled}, generations recovered {}",
+        expected.len(),
+        counter(&agent, "logship_generations_recovered_total")
+    );
+    assert!(done, "{}", agent.logs());
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &expected);
+}
