@@ -196,12 +196,17 @@ fn kill_9_while_reading_a_gzipped_generation_loses_and_doubles_nothing() {
 
     // Slow answers keep requests in flight when the agent is killed.
     es.set_delay(Duration::from_millis(50));
+    // A small budget keeps the reader close behind delivery: the crash comes while the gzipped
+    // generation is read and the next one waits its turn.
     let mut agent = spawn(
         &fx,
         &es,
         &[
             ("LOGSHIP_POSITIONS__FLUSH_INTERVAL", "200ms"),
             ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_EVENTS", "500"),
+            ("LOGSHIP_TAIL__MAX_LINE_BYTES", "1KiB"),
+            ("LOGSHIP_TAIL__READ_BUDGET", "4KiB"),
+            ("LOGSHIP_BUFFER__MAX_BYTES", "64KiB"),
         ],
     );
     assert!(
@@ -210,6 +215,12 @@ fn kill_9_while_reading_a_gzipped_generation_loses_and_doubles_nothing() {
         agent.logs()
     );
     agent.kill9();
+    assert_eq!(
+        agent.logs().matches("Reading a rotated generation").count(),
+        1,
+        "the crash came while the next generation waited:\n{}",
+        agent.logs()
+    );
     assert!(
         es.doc_count() < expected.len(),
         "killed before the generation was read"

@@ -542,6 +542,24 @@ impl Tailer {
                     }
                 }
             };
+            // Known from now on: a stop before its turn comes resumes it all the same (it is
+            // older than the live file, which is known as soon as it is followed).
+            let g = &pending.generation;
+            self.positions.remember(
+                FileIdentity {
+                    dev: g.dev,
+                    inode: g.inode,
+                    fingerprint: fingerprint::of_bytes(&g.head),
+                },
+                path,
+                Some(base),
+                positions::Origin {
+                    offset: pending.offset,
+                    truncations: pending.truncations,
+                    born: pending.born,
+                },
+                if g.gzip { 0 } else { g.size },
+            );
             backlog.steps.push(generations::Step::Open(pending));
         }
         backlog

@@ -296,6 +296,43 @@ impl Positions {
         table.generation += 1;
     }
 
+    /// Remembers a file that will be read from `origin` but is not followed yet (a rotated
+    /// generation waiting behind older ones): if logship stops first, the next start knows it
+    /// and where it starts, as it would a followed one. An entry being followed is left alone.
+    pub fn remember(
+        &self,
+        identity: FileIdentity,
+        path: &Path,
+        target: Option<&Path>,
+        origin: Origin,
+        size: u64,
+    ) {
+        let mut table = self.lock();
+        let dev_ino = (identity.dev, identity.inode);
+        if table
+            .entries
+            .get(&dev_ino)
+            .is_some_and(|e| e.current.is_some())
+        {
+            return;
+        }
+        table.entries.insert(
+            dev_ino,
+            Entry {
+                path: path.to_path_buf(),
+                target: target.map(Path::to_path_buf),
+                fingerprint: identity.fingerprint,
+                offset: origin.offset,
+                truncations: origin.truncations,
+                born: origin.born,
+                size,
+                current: None,
+                updated: SystemTime::now(),
+            },
+        );
+        table.generation += 1;
+    }
+
     /// The birth time stored with the file at (dev, inode), 0 if unknown.
     pub fn born(&self, dev: u64, inode: u64) -> i64 {
         self.lock().entries.get(&(dev, inode)).map_or(0, |e| e.born)
