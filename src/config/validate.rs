@@ -541,6 +541,21 @@ mod tests {
     }
 
     #[test]
+    fn rotated_patterns_must_name_siblings_of_the_file() {
+        let mut raw = RawConfig::default();
+        assert!(errors_of(&raw).is_empty());
+        raw.tail.rotated_patterns = vec!["*.gz".into(), "{name}.[".into(), "{name}.*".into()];
+        let errors = errors_of(&raw);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors
+            .iter()
+            .all(|e| e.starts_with("tail.rotated_patterns")));
+        assert!(errors[0].contains("{name}"), "{}", errors[0]);
+        raw.tail.rotated_patterns = Vec::new();
+        assert!(errors_of(&raw).is_empty(), "empty turns it off");
+    }
+
+    #[test]
     fn filters_and_globs_that_are_fine() {
         let mut raw = RawConfig::default();
         raw.log.level = "warn,logship::tail=debug,hyper[span]=off".into();
