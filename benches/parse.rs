@@ -194,7 +194,7 @@ fn encode(c: &mut Criterion) {
             b.iter(|| {
                 let mut bulk = BulkBuilder::new(OpType::Create, gzip);
                 for (i, record) in batch.records.iter().enumerate() {
-                    let id = doc_id(batch.id_prefix, record.offset);
+                    let id = doc_id(batch.id_prefix, record.offset, record.end);
                     bulk.push("logs-logship-default", &id, i, |out| {
                         encoder.encode(&batch, i, out)
                     });

@@ -54,10 +54,13 @@ pub struct AckToken {
 }
 
 /// The part of every record's document id that names the file *generation* it came from: a hash
-/// of the node name, the file's device, inode and birth time, the CRC-32 of its first line, and
-/// how many times it was truncated. With the record's offset appended it is the record's
-/// idempotent `_id`: the same after a restart or a rotation (renaming changes none of it),
-/// different for a new file on a reused inode or a file truncated and written again.
+/// of the node name, the path the file is followed under, the birth time of the file its content
+/// was first read from, the CRC-32 of its first line (of the content: decompressed for a gzipped
+/// generation), and how many times it was truncated. Nothing of the file holding the content
+/// (device, inode) takes part, so a generation keeps its ids when it is renamed or gzipped into a
+/// new file. With the record's byte range appended it is the record's idempotent `_id`: the same
+/// after a restart or a rotation, different for a new file on a reused inode (another birth time
+/// and first line) or a file truncated and written again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IdPrefix(pub [u8; 12]);
 

@@ -253,6 +253,19 @@ metrics! {
     /// agent was behind): gone with the old content, as far as the last look at its size tells.
     #[metric(Counter "logship_lost_bytes", reason = "truncated_unread")]
     pub truncated_unread_bytes: AtomicU64,
+    /// Bytes of rotated generations the kubelet deleted before logship read them (found gone
+    /// when their container's generations are looked at, after downtime or late discovery), as
+    /// far as their last known size tells.
+    #[metric(Counter "logship_lost_bytes", reason = "rotated_unread")]
+    pub rotated_unread_bytes: AtomicU64,
+    /// Rotated generations read from where they were when logship was not following them
+    /// (after downtime, or found late), plain or gzipped.
+    #[metric(Counter "logship_generations_recovered")]
+    pub generations_recovered: AtomicU64,
+    /// Gzipped generations found damaged (corrupt or truncated): what came before the damage
+    /// was shipped, the rest could not be read.
+    #[metric(Counter "logship_gzip_damaged_files")]
+    pub gzip_damaged: AtomicU64,
     /// Bulk requests allowed at once now: `max_in_flight`, lowered while Elasticsearch answers
     /// 429 (`adaptive_concurrency`).
     #[metric(Gauge "logship_elasticsearch_concurrency")]

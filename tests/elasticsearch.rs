@@ -877,3 +877,39 @@ fn an_oversized_answer_is_not_read_to_its_end_and_the_request_is_retried() {
         agent.logs()
     );
 }
+
+/// A record read again with other boundaries (here: a restart with a larger `max_line_bytes`
+/// before the positions were saved) is a different document: its id carries its end offset, so it
+/// is not taken for the earlier one and answered 409.
+#[test]
+fn a_record_read_again_with_other_boundaries_is_not_swallowed_as_a_duplicate() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("bounds.log");
+    let long = "x".repeat(3000);
+    append(&path, cri("stdout", 'F', &long).as_bytes());
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_POSITIONS__FLUSH_INTERVAL", "1h"),
+            ("LOGSHIP_TAIL__MAX_LINE_BYTES", "1KiB"),
+        ],
+    );
+    assert!(wait_until(WAIT, || es.doc_count() >= 3), "{}", agent.logs());
+    // A crash: nothing of it was saved as acknowledged.
+    agent.kill9();
+    let mut agent = spawn(&fx, &es, &[("LOGSHIP_TAIL__MAX_LINE_BYTES", "2KiB")]);
+    let longer_first_piece = || {
+        es.documents(INDEX).values().any(|d| {
+            d["log"]["offset"] == 0 && d["message"].as_str().is_some_and(|m| m.len() > 1024)
+        })
+    };
+    assert!(
+        wait_until(WAIT, longer_first_piece),
+        "the first piece read with 2KiB lines was dropped as a duplicate of the 1KiB one: {:?}\n{}",
+        es.item_status_counts(),
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+}

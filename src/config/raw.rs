@@ -132,6 +132,13 @@ pub struct RawTail {
     pub max_deleted_files: u32,
     /// At most this many bytes of such deleted files, all together; past it, as above.
     pub max_deleted_bytes: Size,
+    /// The names of a followed file's rotated generations, as glob patterns (`*`, `?`, `[0-9]`,
+    /// `{a,b}`) in the directory of the file (the target of a symlink), where `{name}` stands for
+    /// the file's name. At start and whenever a file is found, its generations that still hold
+    /// unread lines (plain or gzipped) are read, oldest first, before its new lines. The default
+    /// is kubelet's: `0.log.20261122-100000` and `0.log.20261122-100000.gz` next to `0.log`.
+    /// Empty: rotated generations are not looked for.
+    pub rotated_patterns: Vec<String>,
 }
 
 impl Default for RawTail {
@@ -149,6 +156,9 @@ impl Default for RawTail {
             rotate_wait: HumanDuration::secs(5),
             max_deleted_files: 256,
             max_deleted_bytes: Size::gib(2),
+            rotated_patterns: crate::tail::generations::DEFAULT_PATTERNS
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

@@ -90,6 +90,8 @@ pub struct TailSettings {
     pub max_deleted_files: usize,
     /// …and their bytes at most, all together; past either, the oldest is let go unread.
     pub max_deleted_bytes: u64,
+    /// Names of a file's rotated generations, validated (see `tail::generations`).
+    pub rotated_patterns: Vec<String>,
 }
 
 #[derive(Clone, Debug)]

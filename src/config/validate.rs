@@ -144,6 +144,11 @@ pub fn validate(
         }
     };
 
+    for pattern in &tail.rotated_patterns {
+        if let Err(why) = crate::tail::generations::check_pattern(pattern) {
+            e.push(ConfigError::invalid("tail.rotated_patterns", why));
+        }
+    }
     let kubernetes = super::kubernetes::validate(e, &raw.kubernetes, &node_name, in_cluster);
     let schema = match raw.kubernetes.schema.as_str() {
         "fluentd" => crate::enrich::metadata::Schema::Fluentd,
@@ -201,6 +206,7 @@ pub fn validate(
             rotate_wait: tail.rotate_wait.0,
             max_deleted_files: tail.max_deleted_files as usize,
             max_deleted_bytes: tail.max_deleted_bytes.0,
+            rotated_patterns: tail.rotated_patterns.clone(),
         },
         multiline,
         positions: PositionsSettings {
@@ -545,6 +551,21 @@ mod tests {
         let errors = errors_of(&raw);
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("tail.max_line_bytes"));
+    }
+
+    #[test]
+    fn rotated_patterns_must_name_siblings_of_the_file() {
+        let mut raw = RawConfig::default();
+        assert!(errors_of(&raw).is_empty());
+        raw.tail.rotated_patterns = vec!["*.gz".into(), "{name}.[".into(), "{name}.*".into()];
+        let errors = errors_of(&raw);
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors
+            .iter()
+            .all(|e| e.starts_with("tail.rotated_patterns")));
+        assert!(errors[0].contains("{name}"), "{}", errors[0]);
+        raw.tail.rotated_patterns = Vec::new();
+        assert!(errors_of(&raw).is_empty(), "empty turns it off");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! File identity: (device, inode) plus a CRC-32 of the file's first bytes.
+//! File identity: (device, inode) plus a CRC-32 of the file's first bytes (of its decompressed
+//! content, for a gzipped generation: see [`super::gzip`]).
 //!
 //! The inode alone is not enough: when kubelet deletes an old log and creates a new one, the
 //! filesystem may hand the new file the freed inode, and a position keyed on the inode would make
@@ -8,7 +9,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 
 use crate::record::IdPrefix;
 use crate::source::{FileIdentity, Fingerprint};
@@ -33,23 +34,8 @@ pub fn identify(file: &File) -> io::Result<FileIdentity> {
 /// CRC-32 of the first `len` bytes of `file` (fewer if the file is shorter: `len` says how many
 /// were covered).
 pub fn fingerprint(file: &File, len: u32) -> io::Result<Fingerprint> {
-    let mut buf = [0u8; FINGERPRINT_BYTES as usize];
-    let want = (len as usize).min(buf.len());
-    let mut got = 0;
-    while got < want {
-        match file.read_at(&mut buf[got..want], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let mut crc = flate2::Crc::new();
-    crc.update(&buf[..got]);
-    Ok(Fingerprint {
-        len: got as u32,
-        crc32: crc.sum(),
-    })
+    let want = (len as usize).min(FINGERPRINT_BYTES as usize);
+    Ok(of_bytes(&super::gzip::head(file, false, want)?))
 }
 
 /// Whether `file` is the file a stored fingerprint was taken of: it has at least as many bytes,
@@ -59,20 +45,64 @@ pub fn matches(file: &File, stored: Fingerprint) -> io::Result<bool> {
     Ok(now == stored)
 }
 
-/// Whether a stored fingerprint can tell the file it was taken of from another at `offset`:
-/// it covers the bytes before the offset, or the whole fingerprint length. One taken of fewer
-/// bytes (an empty or young file) matches any content that starts the same way, or any at all.
+/// Whether a stored fingerprint can vouch for a stored offset: it covers at least
+/// `min(offset, FINGERPRINT_BYTES)` bytes. A shorter one (taken of a young file whose fingerprint
+/// was not extended before the position was stored) matches other content too, and resuming a
+/// different file at that offset would skip its first lines.
 pub fn guards(stored: Fingerprint, offset: u64) -> bool {
     u64::from(stored.len) >= offset.min(u64::from(FINGERPRINT_BYTES))
 }
 
-/// A longer fingerprint if the file grew past the bytes the current one covers.
+/// A longer fingerprint if the file grew past the bytes the current one covers, and still starts
+/// with them (a file whose first bytes changed is not the file `current` was taken of: that is
+/// for the truncation checks to find, not for its fingerprint to follow).
 pub fn extend(file: &File, current: Fingerprint, size: u64) -> io::Result<Option<Fingerprint>> {
     if current.len >= FINGERPRINT_BYTES || size <= u64::from(current.len) {
         return Ok(None);
     }
-    let longer = fingerprint(file, FINGERPRINT_BYTES)?;
+    let head = super::gzip::head(file, false, FINGERPRINT_BYTES as usize)?;
+    let covered = (current.len as usize).min(head.len());
+    if of_bytes(&head[..covered]) != current {
+        return Ok(None);
+    }
+    let longer = of_bytes(&head);
     Ok((longer.len > current.len).then_some(longer))
+}
+
+/// The identity of an open file whose content may be gzip: (device, inode) of the file itself,
+/// the fingerprint of its content's first bytes. A generation gzipped into a new file has the
+/// fingerprint it had before.
+pub fn identify_content(file: &File, gzip: bool) -> io::Result<FileIdentity> {
+    if !gzip {
+        return identify(file);
+    }
+    let meta = file.metadata()?;
+    let head = super::gzip::head(file, true, FINGERPRINT_BYTES as usize)?;
+    Ok(FileIdentity {
+        dev: meta.dev(),
+        inode: meta.ino(),
+        fingerprint: of_bytes(&head),
+    })
+}
+
+/// The fingerprint of content that starts with `head` (at most [`FINGERPRINT_BYTES`] of it).
+pub fn of_bytes(head: &[u8]) -> Fingerprint {
+    let head = &head[..head.len().min(FINGERPRINT_BYTES as usize)];
+    let mut crc = flate2::Crc::new();
+    crc.update(head);
+    Fingerprint {
+        len: head.len() as u32,
+        crc32: crc.sum(),
+    }
+}
+
+/// [`matches`] for content that may be gzip.
+pub fn matches_content(file: &File, gzip: bool, stored: Fingerprint) -> io::Result<bool> {
+    if !gzip {
+        return matches(file, stored);
+    }
+    let head = super::gzip::head(file, true, stored.len as usize)?;
+    Ok(of_bytes(&head) == stored)
 }
 
 /// When the file was created (its birth time, from `statx`), in nanoseconds since the epoch; 0
@@ -87,18 +117,9 @@ pub fn born(meta: &std::fs::Metadata) -> i64 {
 /// CRC-32 of the file's first line (newline included), or of its first [`FINGERPRINT_BYTES`]
 /// bytes if the line is longer. Stable once a record of the file exists: records are only made
 /// of complete lines or of pieces at least `max_line_bytes` (more than 256 bytes) long.
-pub fn first_line_crc(file: &File) -> io::Result<u32> {
-    let mut buf = [0u8; FINGERPRINT_BYTES as usize];
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let line = memchr::memchr(b'\n', &buf[..got]).map_or(got, |i| i + 1);
+pub fn first_line_crc(file: &File, gzip: bool) -> io::Result<u32> {
+    let buf = super::gzip::head(file, gzip, FINGERPRINT_BYTES as usize)?;
+    let line = memchr::memchr(b'\n', &buf).map_or(buf.len(), |i| i + 1);
     let mut crc = flate2::Crc::new();
     crc.update(&buf[..line]);
     Ok(crc.sum())
@@ -106,21 +127,27 @@ pub fn first_line_crc(file: &File) -> io::Result<u32> {
 
 /// The document id prefix of a file generation (see [`IdPrefix`]). SipHash-1-3 with fixed keys
 /// is specified, so ids stay the same across logship versions and platforms.
+///
+/// Nothing of the file that holds the content takes part (no device, no inode): a generation
+/// renamed or gzipped into a new file keeps its ids. `path` is the name the file is followed
+/// under (a generation is read under its live file's name), and `born` the birth time of the
+/// file the content was first read from.
 pub fn id_prefix(
     node: &str,
-    identity: &FileIdentity,
+    path: &std::path::Path,
     born: i64,
     first_line_crc: u32,
     truncations: u32,
 ) -> IdPrefix {
     use siphasher::sip128::{Hasher128, SipHasher13};
     use std::hash::Hasher;
+    use std::os::unix::ffi::OsStrExt;
     let mut h = SipHasher13::new_with_keys(0x6c6f_6773_6869_7031, 0x646f_6369_6473_2131);
     h.write(node.as_bytes());
     // Explicit little-endian bytes: `Hasher::write_u64` hashes native-endian ones.
     h.write(&[0xff]);
-    h.write(&identity.dev.to_le_bytes());
-    h.write(&identity.inode.to_le_bytes());
+    h.write(path.as_os_str().as_bytes());
+    h.write(&[0xff]);
     h.write(&born.to_le_bytes());
     h.write(&first_line_crc.to_le_bytes());
     h.write(&truncations.to_le_bytes());
@@ -176,26 +203,22 @@ mod tests {
 
     #[test]
     fn id_prefix_tells_generations_apart_and_is_stable() {
-        let id = |inode| FileIdentity {
-            dev: 1,
-            inode,
-            fingerprint: Fingerprint::default(),
-        };
-        let a = id_prefix("node-1", &id(10), 5, 7, 0);
-        assert_eq!(a, id_prefix("node-1", &id(10), 5, 7, 0), "deterministic");
+        let id = |name: &str| std::path::PathBuf::from(format!("/var/log/containers/{name}.log"));
+        let a = id_prefix("node-1", &id("a"), 5, 7, 0);
+        assert_eq!(a, id_prefix("node-1", &id("a"), 5, 7, 0), "deterministic");
         // Pinned: ids must not change between versions, or a restart after an upgrade duplicates.
         assert_eq!(
             a.0,
-            [182, 92, 185, 205, 117, 100, 120, 145, 118, 105, 135, 170],
+            [141, 67, 254, 31, 142, 120, 8, 57, 145, 250, 95, 153],
             "{:?}",
             a.0
         );
         for other in [
-            id_prefix("node-2", &id(10), 5, 7, 0),
-            id_prefix("node-1", &id(11), 5, 7, 0),
-            id_prefix("node-1", &id(10), 6, 7, 0),
-            id_prefix("node-1", &id(10), 5, 8, 0),
-            id_prefix("node-1", &id(10), 5, 7, 1),
+            id_prefix("node-2", &id("a"), 5, 7, 0),
+            id_prefix("node-1", &id("b"), 5, 7, 0),
+            id_prefix("node-1", &id("a"), 6, 7, 0),
+            id_prefix("node-1", &id("a"), 5, 8, 0),
+            id_prefix("node-1", &id("a"), 5, 7, 1),
         ] {
             assert_ne!(a, other);
         }
@@ -207,22 +230,22 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, b"first\n").unwrap();
         let file = File::open(&path).unwrap();
-        let crc = first_line_crc(&file).unwrap();
+        let crc = first_line_crc(&file, false).unwrap();
         let mut w = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
             .unwrap();
         w.write_all(b"second line\n").unwrap();
         assert_eq!(
-            first_line_crc(&file).unwrap(),
+            first_line_crc(&file, false).unwrap(),
             crc,
             "later lines change nothing"
         );
         std::fs::write(&path, [b'x'; 1000]).unwrap();
-        let long = first_line_crc(&file).unwrap();
+        let long = first_line_crc(&file, false).unwrap();
         std::fs::write(&path, [b'x'; 2000]).unwrap();
         assert_eq!(
-            first_line_crc(&file).unwrap(),
+            first_line_crc(&file, false).unwrap(),
             long,
             "a long first line: 256 bytes"
         );

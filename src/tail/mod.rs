@@ -14,6 +14,8 @@
 
 pub mod discovery;
 pub mod fingerprint;
+pub mod generations;
+pub mod gzip;
 pub mod lag;
 pub mod limits;
 pub mod positions;
@@ -141,6 +143,10 @@ struct Round {
 struct Start {
     offset: u64,
     truncations: u32,
+    /// Birth time of the file its content was first read from (see [`fingerprint::id_prefix`]).
+    born: i64,
+    /// It resumes a stored position (the file was read before).
+    known: bool,
 }
 
 /// The tailer's state; run it with [`Tailer::run`] on its own thread.
@@ -183,8 +189,25 @@ pub struct Tailer {
     first_scan: bool,
     /// Handed over by the previous tailer; adopted at the first scan.
     orphans: Vec<Orphan>,
+    /// Rotated generations still to be read before their live file (see [`generations`]).
+    chains: Vec<generations::Chain>,
+    /// Directory listings taken during the current scan (see [`generations::Listing`]).
+    listings: HashMap<PathBuf, Arc<generations::Listing>>,
+    /// When this tailer started: generations of a file found later that were written since are
+    /// read even if nothing of the file is known.
+    started: std::time::SystemTime,
     scratch: Vec<u8>,
     open_warnings: Throttle,
+}
+
+/// What looking at a followed file's rotated generations found.
+#[derive(Default)]
+struct Backlog {
+    /// The generations to read first, oldest first.
+    steps: Vec<generations::Step>,
+    /// A generation of the file, or the file itself, was read before: the live file, if unknown,
+    /// is newer and read from its start.
+    newer_than_known: bool,
 }
 
 /// The downstream side went away (shutdown), stop reading.
@@ -231,6 +254,9 @@ impl Tailer {
             next_key: 1,
             first_scan: true,
             orphans: parts.orphans,
+            chains: Vec::new(),
+            listings: HashMap::new(),
+            started: std::time::SystemTime::now(),
             scratch: Vec::new(),
             open_warnings: Throttle::new(Duration::from_secs(10)),
         }
@@ -326,6 +352,7 @@ impl Tailer {
     /// Opens the files a scan finds that are not followed yet.
     fn scan(&mut self) {
         let found = self.discovery.scan();
+        self.listings.clear();
         let first = std::mem::replace(&mut self.first_scan, false);
         for path in &found {
             let path = path.as_path();
@@ -341,6 +368,7 @@ impl Tailer {
                 }
             }
         }
+        self.listings.clear();
         if first {
             self.adopt_orphans();
             self.recover_rotated();
@@ -371,11 +399,306 @@ impl Tailer {
             }
             return Ok(());
         }
-        let size = file.metadata()?.len();
-        let start = self.resume_offset(&file, path, identity, size, first_scan)?;
+        let meta = file.metadata()?;
+        let size = meta.len();
+        let mut start = self.resume_offset(&file, path, identity, size, first_scan)?;
+        start.born = fingerprint::born(&meta);
         let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
-        self.follow(path, target, file, identity, start, Attachment::Live);
+        let base = target.clone().unwrap_or_else(|| path.to_path_buf());
+        let backlog = self.plan_generations(path, &base, identity, start.known, first_scan);
+        if backlog.newer_than_known && !start.known {
+            // Its older generations were read before: everything in this one is new, whatever
+            // `read_from` says.
+            start.offset = 0;
+        }
+        let key = self.follow(
+            path,
+            target.clone(),
+            file,
+            identity,
+            start,
+            Attachment::Live,
+        );
+        let chain = self.chains.iter_mut().position(|c| c.base == base);
+        if backlog.steps.is_empty() && chain.is_none() {
+            return Ok(());
+        }
+        // Held back until the older generations (those planned now, or those of a recovery
+        // still going on for the same container) are read.
+        if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+            f.held = true;
+            f.readable = false;
+        }
+        let chain = match chain {
+            Some(i) => &mut self.chains[i],
+            None => {
+                self.chains.push(generations::Chain {
+                    base,
+                    path: path.to_path_buf(),
+                    target,
+                    active: None,
+                    steps: Default::default(),
+                });
+                self.chains.last_mut().expect("just pushed")
+            }
+        };
+        chain.steps.extend(backlog.steps);
+        chain.steps.push_back(generations::Step::Release(key));
+        self.advance_generations();
         Ok(())
+    }
+
+    /// Looks at the rotated generations of the file followed as `path` (whose real path is
+    /// `base`): the ones holding unread lines are returned oldest first, to be read before the
+    /// live file's new lines. A generation matching a stored position (by inode, or by content
+    /// once renamed or compressed) resumes there; one newer than the newest known position is
+    /// read from its start; older unknown ones are not read (a first install, or entries
+    /// collected long ago). Where nothing of the file is known: at start-up, generations written
+    /// since the positions were last written (none on a first install); for a file found later,
+    /// generations written since logship started.
+    /// Stored positions of generations the kubelet deleted are forgotten, their unread bytes
+    /// counted as lost.
+    fn plan_generations(
+        &mut self,
+        path: &Path,
+        base: &Path,
+        live: FileIdentity,
+        live_known: bool,
+        first_scan: bool,
+    ) -> Backlog {
+        let mut backlog = Backlog::default();
+        let (Some(dir), Some(name)) = (base.parent(), base.file_name().and_then(|n| n.to_str()))
+        else {
+            return backlog;
+        };
+        if self.settings.rotated_patterns.is_empty() {
+            return backlog;
+        }
+        let listing = self
+            .listings
+            .entry(dir.to_path_buf())
+            .or_insert_with(|| Arc::new(generations::Listing::read(dir)))
+            .clone();
+        let found = generations::find(dir, &listing, name, &self.settings.rotated_patterns);
+        let mut existing: std::collections::HashSet<(u64, u64)> =
+            found.iter().map(|g| (g.dev, g.inode)).collect();
+        existing.insert((live.dev, live.inode));
+        // Identify every generation first: what is known decides what is new.
+        let mut known = Vec::with_capacity(found.len());
+        for g in &found {
+            let stored = (!g.gzip)
+                .then(|| self.positions.lookup(g.dev, g.inode))
+                .flatten()
+                .filter(|r| {
+                    let len = r.fingerprint.len as usize;
+                    len > 0
+                        && fingerprint::guards(r.fingerprint, r.offset)
+                        && len <= g.head.len()
+                        && fingerprint::of_bytes(&g.head[..len]) == r.fingerprint
+                })
+                .map(|r| ((g.dev, g.inode), self.positions.born(g.dev, g.inode), r))
+                .or_else(|| self.positions.lookup_content(path, &g.head));
+            if let Some((at, _, _)) = stored {
+                // Compressed into a new file: the position moves with the content, and stays
+                // for as long as that file exists.
+                self.positions.rekey(at, (g.dev, g.inode));
+            }
+            known.push(stored);
+        }
+        for (lost_path, bytes) in self.positions.prune_gone(path, &existing) {
+            if bytes == 0 {
+                continue;
+            }
+            telemetry::add(&metrics().rotated_unread_bytes, bytes);
+            tracing::error!(path = %path.display(), generation = %lost_path.display(), unread_bytes = bytes, "Data loss: a rotated log file was deleted by the kubelet before logship read it (logship was stopped or behind longer than the kubelet keeps rotated files). Its unread bytes are lost.");
+        }
+        let newest_known = if live_known {
+            Some(found.len())
+        } else {
+            known.iter().rposition(Option::is_some)
+        };
+        backlog.newer_than_known = newest_known.is_some();
+        let started = self.started;
+        // Whole seconds: a generation written in the second the table was written counts as
+        // written since (it cannot have been read, nothing of its container being known).
+        let last_written = self.positions.last_written();
+        for (i, (g, stored)) in found.into_iter().zip(known).enumerate() {
+            let dev_ino = (g.dev, g.inode);
+            let followed = self
+                .files
+                .iter()
+                .any(|f| (f.identity.dev, f.identity.inode) == dev_ino);
+            if followed || self.chains.iter().any(|c| c.holds(dev_ino)) {
+                continue;
+            }
+            let pending = match stored {
+                Some((_, born, resume)) => {
+                    let finished = if g.gzip {
+                        g.trailer_size
+                            .is_some_and(|t| resume.offset > 0 && t == resume.offset as u32)
+                    } else {
+                        resume.offset >= g.size
+                    };
+                    if finished {
+                        continue;
+                    }
+                    generations::Pending {
+                        offset: resume.offset,
+                        truncations: resume.truncations,
+                        born,
+                        generation: g,
+                    }
+                }
+                None => {
+                    let new = match newest_known {
+                        Some(newest) => i > newest,
+                        // Nothing of the container is known: a first install, or a container
+                        // that started while logship was stopped (written since the positions
+                        // were), or one found while running (written since logship started).
+                        None if first_scan => last_written.is_some_and(|w| g.modified >= w),
+                        None => g.modified >= started,
+                    };
+                    if !new {
+                        continue;
+                    }
+                    backlog.newer_than_known = true;
+                    let born = if g.gzip {
+                        0
+                    } else {
+                        g.file.metadata().map_or(0, |m| fingerprint::born(&m))
+                    };
+                    generations::Pending {
+                        offset: 0,
+                        truncations: 0,
+                        born,
+                        generation: g,
+                    }
+                }
+            };
+            // Known from now on: a stop before its turn comes resumes it all the same (it is
+            // older than the live file, which is known as soon as it is followed).
+            let g = &pending.generation;
+            self.positions.remember(
+                FileIdentity {
+                    dev: g.dev,
+                    inode: g.inode,
+                    fingerprint: fingerprint::of_bytes(&g.head),
+                },
+                path,
+                Some(base),
+                positions::Origin {
+                    offset: pending.offset,
+                    truncations: pending.truncations,
+                    born: pending.born,
+                },
+                if g.gzip { 0 } else { g.size },
+            );
+            backlog.steps.push(generations::Step::Open(pending));
+        }
+        backlog
+    }
+
+    /// Moves every container's backlog on: once the generation being read is read to its end
+    /// (or let go), the next one is followed; after the last, the live file is read again.
+    fn advance_generations(&mut self) {
+        let mut i = 0;
+        while i < self.chains.len() {
+            loop {
+                let chain = &self.chains[i];
+                let busy = chain
+                    .active
+                    .is_some_and(|key| self.files.iter().any(|f| f.key == key && !f.drained()));
+                if busy {
+                    break;
+                }
+                let Some(step) = self.chains[i].steps.pop_front() else {
+                    self.chains[i].active = None;
+                    break;
+                };
+                match step {
+                    generations::Step::Open(pending) => {
+                        let (path, target) =
+                            (self.chains[i].path.clone(), self.chains[i].target.clone());
+                        self.chains[i].active = self.follow_generation(pending, &path, target);
+                    }
+                    generations::Step::Release(key) => {
+                        if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+                            f.held = false;
+                            f.readable = true;
+                        }
+                        self.chains[i].active = None;
+                    }
+                }
+            }
+            if self.chains[i].steps.is_empty() && self.chains[i].active.is_none() {
+                self.chains.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Follows a rotated generation of a container from its stored offset, under its live
+    /// file's name (its records say where they come from as the live file's would).
+    fn follow_generation(
+        &mut self,
+        pending: generations::Pending,
+        path: &Path,
+        target: Option<PathBuf>,
+    ) -> Option<FileKey> {
+        let generations::Pending {
+            generation: g,
+            offset,
+            truncations,
+            born,
+        } = pending;
+        let dev_ino = (g.dev, g.inode);
+        if self
+            .files
+            .iter()
+            .any(|f| (f.identity.dev, f.identity.inode) == dev_ino)
+        {
+            return None;
+        }
+        let content = if g.gzip {
+            match gzip::GzContent::open(&g.file) {
+                Ok(gz) => reader::Content::Gzip(Box::new(gz)),
+                Err(e) => {
+                    telemetry::add(&metrics().read_errors, 1);
+                    tracing::warn!(path = %g.path.display(), error = %e, "Cannot read a rotated generation.");
+                    return None;
+                }
+            }
+        } else {
+            reader::Content::Plain
+        };
+        let identity = FileIdentity {
+            dev: g.dev,
+            inode: g.inode,
+            fingerprint: fingerprint::of_bytes(&g.head),
+        };
+        telemetry::add(&metrics().generations_recovered, 1);
+        tracing::info!(path = %path.display(), generation = %g.path.display(), offset, gzip = g.gzip, "Reading a rotated generation that holds unread lines.");
+        let key = self.follow(
+            path,
+            target,
+            g.file,
+            identity,
+            Start {
+                offset,
+                truncations,
+                born,
+                known: true,
+            },
+            Attachment::Detached {
+                since: Instant::now(),
+            },
+        );
+        if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+            f.content = content;
+            f.size = offset;
+        }
+        Some(key)
     }
 
     /// Starts following an open file from `offset`. `path` is the name its records carry,
@@ -388,7 +711,7 @@ impl Tailer {
         identity: FileIdentity,
         start: Start,
         attachment: Attachment,
-    ) {
+    ) -> FileKey {
         let offset = start.offset;
         let key = FileKey(self.next_key);
         self.next_key += 1;
@@ -405,8 +728,11 @@ impl Tailer {
             identity,
             path,
             target.as_deref(),
-            offset,
-            start.truncations,
+            positions::Origin {
+                offset,
+                truncations: start.truncations,
+                born: start.born,
+            },
         );
         tracing::info!(path = %path.display(), offset, inode = identity.inode, "Following log file.");
         telemetry::add(&metrics().files_opened, 1);
@@ -426,7 +752,10 @@ impl Tailer {
         tailed.attachment = attachment;
         tailed.truncations = start.truncations;
         tailed.size = tailed.file.metadata().map_or(offset, |m| m.len());
+        tailed.born = start.born;
+        tailed.positions = Some(self.positions.clone());
         self.files.push(tailed);
+        key
     }
 
     /// After a reload: follows the files the previous tailer was still reading though no name
@@ -434,7 +763,9 @@ impl Tailer {
     /// new patterns say: the previous configuration chose them, and their end is near.
     fn adopt_orphans(&mut self) {
         for orphan in std::mem::take(&mut self.orphans) {
-            let Ok(identity) = fingerprint::identify(&orphan.file) else {
+            // A gzipped generation the previous tailer was reading goes on as one.
+            let gzip = gzip::is_gzip(&orphan.file).unwrap_or(false);
+            let Ok(identity) = fingerprint::identify_content(&orphan.file, gzip) else {
                 continue;
             };
             let dev_ino = (identity.dev, identity.inode);
@@ -449,11 +780,21 @@ impl Tailer {
             let Some(resume) = self.positions.lookup(dev_ino.0, dev_ino.1) else {
                 continue;
             };
-            if !fingerprint::matches(&orphan.file, resume.fingerprint).unwrap_or(false) {
+            if !fingerprint::matches_content(&orphan.file, gzip, resume.fingerprint)
+                .unwrap_or(false)
+            {
                 continue;
             }
+            let content = if gzip {
+                match gzip::GzContent::open(&orphan.file) {
+                    Ok(gz) => reader::Content::Gzip(Box::new(gz)),
+                    Err(_) => continue,
+                }
+            } else {
+                reader::Content::Plain
+            };
             tracing::info!(path = %orphan.path.display(), offset = resume.offset, "Continuing a rotated or deleted log file across the reload.");
-            self.follow(
+            let key = self.follow(
                 &orphan.path,
                 orphan.target,
                 orphan.file,
@@ -461,11 +802,19 @@ impl Tailer {
                 Start {
                     offset: resume.offset,
                     truncations: resume.truncations,
+                    born: self.positions.born(dev_ino.0, dev_ino.1),
+                    known: true,
                 },
                 Attachment::Detached {
                     since: Instant::now(),
                 },
             );
+            if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+                if gzip {
+                    f.size = f.read_offset;
+                }
+                f.content = content;
+            }
         }
     }
 
@@ -493,6 +842,10 @@ impl Tailer {
                 };
                 if (meta.dev(), meta.ino()) != (entry.dev, entry.inode)
                     || meta.len() <= entry.offset
+                    || self
+                        .chains
+                        .iter()
+                        .any(|c| c.holds((entry.dev, entry.inode)))
                 {
                     continue;
                 }
@@ -521,6 +874,8 @@ impl Tailer {
                     Start {
                         offset: entry.offset,
                         truncations: entry.truncations,
+                        born: entry.born,
+                        known: true,
                     },
                     Attachment::Detached {
                         since: Instant::now(),
@@ -557,13 +912,15 @@ impl Tailer {
             .or_else(|| self.positions.lookup(dev_ino.0, dev_ino.1));
         if let Some(resume) = remembered {
             if !fingerprint::guards(resume.fingerprint, resume.offset) {
-                // Taken of fewer bytes than the offset it guards (an empty or young file): it
-                // would match any content. Read from the start; were it the same content, the
-                // same document ids make the re-sent records duplicates Elasticsearch refuses.
-                tracing::warn!(path = %path.display(), offset = resume.offset, fingerprint_bytes = resume.fingerprint.len, "Stored position has too short a fingerprint to trust; reading the file from the start.");
+                // Its fingerprint cannot tell this file from another on the same inode: reading
+                // it again from the start loses nothing (and the same file's records repeat under
+                // the same ids).
+                tracing::info!(path = %path.display(), offset = resume.offset, fingerprint_bytes = resume.fingerprint.len, "Stored position has too short a fingerprint to be trusted; reading the file from the start.");
                 return Ok(Start {
                     offset: 0,
                     truncations: resume.truncations,
+                    born: 0,
+                    known: false,
                 });
             }
             if fingerprint::matches(file, resume.fingerprint)? {
@@ -574,11 +931,15 @@ impl Tailer {
                     return Ok(Start {
                         offset: 0,
                         truncations: resume.truncations.wrapping_add(1),
+                        born: 0,
+                        known: true,
                     });
                 }
                 return Ok(Start {
                     offset,
                     truncations: resume.truncations,
+                    born: 0,
+                    known: true,
                 });
             }
             // Known, but its first bytes changed: truncated and written again while logship was
@@ -589,6 +950,8 @@ impl Tailer {
             return Ok(Start {
                 offset: 0,
                 truncations: resume.truncations.wrapping_add(1),
+                born: 0,
+                known: false,
             });
         }
         let offset = if first_scan
@@ -602,12 +965,15 @@ impl Tailer {
         Ok(Start {
             offset,
             truncations: 0,
+            born: 0,
+            known: false,
         })
     }
 
     /// Looks at every file that is not known to be readable: growth, truncation, rotation,
     /// deletion. `check_paths` also resolves each file's path (less often: it is a path lookup).
     fn poll(&mut self, check_paths: bool) {
+        self.advance_generations();
         let now = Instant::now();
         let (mut behind, mut oldest) = (0u64, Duration::ZERO);
         let mut i = 0;
@@ -626,6 +992,14 @@ impl Tailer {
                     continue;
                 }
             };
+            if f.content.is_gzip() {
+                // A gzipped generation never changes; its size on disk is not its content's.
+                // It is read to its end in turns and then let go.
+                f.deleted = links == 0;
+                f.size = f.read_offset;
+                i += 1;
+                continue;
+            }
             let open = (f.identity.dev, f.identity.inode);
             let path_target = if check_paths || f.attachment != Attachment::Live {
                 match std::fs::metadata(&f.path) {
@@ -684,8 +1058,15 @@ impl Tailer {
             }
             // After a truncation this is the file's new generation.
             let f = &mut self.files[i];
+            if f.held {
+                // Its older generations are read first (see `advance_generations`).
+                f.readable = false;
+            }
             f.size = size;
             f.deleted = links == 0;
+            if check_paths {
+                self.positions.update_size(f.key, size);
+            }
             if check_paths {
                 let acked = self.positions.acked(f.key).unwrap_or(f.ack_start);
                 let (bytes, age) = f.lag.sample(size, acked, now);
@@ -776,8 +1157,11 @@ impl Tailer {
             identity,
             &f.path,
             f.target.as_deref(),
-            0,
-            f.truncations,
+            positions::Origin {
+                offset: 0,
+                truncations: f.truncations,
+                born: f.born,
+            },
         );
     }
 
@@ -848,7 +1232,10 @@ impl Tailer {
         };
         let offset_before = f.read_offset;
         let turn = f.read_turn(&mut self.scratch, budget, self.settings.max_line_bytes);
-        if turn.bytes > 0 && !fingerprint::matches(&f.file, f.identity.fingerprint).unwrap_or(true)
+        // A gzipped generation never changes; a plain file can be truncated under the reader.
+        if turn.bytes > 0
+            && !f.content.is_gzip()
+            && !fingerprint::matches(&f.file, f.identity.fingerprint).unwrap_or(true)
         {
             // Truncated (copytruncate) before or during the read: what it read at the old
             // offset is the new content's middle. It is not shipped; its range is
@@ -861,18 +1248,6 @@ impl Tailer {
             self.truncated(i);
             round.more = true;
             return Ok(());
-        }
-        if f.identity.fingerprint.len < fingerprint::FINGERPRINT_BYTES
-            && u64::from(f.identity.fingerprint.len) < f.read_offset
-        {
-            // The fingerprint covers at least what was read (up to its full length), so a
-            // stored one is never shorter than the offset it guards.
-            if let Ok(Some(longer)) =
-                fingerprint::extend(&f.file, f.identity.fingerprint, f.read_offset)
-            {
-                f.identity.fingerprint = longer;
-                self.positions.update_fingerprint(f.key, longer);
-            }
         }
         f.readable = !turn.eof && turn.error.is_none();
         round.more |= f.readable;

@@ -26,8 +26,12 @@ use crate::ack::AckRanges;
 use crate::record::{AckToken, FileKey};
 use crate::source::{FileIdentity, Fingerprint};
 
-/// The version written in the file; loading refuses any other.
-pub const FORMAT_VERSION: u32 = 1;
+/// The version written in the file; loading refuses any other but [`OLDEST_VERSION`] and later.
+/// Version 2 added `born` and `size` (a version-1 file is a version-2 file without them; an older
+/// logship, which refuses unknown fields, refuses version 2 as a version it does not know).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this logship reads.
+pub const OLDEST_VERSION: u32 = 1;
 const FILE_NAME: &str = "positions.json";
 const TMP_NAME: &str = "positions.json.tmp";
 
@@ -49,7 +53,7 @@ pub enum PositionsError {
         source: serde_json::Error,
     },
     /// The file was written by a newer (or unknown) logship.
-    #[error("positions file {path} has format version {found}, this logship reads version {FORMAT_VERSION}")]
+    #[error("positions file {path} has format version {found}, this logship reads versions {OLDEST_VERSION} to {FORMAT_VERSION}")]
     Version { path: PathBuf, found: u32 },
     /// Writing, syncing or renaming failed.
     #[error("writing positions file {path}: {source}")]
@@ -65,6 +69,11 @@ pub enum PositionsError {
 #[serde(deny_unknown_fields)]
 pub struct PositionsFile {
     pub version: u32,
+    /// When the table was written, in seconds since the Unix epoch: after a restart, what was
+    /// written to log files since then was written while logship was not running. Absent in
+    /// version 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written: Option<u64>,
     pub files: Vec<StoredPosition>,
 }
 
@@ -89,12 +98,40 @@ pub struct StoredPosition {
     /// a file written again after a truncation never reuses the ids of what it held before).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub truncations: u32,
+    /// The birth time of the file this content was first read from (nanoseconds since the Unix
+    /// epoch; 0 where unknown): part of its records' ids, kept when the file is renamed or
+    /// compressed into another one. Absent in files written before it existed.
+    #[serde(default, skip_serializing_if = "is_zero_i64")]
+    pub born: i64,
+    /// The file's size (of its content, decompressed) when last looked at: if the file is gone
+    /// when logship looks for it again, the bytes between `offset` and this were deleted unread.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub size: u64,
     /// When the entry last changed, in seconds since the Unix epoch (for garbage collection).
     pub updated: u64,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero_i64(n: &i64) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Where a registered generation starts, and what its records' ids are made of besides.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// The offset reading starts at (acknowledged up to it).
+    pub offset: u64,
+    /// Truncations the file went through (see [`StoredPosition::truncations`]).
+    pub truncations: u32,
+    /// See [`StoredPosition::born`].
+    pub born: i64,
 }
 
 /// What the table remembers of a file, to resume it.
@@ -127,6 +164,8 @@ struct Table {
     keys: HashMap<FileKey, Generation>,
     /// Bumped on every change, so the flusher skips writes when nothing moved.
     generation: u64,
+    /// When the loaded table was written (see [`PositionsFile::written`]).
+    written: Option<SystemTime>,
 }
 
 #[derive(Debug)]
@@ -136,6 +175,8 @@ struct Entry {
     fingerprint: Fingerprint,
     offset: u64,
     truncations: u32,
+    born: i64,
+    size: u64,
     /// The generation whose acks move this entry; a truncation replaces it with a new one.
     current: Option<FileKey>,
     updated: SystemTime,
@@ -166,6 +207,9 @@ impl Positions {
             // The grace period of an entry whose file is not found again counts from this start,
             // not from its last change: an idle file keeps its position across a long restart.
             let updated = SystemTime::now();
+            table.written = file
+                .written
+                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
             for p in file.files {
                 table.entries.insert(
                     (p.dev, p.inode),
@@ -178,6 +222,8 @@ impl Positions {
                         },
                         offset: p.offset,
                         truncations: p.truncations,
+                        born: p.born,
+                        size: p.size,
                         current: None,
                         updated,
                     },
@@ -189,6 +235,12 @@ impl Positions {
 
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// When the table this one was loaded from was written: logship has not been reading since.
+    /// `None` for a new table (a first start) or one written before this was recorded.
+    pub fn last_written(&self) -> Option<SystemTime> {
+        self.lock().written
     }
 
     /// The stored position of the file at (dev, inode), with the fingerprint it was stored with.
@@ -210,9 +262,13 @@ impl Positions {
         identity: FileIdentity,
         path: &Path,
         target: Option<&Path>,
-        start: u64,
-        truncations: u32,
+        origin: Origin,
     ) {
+        let Origin {
+            offset: start,
+            truncations,
+            born,
+        } = origin;
         let mut table = self.lock();
         let dev_ino = (identity.dev, identity.inode);
         table.keys.insert(
@@ -231,11 +287,152 @@ impl Positions {
                 fingerprint: identity.fingerprint,
                 offset: start,
                 truncations,
+                born,
+                size: start,
                 current: Some(key),
                 updated: SystemTime::now(),
             },
         );
         table.generation += 1;
+    }
+
+    /// Remembers a file that will be read from `origin` but is not followed yet (a rotated
+    /// generation waiting behind older ones): if logship stops first, the next start knows it
+    /// and where it starts, as it would a followed one. An entry being followed is left alone.
+    pub fn remember(
+        &self,
+        identity: FileIdentity,
+        path: &Path,
+        target: Option<&Path>,
+        origin: Origin,
+        size: u64,
+    ) {
+        let mut table = self.lock();
+        let dev_ino = (identity.dev, identity.inode);
+        if table
+            .entries
+            .get(&dev_ino)
+            .is_some_and(|e| e.current.is_some())
+        {
+            return;
+        }
+        table.entries.insert(
+            dev_ino,
+            Entry {
+                path: path.to_path_buf(),
+                target: target.map(Path::to_path_buf),
+                fingerprint: identity.fingerprint,
+                offset: origin.offset,
+                truncations: origin.truncations,
+                born: origin.born,
+                size,
+                current: None,
+                updated: SystemTime::now(),
+            },
+        );
+        table.generation += 1;
+    }
+
+    /// The birth time stored with the file at (dev, inode), 0 if unknown.
+    pub fn born(&self, dev: u64, inode: u64) -> i64 {
+        self.lock().entries.get(&(dev, inode)).map_or(0, |e| e.born)
+    }
+
+    /// The stored position of a file known under `path` whose content starts with `head` (its
+    /// first bytes, decompressed), whatever file holds that content now: a generation that was
+    /// compressed into a new file, or renamed. Only fingerprints that guard their offset are
+    /// trusted (covering at least `min(offset, 256)` bytes, and at least one byte); the longest
+    /// match wins. Returns the (device, inode) the entry is stored under, its birth time and
+    /// where it resumes.
+    pub fn lookup_content(&self, path: &Path, head: &[u8]) -> Option<((u64, u64), i64, Resume)> {
+        let table = self.lock();
+        table
+            .entries
+            .iter()
+            .filter(|(_, e)| e.path == path)
+            .filter(|(_, e)| {
+                let len = e.fingerprint.len as usize;
+                let guarded = u64::from(e.fingerprint.len)
+                    >= e.offset
+                        .min(u64::from(crate::tail::fingerprint::FINGERPRINT_BYTES));
+                len > 0 && guarded && head.len() >= len && {
+                    let mut crc = flate2::Crc::new();
+                    crc.update(&head[..len]);
+                    crc.sum() == e.fingerprint.crc32
+                }
+            })
+            .max_by_key(|(_, e)| e.fingerprint.len)
+            .map(|(&dev_ino, e)| {
+                (
+                    dev_ino,
+                    e.born,
+                    Resume {
+                        fingerprint: e.fingerprint,
+                        offset: e.offset,
+                        truncations: e.truncations,
+                    },
+                )
+            })
+    }
+
+    /// The content stored under `from` is now in the file at `to` (it was compressed into a new
+    /// file): the entry moves, so it is remembered for as long as that file exists. An entry
+    /// being followed is left alone.
+    pub fn rekey(&self, from: (u64, u64), to: (u64, u64)) {
+        if from == to {
+            return;
+        }
+        let mut table = self.lock();
+        if table
+            .entries
+            .get(&from)
+            .is_some_and(|e| e.current.is_none())
+        {
+            if let Some(entry) = table.entries.remove(&from) {
+                table.entries.insert(to, entry);
+                table.generation += 1;
+            }
+        }
+    }
+
+    /// The size of generation `key`'s file when last looked at (see [`StoredPosition::size`]).
+    /// The reader reports it about once a second; it is written with the next flush.
+    pub fn update_size(&self, key: FileKey, size: u64) {
+        let mut table = self.lock();
+        let Some(dev_ino) = table.keys.get(&key).map(|g| g.dev_ino) else {
+            return;
+        };
+        if let Some(entry) = table.entries.get_mut(&dev_ino) {
+            if entry.current == Some(key) && entry.size != size {
+                entry.size = size;
+                table.generation += 1;
+            }
+        }
+    }
+
+    /// Forgets the entries known under `path` whose file is gone (no longer among `existing`)
+    /// and that no generation follows: the kubelet deleted them. Returns the bytes each held
+    /// unread, as far as its stored size tells, with the path it was last seen at.
+    pub fn prune_gone(
+        &self,
+        path: &Path,
+        existing: &std::collections::HashSet<(u64, u64)>,
+    ) -> Vec<(PathBuf, u64)> {
+        let mut table = self.lock();
+        let gone: Vec<(u64, u64)> = table
+            .entries
+            .iter()
+            .filter(|(k, e)| e.path == path && e.current.is_none() && !existing.contains(k))
+            .map(|(k, _)| *k)
+            .collect();
+        let mut lost = Vec::new();
+        for k in gone {
+            if let Some(e) = table.entries.remove(&k) {
+                lost.push((e.target.unwrap_or(e.path), e.size.saturating_sub(e.offset)));
+            }
+            table.generation += 1;
+        }
+        lost
     }
 
     /// A young file grew and its fingerprint now covers more bytes.
@@ -358,6 +555,8 @@ impl Positions {
                 },
                 offset: e.offset,
                 truncations: e.truncations,
+                born: e.born,
+                size: e.size,
                 updated: e
                     .updated
                     .duration_since(UNIX_EPOCH)
@@ -367,6 +566,10 @@ impl Positions {
         files.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
         PositionsFile {
             version: FORMAT_VERSION,
+            written: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
             files,
         }
     }
@@ -435,7 +638,7 @@ fn load_one(path: &Path) -> Result<Loaded, PositionsError> {
             path: path.to_path_buf(),
             source,
         })?;
-    if version.version != FORMAT_VERSION {
+    if !(OLDEST_VERSION..=FORMAT_VERSION).contains(&version.version) {
         return Err(PositionsError::Version {
             path: path.to_path_buf(),
             found: version.version,
@@ -493,7 +696,13 @@ mod tests {
     #[test]
     fn acks_move_positions_only_through_contiguous_prefix() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         p.ack(AckToken {
             file: FileKey(1),
             start: 100,
@@ -518,9 +727,21 @@ mod tests {
     #[test]
     fn stale_generation_does_not_move_truncated_file() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         // Truncated: a new generation starts at 0 while the old one still has acks in flight.
-        p.register(FileKey(2), id(1, 10, 8), Path::new("/a.log"), None, 0, 0);
+        p.register(
+            FileKey(2),
+            id(1, 10, 8),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         p.ack(AckToken {
             file: FileKey(1),
             start: 0,
@@ -538,8 +759,20 @@ mod tests {
     #[test]
     fn released_files_are_collected_after_grace() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
-        p.register(FileKey(2), id(1, 11, 7), Path::new("/b.log"), None, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
+        p.register(
+            FileKey(2),
+            id(1, 11, 7),
+            Path::new("/b.log"),
+            None,
+            Origin::default(),
+        );
         p.release(FileKey(1), 0);
         assert_eq!(p.collect_garbage(Duration::from_secs(3600)), 0);
         assert_eq!(
@@ -554,7 +787,13 @@ mod tests {
     #[test]
     fn acks_after_release_still_count() {
         let p = Positions::new();
-        p.register(FileKey(1), id(1, 10, 7), Path::new("/a.log"), None, 0, 0);
+        p.register(
+            FileKey(1),
+            id(1, 10, 7),
+            Path::new("/a.log"),
+            None,
+            Origin::default(),
+        );
         p.release(FileKey(1), 42);
         assert_eq!(
             p.collect_garbage(Duration::ZERO),
@@ -588,8 +827,7 @@ mod tests {
             id(3, 10, 7),
             Path::new("/var/log/containers/a.log"),
             None,
-            0,
-            0,
+            Origin::default(),
         );
         p.ack(AckToken {
             file: FileKey(1),
@@ -602,6 +840,7 @@ mod tests {
             panic!("missing")
         };
         assert_eq!(loaded, table);
+        assert!(Positions::from_file(loaded).last_written().is_some());
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(text.contains("\"offset\": 1234"), "human-readable: {text}");
         assert!(!dir.path().join(TMP_NAME).exists());
@@ -612,6 +851,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut table = PositionsFile {
             version: 1,
+            written: None,
             files: vec![],
         };
         store(dir.path(), &table).unwrap();
@@ -628,6 +868,8 @@ mod tests {
             fingerprint: StoredFingerprint { len: 0, crc32: 0 },
             offset: 9,
             truncations: 0,
+            born: 0,
+            size: 0,
             updated: 0,
         });
         fs::write(
@@ -642,6 +884,96 @@ mod tests {
             t.files.len(),
             1,
             "a complete temporary file is newer than the main one"
+        );
+    }
+
+    #[test]
+    fn a_generation_is_found_by_content_moved_with_it_and_forgotten_once_gone() {
+        let p = Positions::new();
+        let content = b"2026-11-22T10:00:00.000000001Z stdout F first line of the generation\n";
+        let mut crc = flate2::Crc::new();
+        crc.update(content);
+        let identity = FileIdentity {
+            dev: 1,
+            inode: 10,
+            fingerprint: Fingerprint {
+                len: content.len() as u32,
+                crc32: crc.sum(),
+            },
+        };
+        let live = Path::new("/var/log/containers/a.log");
+        p.register(
+            FileKey(1),
+            identity,
+            live,
+            None,
+            Origin {
+                born: 77,
+                ..Origin::default()
+            },
+        );
+        p.ack(AckToken {
+            file: FileKey(1),
+            start: 0,
+            end: 40,
+        });
+        p.update_size(FileKey(1), 100);
+        p.release(FileKey(1), 40);
+        let (at, born, resume) = p.lookup_content(live, content).unwrap();
+        assert_eq!((at, born, resume.offset), ((1, 10), 77, 40));
+        assert!(p.lookup_content(Path::new("/other.log"), content).is_none());
+        assert!(
+            p.lookup_content(live, &content[..10]).is_none(),
+            "a shorter content is another file"
+        );
+        // Compressed into a new file: the entry follows it.
+        p.rekey((1, 10), (1, 11));
+        assert_eq!(p.born(1, 11), 77);
+        assert!(p.lookup(1, 10).is_none());
+        let existing = [(1, 11)].into_iter().collect();
+        assert!(p.prune_gone(live, &existing).is_empty(), "still there");
+        let lost = p.prune_gone(live, &Default::default());
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].1, 60, "deleted with 60 bytes unread");
+        assert!(p.lookup(1, 11).is_none());
+    }
+
+    #[test]
+    fn a_fingerprint_shorter_than_its_offset_is_not_trusted_by_content() {
+        let p = Positions::new();
+        let identity = FileIdentity {
+            dev: 1,
+            inode: 10,
+            fingerprint: Fingerprint { len: 0, crc32: 0 },
+        };
+        let live = Path::new("/a.log");
+        p.register(
+            FileKey(1),
+            identity,
+            live,
+            None,
+            Origin {
+                offset: 500,
+                ..Origin::default()
+            },
+        );
+        assert!(p.lookup_content(live, b"anything").is_none());
+    }
+
+    #[test]
+    fn files_written_before_birth_times_and_sizes_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(FILE_NAME),
+            r#"{"version":1,"files":[{"path":"/a.log","dev":1,"inode":2,"fingerprint":{"len":4,"crc32":5},"offset":6,"updated":7}]}"#,
+        )
+        .unwrap();
+        let Loaded::Table(t) = load(dir.path()).unwrap() else {
+            panic!("missing")
+        };
+        assert_eq!(
+            (t.files[0].offset, t.files[0].born, t.files[0].size),
+            (6, 0, 0)
         );
     }
 

@@ -27,8 +27,35 @@ use crate::parse::{Line, LineParser, Piece};
 use crate::record::{Batch, FileKey, IdPrefix};
 use crate::source::{FileIdentity, Source};
 use crate::tail::fingerprint;
+use crate::tail::gzip::GzContent;
 use crate::telemetry::{self, metrics};
 use crate::timestamp::Timestamp;
+
+/// How the file's content is read.
+pub enum Content {
+    /// The file is the content: `pread` at any offset.
+    Plain,
+    /// A gzipped rotated generation, read forward through its decoder; offsets are in the
+    /// decompressed content.
+    Gzip(Box<GzContent>),
+    /// A gzipped generation found damaged: everything before the damage was read, nothing more
+    /// will be.
+    GzipDamaged,
+}
+
+impl Content {
+    pub fn is_gzip(&self) -> bool {
+        !matches!(self, Content::Plain)
+    }
+
+    fn read_at(&mut self, file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        match self {
+            Content::Plain => file.read_at(buf, offset),
+            Content::Gzip(gz) => gz.read_at(buf, offset),
+            Content::GzipDamaged => Ok(0),
+        }
+    }
+}
 
 /// Whether the file is still the one its path names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +74,15 @@ pub struct TailedFile {
     /// What `path` resolved to when opened (the file behind a symlink), if different.
     pub target: Option<PathBuf>,
     pub file: File,
+    /// Plain, or a gzipped generation.
+    pub content: Content,
     pub identity: FileIdentity,
+    /// Birth time of the file this content was first read from (see
+    /// [`fingerprint::id_prefix`]).
+    pub born: i64,
+    /// Held back until the older generations of its container are read (see
+    /// `tail::generations`): not read, whatever polls see.
+    pub held: bool,
     pub source: Arc<Source>,
     pub parser: LineParser,
     /// Offset of the next byte to read.
@@ -90,6 +125,10 @@ pub struct TailedFile {
     pub deleted: bool,
     /// Its container's parser and multiline hints, and what filters need of its metadata.
     pub processing: crate::process::FileProcessing,
+    /// Told of a longer fingerprint as soon as a read passes the bytes the current one covers,
+    /// before any of those bytes can be acknowledged: a stored offset is always guarded by a
+    /// fingerprint at least as long (see [`fingerprint::guards`]).
+    pub positions: Option<crate::tail::positions::Positions>,
 }
 
 /// What one turn did.
@@ -121,7 +160,10 @@ impl TailedFile {
             path,
             target: None,
             file,
+            content: Content::Plain,
             identity,
+            born: 0,
+            held: false,
             source,
             parser,
             read_offset: offset,
@@ -143,6 +185,7 @@ impl TailedFile {
             size: offset,
             deleted: false,
             processing: Default::default(),
+            positions: None,
         }
     }
 
@@ -161,7 +204,10 @@ impl TailedFile {
             if filled == scratch.len() {
                 break None;
             }
-            match self.file.read_at(&mut scratch[filled..], self.read_offset) {
+            match self
+                .content
+                .read_at(&self.file, &mut scratch[filled..], self.read_offset)
+            {
                 Ok(0) => {
                     eof = true;
                     break None;
@@ -171,10 +217,20 @@ impl TailedFile {
                     self.read_offset += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if self.content.is_gzip() => {
+                    // Damage does not heal: ship what came before it, as if the content ended
+                    // there, and never read this file again.
+                    self.content = Content::GzipDamaged;
+                    telemetry::add(&metrics().gzip_damaged, 1);
+                    tracing::warn!(path = %self.path.display(), offset = self.read_offset, error = %e, "Gzipped rotated log file is damaged (corrupt or truncated); shipping what precedes the damage, the rest cannot be read.");
+                    eof = true;
+                    break None;
+                }
                 Err(e) => break Some(e),
             }
         };
         scratch.truncate(filled);
+        self.extend_fingerprint();
         let bytes = filled - tail_len;
         if bytes > 0 {
             self.last_read = Instant::now();
@@ -229,6 +285,27 @@ impl TailedFile {
             bytes,
             eof,
             error,
+        }
+    }
+
+    /// A young file's fingerprint covers more once the read passed it.
+    fn extend_fingerprint(&mut self) {
+        let current = self.identity.fingerprint;
+        if current.len >= fingerprint::FINGERPRINT_BYTES
+            || self.read_offset <= u64::from(current.len)
+            || self.content.is_gzip()
+        {
+            return;
+        }
+        if let Ok(Some(longer)) = fingerprint::extend(&self.file, current, self.read_offset) {
+            if longer.len as usize >= fingerprint::FINGERPRINT_BYTES as usize
+                || u64::from(longer.len) >= self.read_offset
+            {
+                self.identity.fingerprint = longer;
+                if let Some(positions) = &self.positions {
+                    positions.update_fingerprint(self.key, longer);
+                }
+            }
         }
     }
 
@@ -333,16 +410,23 @@ impl TailedFile {
             None => {
                 // An unreadable first line (an I/O error) still gets a stable prefix from the
                 // other parts; the CRC only separates reused inodes.
-                let crc = fingerprint::first_line_crc(&self.file).unwrap_or(0);
-                let born = self.file.metadata().map_or(0, |m| fingerprint::born(&m));
+                let crc =
+                    fingerprint::first_line_crc(&self.file, self.content.is_gzip()).unwrap_or(0);
                 let p =
-                    fingerprint::id_prefix(node_name, &self.identity, born, crc, self.truncations);
+                    fingerprint::id_prefix(node_name, &self.path, self.born, crc, self.truncations);
                 self.id_prefix = Some(p);
                 p
             }
         };
         batch.id_prefix = prefix;
         batch.fragment = Arc::clone(&self.fragment);
+    }
+
+    /// Read to its end and not held: the next generation of its container may start. A gzipped
+    /// one ends where its content (or the damage) does; a plain one when it has no byte past
+    /// the read offset at the last poll.
+    pub fn drained(&self) -> bool {
+        !self.held && !self.readable && (self.content.is_gzip() || self.size <= self.read_offset)
     }
 
     /// Bytes of the incomplete last line held in memory.
@@ -365,5 +449,114 @@ impl TailedFile {
         self.lag = Default::default();
         // A new line parser: it gets the multiline hint again.
         self.processing.invalidate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::{FormatChoice, Oversize};
+    use crate::tail::positions::{Origin, Positions};
+    use std::io::Write;
+    use std::path::Path;
+
+    fn tailed(path: &Path, gzip: bool, positions: &Positions) -> TailedFile {
+        let file = File::open(path).unwrap();
+        let identity = fingerprint::identify_content(&file, gzip).unwrap();
+        let source = Arc::new(Source {
+            path: path.to_path_buf(),
+            kubelet: None,
+            fragment: Arc::from("{}"),
+        });
+        let parser = LineParser::new(FormatChoice::Raw, 1024, Oversize::Split, Arc::from(path));
+        positions.register(FileKey(1), identity, path, None, Origin::default());
+        let mut f = TailedFile::new(
+            FileKey(1),
+            path.to_path_buf(),
+            file,
+            identity,
+            source,
+            parser,
+            0,
+        );
+        if gzip {
+            f.content = Content::Gzip(Box::new(GzContent::open(&f.file).unwrap()));
+        }
+        f.positions = Some(positions.clone());
+        f
+    }
+
+    fn messages(batch: &Batch) -> Vec<&str> {
+        batch
+            .records
+            .iter()
+            .map(|r| &batch.text[r.message.clone()])
+            .collect()
+    }
+
+    /// A file opened empty and read at once after its first write: the read itself extends the
+    /// fingerprint (and the stored one), so the position it leads to is guarded by it.
+    #[test]
+    fn a_read_past_the_fingerprint_extends_it_before_anything_is_acknowledged() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("young.log");
+        std::fs::write(&path, b"").unwrap();
+        let positions = Positions::new();
+        let mut f = tailed(&path, false, &positions);
+        assert_eq!(f.identity.fingerprint.len, 0);
+        let mut w = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        for i in 0..40 {
+            writeln!(w, "line number {i}").unwrap();
+        }
+        let turn = f.read_turn(&mut Vec::new(), 64 * 1024, 1024);
+        assert_eq!(turn.batch.records.len(), 40);
+        assert_eq!(f.identity.fingerprint.len, fingerprint::FINGERPRINT_BYTES);
+        let stored = positions.lookup(f.identity.dev, f.identity.inode).unwrap();
+        assert_eq!(stored.fingerprint, f.identity.fingerprint);
+        assert!(fingerprint::guards(stored.fingerprint, turn.batch.ack.end));
+    }
+
+    /// The same lines, plain or gzipped, are the same records at the same offsets: same ids.
+    #[test]
+    fn a_gzipped_generation_reads_as_the_plain_one_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("0.log.1");
+        let text: String = (0..5000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&plain, &text).unwrap();
+        let gz = dir.path().join("0.log.1.gz");
+        let mut enc =
+            flate2::write::GzEncoder::new(File::create(&gz).unwrap(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        enc.finish().unwrap();
+        let read_all = |path: &Path, gzip: bool| {
+            let mut f = tailed(path, gzip, &Positions::new());
+            let mut got = Vec::new();
+            loop {
+                let turn = f.read_turn(&mut Vec::new(), 4096, 1024);
+                got.extend(
+                    messages(&turn.batch)
+                        .iter()
+                        .zip(&turn.batch.records)
+                        .map(|(m, r)| (m.to_string(), r.offset, r.end)),
+                );
+                if turn.eof {
+                    break;
+                }
+            }
+            f.stamp(&mut Batch::new(Arc::clone(&f.source), f.key, 0), "n");
+            (got, f.identity.fingerprint)
+        };
+        let (plain_records, plain_fp) = read_all(&plain, false);
+        let (gz_records, gz_fp) = read_all(&gz, true);
+        assert_eq!(plain_records.len(), 5000);
+        assert_eq!(plain_records, gz_records);
+        assert_eq!(plain_fp, gz_fp, "identity comes from content");
+        assert_eq!(
+            fingerprint::first_line_crc(&File::open(&plain).unwrap(), false).unwrap(),
+            fingerprint::first_line_crc(&File::open(&gz).unwrap(), true).unwrap()
+        );
     }
 }

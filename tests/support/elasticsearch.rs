@@ -327,6 +327,11 @@ impl TestEs {
         self.state().cluster.documents(index)
     }
 
+    /// The documents of an index or data stream in the order they were written.
+    pub fn documents_in_order(&self, index: &str) -> Vec<Value> {
+        self.state().cluster.documents_in_order(index)
+    }
+
     pub fn document(&self, index: &str, id: &str) -> Option<Value> {
         self.state().cluster.documents(index).remove(id)
     }

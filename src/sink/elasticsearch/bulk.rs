@@ -6,9 +6,12 @@
 //! request at `batch.max_bytes` or `batch.max_events`, and remembers which record every item is,
 //! in order, because Elasticsearch answers item by item in request order.
 //!
-//! Document ids: the record's file generation prefix (12 bytes, see [`IdPrefix`]) and its byte
-//! offset (8 bytes, big-endian), in unpadded base64url: 27 characters, about as long as
-//! Elasticsearch's own auto-generated ids.
+//! Document ids: the record's file generation prefix (12 bytes, see [`IdPrefix`]), its start
+//! offset (8 bytes, big-endian) and its length in bytes (4 bytes, big-endian), in unpadded
+//! base64url: 32 characters. The length is in the id because a record's boundaries can change
+//! when its bytes are read again (a restart with another `max_line_bytes` or multiline rule
+//! before the first reading was acknowledged): that is a different document, and with the start
+//! alone it would be answered 409 and taken as delivered.
 //!
 //! [`IdPrefix`]: crate::record::IdPrefix
 
@@ -22,13 +25,16 @@ use crate::record::IdPrefix;
 use super::retry::OpType;
 
 /// Length of a document id in base64url characters.
-pub const ID_LEN: usize = 27;
+pub const ID_LEN: usize = 32;
 
-/// A record's document id.
-pub fn doc_id(prefix: IdPrefix, offset: u64) -> [u8; ID_LEN] {
-    let mut raw = [0u8; 20];
+/// The document id of the record spanning file bytes `[offset, end)`.
+pub fn doc_id(prefix: IdPrefix, offset: u64, end: u64) -> [u8; ID_LEN] {
+    // Records are bounded by `tail.max_line_bytes` (64 MiB at most), far below 4 GiB.
+    let len = u32::try_from(end.saturating_sub(offset)).unwrap_or(u32::MAX);
+    let mut raw = [0u8; 24];
     raw[..12].copy_from_slice(&prefix.0);
-    raw[12..].copy_from_slice(&offset.to_be_bytes());
+    raw[12..20].copy_from_slice(&offset.to_be_bytes());
+    raw[20..].copy_from_slice(&len.to_be_bytes());
     let mut out = [0u8; ID_LEN];
     let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode_slice(raw, &mut out)
@@ -159,18 +165,19 @@ mod tests {
     use std::io::Read;
 
     #[test]
-    fn ids_are_27_url_safe_characters_and_distinct_per_offset() {
+    fn ids_are_32_url_safe_characters_and_distinct_per_range() {
         let p = IdPrefix([7; 12]);
-        let a = doc_id(p, 0);
-        let b = doc_id(p, 1);
+        let a = doc_id(p, 0, 10);
+        let b = doc_id(p, 1, 10);
         assert_ne!(a, b);
-        assert_ne!(doc_id(IdPrefix([8; 12]), 0), a);
-        for id in [a, b, doc_id(p, u64::MAX)] {
+        assert_ne!(doc_id(p, 0, 11), a, "same start, other end: another record");
+        assert_ne!(doc_id(IdPrefix([8; 12]), 0, 10), a);
+        for id in [a, b, doc_id(p, u64::MAX, 0), doc_id(p, 0, u64::MAX)] {
             assert!(id
                 .iter()
                 .all(|c| c.is_ascii_alphanumeric() || *c == b'-' || *c == b'_'));
         }
-        assert_eq!(&a, b"BwcHBwcHBwcHBwcHAAAAAAAAAAA");
+        assert_eq!(&a, b"BwcHBwcHBwcHBwcHAAAAAAAAAAAAAAAK");
     }
 
     #[test]

@@ -413,7 +413,7 @@ impl Driver {
             batch,
             record,
         );
-        let id = doc_id(batch.id_prefix, record.offset);
+        let id = doc_id(batch.id_prefix, record.offset, record.end);
         let budget = &self.budget;
         let open = self.builder.get_or_insert_with(|| Open {
             builder: BulkBuilder::new(self.settings.op_type, self.settings.gzip),
@@ -694,7 +694,7 @@ impl Driver {
             batch,
             record,
         );
-        let id = doc_id(batch.id_prefix, record.offset);
+        let id = doc_id(batch.id_prefix, record.offset, record.end);
         let letter = DeadLetter {
             index: &index,
             id: std::str::from_utf8(&id).unwrap_or_default(),

@@ -133,6 +133,18 @@ impl Cluster {
         out
     }
 
+    /// The documents of an index or data stream in the order they were written (`_seq_no`).
+    pub fn documents_in_order(&self, name: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        for index in self.indices.values() {
+            if index.name == name || index.data_stream.as_deref() == Some(name) {
+                out.extend(index.docs.values().map(|d| (d.seq_no, d.source.clone())));
+            }
+        }
+        out.sort_by_key(|(seq_no, _)| *seq_no);
+        out.into_iter().map(|(_, doc)| doc).collect()
+    }
+
     pub fn doc_count(&self) -> usize {
         self.indices.values().map(|i| i.docs.len()).sum()
     }
