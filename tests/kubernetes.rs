@@ -633,3 +633,60 @@ fn reachability_returns_after_an_outage_on_a_quiet_node() {
     assert_eq!(r["kubernetes"]["labels"]["tier"], "gold", "{r}");
     assert!(agent.terminate().success());
 }
+
+/// While the API server refuses the agent's token, files of containers that start one after
+/// another are still found and opened at once (their descriptors held, so a rotation cannot
+/// take them away), and their lines ship after `wait_for_metadata` with what the file name tells.
+#[test]
+fn files_are_opened_at_once_while_the_api_server_refuses() {
+    let kube = TestKube::start();
+    kube.require_token("the-right-token");
+    let fx = Fixture::new();
+    let token = fx.dir.path().join("token");
+    std::fs::write(&token, "a-revoked-token\n").unwrap();
+    let token_env = token.display().to_string();
+    let mut agent = spawn(
+        &fx,
+        &kube,
+        &[
+            ("LOGSHIP_KUBERNETES__TOKEN_FILE", token_env.as_str()),
+            ("LOGSHIP_KUBERNETES__WAIT_FOR_METADATA", "500ms"),
+        ],
+    );
+    const FILES: usize = 8;
+    let (mut opened, mut shipped) = (Vec::new(), Vec::new());
+    for n in 0..FILES {
+        let name = file_name("shop", &format!("web-{n}"), "app");
+        let created = Instant::now();
+        append(
+            &fx.log(&name),
+            cri("stdout", 'F', &format!("line of {n}")).as_bytes(),
+        );
+        assert!(
+            wait_until(WAIT, || agent
+                .logs()
+                .lines()
+                .any(|l| l.contains("Following log file") && l.contains(&name))),
+            "{name} not opened\n{}",
+            agent.logs()
+        );
+        opened.push(created.elapsed());
+        fx.wait_record(&agent, &format!("line of {n}"));
+        shipped.push(created.elapsed());
+    }
+    assert!(agent.terminate().success());
+    opened.sort();
+    shipped.sort();
+    println!(
+        "while the API server refuses: opened after p50 {:?} / max {:?}; first line shipped after p50 {:?} / max {:?}",
+        opened[FILES / 2],
+        opened[FILES - 1],
+        shipped[FILES / 2],
+        shipped[FILES - 1]
+    );
+    assert!(
+        opened[FILES - 1] < Duration::from_secs(2),
+        "a new file waited {:?} to be opened",
+        opened[FILES - 1]
+    );
+}
