@@ -494,3 +494,59 @@ fn copytruncate_during_a_backlog_ships_no_fragment_and_nothing_twice() {
         assert_eq!(counts.get(m.as_str()), Some(&1), "{m} lost");
     }
 }
+
+/// logrotate's copytruncate with a pattern that follows the copy (the one way to keep what is
+/// written between the copy and the truncation): the copy is recognised by its first bytes and
+/// read from where the original's batches ended, with the original's document ids, so every
+/// line is in Elasticsearch once.
+#[test]
+fn a_followed_copytruncate_copy_repeats_nothing() {
+    use support::elasticsearch::{Flavor, TestEs};
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log("app.log");
+    let line = |prefix: &str, i: usize| {
+        cri(
+            "stdout",
+            'F',
+            &format!("{prefix} {i:04} {}", "p".repeat(30)),
+        )
+    };
+    let first: String = (0..200).map(|i| line("first", i)).collect();
+    append(&path, first.as_bytes());
+    let url = es.url();
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
+    ]);
+    assert!(es.wait_for_doc_count(200, WAIT), "{}", agent.logs());
+    // More lines, then at once the copy (a name the pattern follows) and the truncation.
+    let more: String = (0..50).map(|i| line("more", i)).collect();
+    append(&path, more.as_bytes());
+    fs::copy(&path, fx.log("app.1.log")).unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let after: String = (0..10).map(|i| line("after", i)).collect();
+    append(&path, after.as_bytes());
+    assert!(
+        es.wait_for_doc_count(260, WAIT),
+        "{} documents\n{}",
+        es.doc_count(),
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(agent.terminate().success());
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for doc in es.documents("logs-logship-default").values() {
+        *counts
+            .entry(doc["message"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(twice.is_empty(), "stored more than once: {twice:?}");
+    assert_eq!(counts.len(), 260, "{} documents", counts.len());
+}

@@ -149,6 +149,23 @@ struct Start {
     known: bool,
 }
 
+/// A generation a copytruncate ended (the file was truncated under it), remembered for a while:
+/// logrotate copied its content to another file first, and a pattern may follow that copy.
+#[derive(Clone, Debug)]
+struct Truncated {
+    /// The directory of the file it was read from: a copy is made next to it.
+    dir: Option<PathBuf>,
+    fingerprint: Fingerprint,
+    /// The first byte not sent downstream: the copy is read from here.
+    sent: u64,
+    truncations: u32,
+    id_prefix: Option<crate::record::IdPrefix>,
+    when: Instant,
+}
+
+/// How long a truncated generation is remembered for its copy to be recognised.
+const COPY_WINDOW: Duration = Duration::from_secs(60);
+
 /// The tailer's state; run it with [`Tailer::run`] on its own thread.
 pub struct Tailer {
     settings: TailSettings,
@@ -161,6 +178,8 @@ pub struct Tailer {
     discovery: Discovery,
     start_policy: StartPolicy,
     files: Vec<TailedFile>,
+    /// Generations truncated lately, whose copies may still be found (see `copy_of`).
+    truncated_lately: Vec<Truncated>,
     /// While a loop over `files` runs (a round of reads, of multiline timeouts, of releases):
     /// the index it looks at next. A file removed while that loop waits in `send` (the
     /// deleted-file limits) shifts the files after it, and this follows (see `remove_file`).
@@ -245,6 +264,7 @@ impl Tailer {
             multiline: parts.multiline,
             enrich_warnings: Throttle::new(Duration::from_secs(30)),
             files: Vec::new(),
+            truncated_lately: Vec::new(),
             cursor: None,
             last_scan: None,
             last_poll: Instant::now(),
@@ -403,6 +423,11 @@ impl Tailer {
         let size = meta.len();
         let mut start = self.resume_offset(&file, path, identity, size, first_scan)?;
         start.born = fingerprint::born(&meta);
+        let copy = if start.known {
+            None
+        } else {
+            self.copy_of(&file, path)
+        };
         let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
         let base = target.clone().unwrap_or_else(|| path.to_path_buf());
         let backlog = self.plan_generations(path, &base, identity, start.known, first_scan);
@@ -410,6 +435,11 @@ impl Tailer {
             // Its older generations were read before: everything in this one is new, whatever
             // `read_from` says.
             start.offset = 0;
+        }
+        if let Some(copy) = &copy {
+            tracing::info!(path = %path.display(), offset = copy.sent, "A copy of a followed log file (copytruncate); reading it from where the original was left, with the original's document ids.");
+            start.offset = copy.sent;
+            start.truncations = copy.truncations;
         }
         let key = self.follow(
             path,
@@ -419,6 +449,11 @@ impl Tailer {
             start,
             Attachment::Live,
         );
+        if let Some(prefix) = copy.and_then(|c| c.id_prefix) {
+            if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+                f.inherit_id_prefix(prefix);
+            }
+        }
         let chain = self.chains.iter_mut().position(|c| c.base == base);
         if backlog.steps.is_empty() && chain.is_none() {
             return Ok(());
@@ -896,6 +931,46 @@ impl Tailer {
         .with_multiline(self.multiline.default_rule())
     }
 
+    /// Whether a newly found file is logrotate's copy (copytruncate) of a generation followed
+    /// next to it: its first bytes are those of a file followed now, or of one truncated lately.
+    /// A copy holds what the original held, so it is read from where the original's batches
+    /// ended, and with the original's document ids: what both sent is one document.
+    fn copy_of(&self, file: &File, path: &Path) -> Option<Truncated> {
+        let dir = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|t| t.parent().map(Path::to_path_buf));
+        let same_dir = |d: Option<&Path>| d.is_some() && d == dir.as_deref();
+        let candidates = self
+            .files
+            .iter()
+            .filter(|f| !f.content.is_gzip())
+            .map(|f| Truncated {
+                dir: f
+                    .target
+                    .as_deref()
+                    .unwrap_or(&f.path)
+                    .parent()
+                    .map(Path::to_path_buf),
+                fingerprint: f.identity.fingerprint,
+                sent: f.ack_start,
+                truncations: f.truncations,
+                id_prefix: f.id_prefix(),
+                when: Instant::now(),
+            })
+            .chain(self.truncated_lately.iter().cloned());
+        for c in candidates {
+            // A young file's shorter fingerprint could match a different file that starts the
+            // same way: then its first records would be taken for the original's.
+            if c.fingerprint.len < fingerprint::FINGERPRINT_BYTES || !same_dir(c.dir.as_deref()) {
+                continue;
+            }
+            if fingerprint::matches(file, c.fingerprint).unwrap_or(false) {
+                return Some(c);
+            }
+        }
+        None
+    }
+
     /// Where to start reading a newly opened file.
     fn resume_offset(
         &mut self,
@@ -1147,6 +1222,22 @@ impl Tailer {
         telemetry::add(&metrics().truncated_unread_bytes, unread);
         // Batches of the old generation still in flight finish its ack range, not the new one.
         self.positions.release(f.key, f.ack_start);
+        let now = Instant::now();
+        self.truncated_lately
+            .retain(|t| now.duration_since(t.when) < COPY_WINDOW);
+        self.truncated_lately.push(Truncated {
+            dir: f
+                .target
+                .as_deref()
+                .unwrap_or(&f.path)
+                .parent()
+                .map(Path::to_path_buf),
+            fingerprint: f.identity.fingerprint,
+            sent: f.ack_start,
+            truncations: f.truncations,
+            id_prefix: f.id_prefix(),
+            when: now,
+        });
         let identity = fingerprint::identify(&f.file).unwrap_or(f.identity);
         f.restart(key, identity, parser);
         if self.by_path.contains_key(&f.path) {
@@ -1245,6 +1336,8 @@ impl Tailer {
                 self.positions.ack(turn.batch.ack);
             }
             f.read_offset = offset_before;
+            // Not sent: a copy of the old content (copytruncate) is read from here.
+            f.ack_start = turn.batch.ack.start;
             self.truncated(i);
             round.more = true;
             return Ok(());

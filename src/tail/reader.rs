@@ -429,6 +429,17 @@ impl TailedFile {
         !self.held && !self.readable && (self.content.is_gzip() || self.size <= self.read_offset)
     }
 
+    /// This generation's document id prefix, if a record of it was stamped.
+    pub fn id_prefix(&self) -> Option<IdPrefix> {
+        self.id_prefix
+    }
+
+    /// Takes the document id prefix of the generation this file is a copy of (logrotate's
+    /// copytruncate), so a record read from both has one id.
+    pub fn inherit_id_prefix(&mut self, prefix: IdPrefix) {
+        self.id_prefix = Some(prefix);
+    }
+
     /// Bytes of the incomplete last line held in memory.
     pub fn held_bytes(&self) -> usize {
         self.tail.capacity()
