@@ -19,7 +19,8 @@
 //!
 //! Environment:
 //! - `LOGSHIP_FAULT_CASES` (default 3): cases to run.
-//! - `LOGSHIP_FAULT_SEED`: the first case's seed (default: from the clock); case `i` uses seed + i.
+//! - `LOGSHIP_FAULT_SEED`: the first case's seed (default 20261204, the same sequences every run;
+//!   `random`: from the clock); case `i` uses seed + i.
 //!   A failing case prints the variables that run it again: the sequence of faults is the same,
 //!   the timing of the agent is not.
 //! - `LOGSHIP_FAULT_KINDS` (default `all`): the fault kinds that may happen, comma-separated;
