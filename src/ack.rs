@@ -3,7 +3,7 @@
 //! Sinks may finish batches out of order (several requests in flight, retries), so the ranges of
 //! one file generation arrive in any order. [`AckRanges`] keeps the ones that arrived early and
 //! advances the prefix only when the gap before them closes: a position never passes a byte that
-//! is not acknowledged (DESIGN.md invariant 1).
+//! is not acknowledged (docs/ARCHITECTURE.md, the invariants).
 
 use std::collections::BTreeMap;
 

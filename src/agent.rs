@@ -5,7 +5,7 @@
 //!  (discover, read, parse)    (encode, write)                   (interval, final)
 //! ```
 //!
-//! Shutdown is a protocol (STYLE.md habit 6): the stop token tells the tailer to stop reading;
+//! Shutdown is a protocol: the stop token tells the tailer to stop reading;
 //! the tailer drops its end of the batch channel; the sink writes and acknowledges what is still
 //! queued and ends when the channel is empty; the flusher writes the positions one last time.
 //! All of it under `shutdown_timeout`: whatever is not acknowledged by then is read again at the

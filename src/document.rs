@@ -1,4 +1,4 @@
-//! Records -> JSON documents (the ECS-style schema of DESIGN.md), the bytes every sink writes.
+//! Records -> JSON documents (the ECS-style schema the README's "The record" shows), the bytes every sink writes.
 //!
 //! Most of a document is the same for every record of a file: its path, what the kubelet name
 //! and the pod's metadata say, the host. That part is rendered once per file into a fragment

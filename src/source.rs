@@ -1,7 +1,8 @@
 //! Where records come from: the identity of a followed file and what its kubelet name says.
 //!
-//! File identity is (device, inode) plus a fingerprint of the file's first bytes (DESIGN.md
-//! invariant 6): a renamed file keeps its identity, a new file that reuses an old inode does not.
+//! File identity is (device, inode) plus a fingerprint of the file's first bytes
+//! (docs/ARCHITECTURE.md, the invariants): a renamed file keeps its identity, a new file that
+//! reuses an old inode does not.
 //!
 //! The kubelet names container logs in two places, and both names carry the pod's coordinates, so
 //! records say where they come from without any API access:

@@ -2,7 +2,7 @@
 //!
 //! Every batch takes a [`Permit`] for the bytes it holds before it leaves the reader, and gives
 //! them back when it is dropped, which is after the sink acknowledged it. When the budget is
-//! spent the reader waits: the log files on disk are the buffer (DESIGN.md invariant 3).
+//! spent the reader waits: the log files on disk are the buffer (docs/ARCHITECTURE.md, bounded memory).
 //!
 //! The reader is a plain thread, the sinks are tasks, so the budget is a mutex and a condition
 //! variable: taking blocks the reader thread only, giving back never blocks.

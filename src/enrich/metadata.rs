@@ -20,7 +20,7 @@ use crate::source::KubeletName;
 /// Which field names documents use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Schema {
-    /// ECS-style names (DESIGN.md): `kubernetes.pod.name`, `container.id`, `message`.
+    /// ECS-style names (the README's "The record"): `kubernetes.pod.name`, `container.id`, `message`.
     Ecs,
     /// The names fluent-plugin-kubernetes_metadata_filter writes: `kubernetes.pod_name`,
     /// `kubernetes.namespace_name`, `docker.container_id`, the message in `log`.

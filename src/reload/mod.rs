@@ -12,8 +12,9 @@
 //! 4. A new `server.listen` is bound first: if it cannot be, refused, as 1.
 //! 5. If anything the pipeline is built from changed, the pipeline is drained exactly as at
 //!    shutdown (stop reading, deliver what is in flight, wait for the acknowledgements) and a
-//!    new one takes over from its positions and its unfinished files: DESIGN.md invariants 1
-//!    and 2 make that lossless and free of repeats. If the new one cannot start (a certificate
+//!    new one takes over from its positions and its unfinished files: positions that move
+//!    only on acknowledgement and idempotent ids (docs/ARCHITECTURE.md) make that lossless and
+//!    free of repeats. If the new one cannot start (a certificate
 //!    that cannot be read, say), the previous configuration starts again from the same
 //!    positions and the reload counts as failed; if even that fails, the process exits 70 and
 //!    its supervisor (the kubelet, systemd) restarts it.

@@ -1,4 +1,4 @@
-//! The Elasticsearch sink: lossless, idempotent `_bulk` delivery (DESIGN.md invariants 1 and 2).
+//! The Elasticsearch sink: lossless, idempotent `_bulk` delivery (docs/ARCHITECTURE.md, the invariants: positions move only on acknowledgement, idempotent retries).
 //!
 //! ```text
 //!  batches ──► driver ──encode──► bulk bodies ──► request tasks (≤ max_in_flight) ──► cluster

@@ -14,7 +14,7 @@
 //!   pays in several turns, so it is never refused.
 //!
 //! Neither ever drops anything: bodies wait, the driver stops taking batches, and the readers wait
-//! on the memory budget (DESIGN.md invariant 3).
+//! on the memory budget (docs/ARCHITECTURE.md, bounded memory).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;

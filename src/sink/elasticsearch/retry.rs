@@ -1,7 +1,7 @@
 //! The retry policy: what an Elasticsearch answer means for the records of a bulk request, as pure
 //! functions over (status, body), so that every case is a row in a test table.
 //!
-//! The rules (issue "Elasticsearch sink", DESIGN.md invariants 1 and 2):
+//! The rules (docs/ARCHITECTURE.md, the invariants):
 //!
 //! - per item: 2xx is delivered; 409 on `create` means an earlier attempt (a retry, a restart)
 //!   already delivered it, so it is delivered too; 429 and 5xx are retried *alone*; 401, 403 and
