@@ -306,7 +306,7 @@ fn refused_documents_go_to_the_dead_letters_and_replay_brings_them_back() {
     // The positions move past the refused records: the whole file is acknowledged.
     let size = std::fs::metadata(&path).unwrap().len();
     assert!(
-        wait_until(WAIT, || fx.positions()["files"][0]["offset"] == size),
+        wait_until(WAIT, || fx.positions_now()["files"][0]["offset"] == size),
         "{}",
         agent.logs()
     );

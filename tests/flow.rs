@@ -85,7 +85,9 @@ fn drop_drops_exactly_the_excess_and_says_so() {
     );
     // Everything read is acknowledged: the position is at the end even though lines were dropped.
     let size = std::fs::metadata(fx.log("flood.log")).unwrap().len();
-    assert!(wait_until(WAIT, || fx.positions()["files"][0]["offset"] == size));
+    assert!(wait_until(WAIT, || fx.positions_now()["files"][0]
+        ["offset"]
+        == size));
     let addr = agent.server_addr();
     let metrics = support::agent::http_get(addr, "/metrics").2;
     assert!(agent.terminate().success());

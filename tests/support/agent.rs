@@ -185,6 +185,14 @@ listen = "127.0.0.1:0"
         wait_until(timeout, || count_lines(&self.out) >= n)
     }
 
+    /// The positions file as JSON, `Null` while the agent has not written it yet.
+    pub fn positions_now(&self) -> Value {
+        fs::read(self.data.join("positions.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    }
+
     /// The positions file as JSON.
     pub fn positions(&self) -> Value {
         serde_json::from_slice(&fs::read(self.data.join("positions.json")).expect("positions.json"))
