@@ -550,3 +550,31 @@ fn a_followed_copytruncate_copy_repeats_nothing() {
     assert!(twice.is_empty(), "stored more than once: {twice:?}");
     assert_eq!(counts.len(), 260, "{} documents", counts.len());
 }
+
+/// With `read_from = "tail"`, a file that appears at a path logship followed before (the
+/// kubelet's next generation of a container, created while logship was stopped) is read from
+/// its start: `read_from` is for history, and this file is new.
+#[test]
+fn read_from_tail_reads_a_known_path_new_file_from_its_start() {
+    let fx = Fixture::new();
+    let path = fx.log("app.log");
+    append(&path, b"");
+    let env = [
+        ("LOGSHIP_TAIL__READ_FROM", "tail"),
+        ("LOGSHIP_TAIL__FORMAT", "raw"),
+    ];
+    let mut agent = fx.spawn(&env);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    // While logship is stopped: rotated away before anything was written, and a new file.
+    fs::rename(&path, fx.dir.path().join("app.log.old")).unwrap();
+    let lines: Vec<String> = (0..30)
+        .map(|i| format!("written while stopped {i:02}"))
+        .collect();
+    append(&path, (lines.join("\n") + "\n").as_bytes());
+    let mut agent = fx.spawn(&env);
+    assert!(fx.wait_for_records(30, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    assert_eq!(fx.messages(), lines);
+}

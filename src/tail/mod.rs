@@ -1029,9 +1029,12 @@ impl Tailer {
                 known: false,
             });
         }
+        // `read_from` is for history: a file at a path logship followed before (the kubelet's
+        // new generation of a container it reads, written while logship was stopped) is new.
         let offset = if first_scan
             && self.settings.read_from == ReadFrom::Tail
             && self.start_policy.read_from_applies(path)
+            && !self.positions.knows_path(path)
         {
             tail_offset(file, size, self.settings.max_line_bytes)?
         } else {

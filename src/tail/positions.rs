@@ -253,6 +253,12 @@ impl Positions {
         })
     }
 
+    /// Whether a file was ever followed under `path` (an entry names it): a new file there is
+    /// a new generation of something logship reads, not history.
+    pub fn knows_path(&self, path: &Path) -> bool {
+        self.lock().entries.values().any(|e| e.path == path)
+    }
+
     /// Starts tracking generation `key` of the file `identity`, read from `start`. Replaces any
     /// entry of the same (dev, inode): either it is this file (resumed), or the inode was reused
     /// (the old file is gone), or the file was truncated and restarts at 0.
