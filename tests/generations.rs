@@ -451,3 +451,31 @@ fn ten_containers_through_25_seconds_of_downtime() {
     assert!(agent.terminate().success());
     assert_each_once(&es, &expected);
 }
+
+/// A stored position taken while the file was empty (its fingerprint covers no byte) does not
+/// make the file now at that inode a known one: a generation rotated while the agent was stopped
+/// is still read. (The kubelet's new `0.log` can get the inode of a generation it deleted, and an
+/// empty fingerprint matches any content.)
+#[test]
+fn an_empty_files_stored_position_does_not_hide_a_generation_rotated_during_downtime() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let live = kubelet_container(&fx);
+    let mut agent = spawn(&fx, &es, &[("LOGSHIP_TAIL__READ_FROM", "tail")]);
+    // The positions file holds the live file, empty.
+    assert!(
+        wait_until(WAIT, || fx.positions_now()["files"][0]["offset"] == 0),
+        "{}",
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    // While stopped: a generation with lines appears next to the live file, which stays as it
+    // was (same inode, still empty).
+    let rotated = live.with_file_name("0.log.20261122-100011");
+    let lines = write_lines(&rotated, "rotated", 40);
+    let mut agent = spawn(&fx, &es, &[("LOGSHIP_TAIL__READ_FROM", "tail")]);
+    assert!(es.wait_for_doc_count(40, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    assert_each_once(&es, &lines);
+}

@@ -986,7 +986,11 @@ impl Tailer {
             .remove(&dev_ino)
             .or_else(|| self.positions.lookup(dev_ino.0, dev_ino.1));
         if let Some(resume) = remembered {
-            if !fingerprint::guards(resume.fingerprint, resume.offset) {
+            // An empty fingerprint (the file was empty when stored) tells nothing about which
+            // file this is: a new file on the reused inode would pass for the known one.
+            if resume.fingerprint.len == 0
+                || !fingerprint::guards(resume.fingerprint, resume.offset)
+            {
                 // Its fingerprint cannot tell this file from another on the same inode: reading
                 // it again from the start loses nothing (and the same file's records repeat under
                 // the same ids).
