@@ -156,8 +156,10 @@ struct Truncated {
     /// The directory of the file it was read from: a copy is made next to it.
     dir: Option<PathBuf>,
     fingerprint: Fingerprint,
-    /// The first byte not sent downstream: the copy is read from here.
-    sent: u64,
+    /// The end of its acknowledged prefix: the copy is read from here. What was sent past it
+    /// and is still in flight is read again from the copy under the same ids (a repeat
+    /// Elasticsearch answers 409), so a stop before those acknowledgements loses nothing.
+    acked: u64,
     truncations: u32,
     id_prefix: Option<crate::record::IdPrefix>,
     when: Instant,
@@ -437,8 +439,8 @@ impl Tailer {
             start.offset = 0;
         }
         if let Some(copy) = &copy {
-            tracing::info!(path = %path.display(), offset = copy.sent, "A copy of a followed log file (copytruncate); reading it from where the original was left, with the original's document ids.");
-            start.offset = copy.sent;
+            tracing::info!(path = %path.display(), offset = copy.acked, "A copy of a followed log file (copytruncate); reading it from where the original was acknowledged, with the original's document ids.");
+            start.offset = copy.acked;
             start.truncations = copy.truncations;
         }
         let key = self.follow(
@@ -933,8 +935,8 @@ impl Tailer {
 
     /// Whether a newly found file is logrotate's copy (copytruncate) of a generation followed
     /// next to it: its first bytes are those of a file followed now, or of one truncated lately.
-    /// A copy holds what the original held, so it is read from where the original's batches
-    /// ended, and with the original's document ids: what both sent is one document.
+    /// A copy holds what the original held, so it is read from the end of the original's
+    /// acknowledged prefix, with the original's document ids: what both sent is one document.
     fn copy_of(&self, file: &File, path: &Path) -> Option<Truncated> {
         let dir = std::fs::canonicalize(path)
             .ok()
@@ -952,7 +954,7 @@ impl Tailer {
                     .parent()
                     .map(Path::to_path_buf),
                 fingerprint: f.identity.fingerprint,
-                sent: f.ack_start,
+                acked: self.positions.acked(f.key).unwrap_or(0),
                 truncations: f.truncations,
                 id_prefix: f.id_prefix(),
                 when: Instant::now(),
@@ -1227,6 +1229,9 @@ impl Tailer {
         tracing::warn!(path = %f.path.display(), read_offset = f.read_offset, unread_bytes = unread, "Log file truncated (copytruncate?); reading it again from the start. Bytes it held that were not read yet are lost.");
         telemetry::add(&metrics().files_truncated, 1);
         telemetry::add(&metrics().truncated_unread_bytes, unread);
+        // Where a copy of the old content would be read from (see `copy_of`): once everything
+        // sent is acknowledged the positions table forgets the generation, so ask it first.
+        let acked = self.positions.acked(f.key).unwrap_or(f.ack_start);
         // Batches of the old generation still in flight finish its ack range, not the new one.
         self.positions.release(f.key, f.ack_start);
         let now = Instant::now();
@@ -1240,7 +1245,7 @@ impl Tailer {
                 .parent()
                 .map(Path::to_path_buf),
             fingerprint: f.identity.fingerprint,
-            sent: f.ack_start,
+            acked,
             truncations: f.truncations,
             id_prefix: f.id_prefix(),
             when: now,
