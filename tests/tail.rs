@@ -578,3 +578,29 @@ fn read_from_tail_reads_a_known_path_new_file_from_its_start() {
     assert!(agent.terminate().success());
     assert_eq!(fx.messages(), lines);
 }
+
+/// With `read_from = "tail"`, a file created while logship was stopped (after it last wrote its
+/// positions) is read from its start at the restart: all of it was written since.
+#[test]
+fn read_from_tail_reads_a_file_created_while_stopped_from_its_start() {
+    let fx = Fixture::new();
+    let env = [
+        ("LOGSHIP_TAIL__READ_FROM", "tail"),
+        ("LOGSHIP_TAIL__FORMAT", "raw"),
+    ];
+    append(&fx.log("old.log"), b"history\n");
+    let mut agent = fx.spawn(&env);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    // Whole seconds in the positions file: be clearly after it.
+    std::thread::sleep(Duration::from_millis(1100));
+    let lines: Vec<String> = (0..20)
+        .map(|i| format!("new while stopped {i:02}"))
+        .collect();
+    append(&fx.log("new.log"), (lines.join("\n") + "\n").as_bytes());
+    let mut agent = fx.spawn(&env);
+    assert!(fx.wait_for_records(20, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    assert_eq!(fx.messages(), lines);
+}

@@ -973,6 +973,20 @@ impl Tailer {
         None
     }
 
+    /// Whether `file` was created after the positions file was last written, that is while
+    /// logship was not running (a container started, or logrotate made a copy, meanwhile): all
+    /// of it is new, not history. Unknown where the filesystem keeps no birth time.
+    fn born_while_stopped(&self, file: &File) -> bool {
+        let Some(written) = self.positions.last_written() else {
+            return false;
+        };
+        let born = file.metadata().map_or(0, |m| fingerprint::born(&m));
+        let written = written
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        born > 0 && born >= written
+    }
+
     /// Where to start reading a newly opened file.
     fn resume_offset(
         &mut self,
@@ -1041,6 +1055,7 @@ impl Tailer {
             && self.settings.read_from == ReadFrom::Tail
             && self.start_policy.read_from_applies(path)
             && !self.positions.knows_path(path)
+            && !self.born_while_stopped(file)
         {
             tail_offset(file, size, self.settings.max_line_bytes)?
         } else {
