@@ -515,7 +515,7 @@ pub fn since_beat(which: Loop) -> Option<Duration> {
 }
 
 /// How often each kind of bad-input warning may be logged.
-const WARN_PERIOD: Duration = Duration::from_secs(10);
+pub const WARN_PERIOD: Duration = Duration::from_secs(10);
 
 /// A line that did not parse in its file's format was kept as raw text.
 pub fn malformed_line(path: &std::path::Path, offset: u64, format: &str, reason: &str) {
@@ -665,37 +665,6 @@ pub fn structured_invalid(path: &std::path::Path, offset: u64, parser: &str, rea
     static T: Throttle = Throttle::new(WARN_PERIOD);
     if let Some(suppressed) = T.admit() {
         tracing::warn!(path = %path.display(), offset, parser, reason, suppressed, "Message did not parse; shipped as it was.");
-    }
-}
-
-/// A parsed message hit a bound or had keys repaired; its message is kept.
-pub fn structured_adjusted(
-    path: &std::path::Path,
-    offset: u64,
-    adjusted: &crate::process::json::Adjusted,
-) {
-    let m = metrics();
-    let reasons = [
-        (adjusted.depth, &m.structured_depth, "depth"),
-        (adjusted.fields, &m.structured_fields, "fields"),
-        (adjusted.key_bytes, &m.structured_key_bytes, "key_bytes"),
-        (
-            adjusted.duplicate_keys,
-            &m.structured_duplicate_keys,
-            "duplicate_keys",
-        ),
-        (adjusted.key_names, &m.structured_key_names, "key_names"),
-    ];
-    let mut which = Vec::new();
-    for (hit, counter, name) in reasons {
-        if hit {
-            add(counter, 1);
-            which.push(name);
-        }
-    }
-    static T: Throttle = Throttle::new(WARN_PERIOD);
-    if let Some(suppressed) = T.admit() {
-        tracing::warn!(path = %path.display(), offset, adjusted = ?which, suppressed, "Parsed message adjusted to the processing bounds; its message is kept.");
     }
 }
 

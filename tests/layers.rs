@@ -67,11 +67,6 @@ const EXCEPTIONS: &[(&str, &str, &str)] = &[
         "config",
         "logging is set up from config's log settings",
     ),
-    (
-        "telemetry",
-        "process",
-        "a counter function takes process::json::Adjusted",
-    ),
 ];
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {

@@ -58,6 +58,35 @@ impl Adjusted {
     pub fn any(&self) -> bool {
         self.depth || self.fields || self.key_bytes || self.duplicate_keys || self.key_names
     }
+
+    /// The event "a parsed message hit a bound or had keys repaired; its message is kept":
+    /// counted per reason and warned about (throttled).
+    pub fn report(&self, path: &std::path::Path, offset: u64) {
+        use crate::telemetry::{add, metrics, Throttle, WARN_PERIOD};
+        let m = metrics();
+        let reasons = [
+            (self.depth, &m.structured_depth, "depth"),
+            (self.fields, &m.structured_fields, "fields"),
+            (self.key_bytes, &m.structured_key_bytes, "key_bytes"),
+            (
+                self.duplicate_keys,
+                &m.structured_duplicate_keys,
+                "duplicate_keys",
+            ),
+            (self.key_names, &m.structured_key_names, "key_names"),
+        ];
+        let mut which = Vec::new();
+        for (hit, counter, name) in reasons {
+            if hit {
+                add(counter, 1);
+                which.push(name);
+            }
+        }
+        static T: Throttle = Throttle::new(WARN_PERIOD);
+        if let Some(suppressed) = T.admit() {
+            tracing::warn!(path = %path.display(), offset, adjusted = ?which, suppressed, "Parsed message adjusted to the processing bounds; its message is kept.");
+        }
+    }
 }
 
 /// What the survey makes of a top-level key.

@@ -550,7 +550,7 @@ impl Processor {
             }
             Parsed::Tree(built) => {
                 if built.adjusted.any() {
-                    telemetry::structured_adjusted(r.path, r.offset, &built.adjusted);
+                    built.adjusted.report(r.path, r.offset);
                 }
                 assemble(s, built, level, level_key, fields)
             }
