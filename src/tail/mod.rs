@@ -165,6 +165,25 @@ struct Truncated {
     when: Instant,
 }
 
+impl Truncated {
+    /// What a copy of `f`'s current generation needs to know of it.
+    fn of(f: &TailedFile, acked: u64, when: Instant) -> Truncated {
+        Truncated {
+            dir: f
+                .target
+                .as_deref()
+                .unwrap_or(&f.path)
+                .parent()
+                .map(Path::to_path_buf),
+            fingerprint: f.identity.fingerprint,
+            acked,
+            truncations: f.truncations,
+            id_prefix: f.id_prefix(),
+            when,
+        }
+    }
+}
+
 /// How long a truncated generation is remembered for its copy to be recognised.
 const COPY_WINDOW: Duration = Duration::from_secs(60);
 
@@ -946,19 +965,7 @@ impl Tailer {
             .files
             .iter()
             .filter(|f| !f.content.is_gzip())
-            .map(|f| Truncated {
-                dir: f
-                    .target
-                    .as_deref()
-                    .unwrap_or(&f.path)
-                    .parent()
-                    .map(Path::to_path_buf),
-                fingerprint: f.identity.fingerprint,
-                acked: self.positions.acked(f.key).unwrap_or(0),
-                truncations: f.truncations,
-                id_prefix: f.id_prefix(),
-                when: Instant::now(),
-            })
+            .map(|f| Truncated::of(f, self.positions.acked(f.key).unwrap_or(0), Instant::now()))
             .chain(self.truncated_lately.iter().cloned());
         for c in candidates {
             // A young file's shorter fingerprint could match a different file that starts the
@@ -1252,19 +1259,7 @@ impl Tailer {
         let now = Instant::now();
         self.truncated_lately
             .retain(|t| now.duration_since(t.when) < COPY_WINDOW);
-        self.truncated_lately.push(Truncated {
-            dir: f
-                .target
-                .as_deref()
-                .unwrap_or(&f.path)
-                .parent()
-                .map(Path::to_path_buf),
-            fingerprint: f.identity.fingerprint,
-            acked,
-            truncations: f.truncations,
-            id_prefix: f.id_prefix(),
-            when: now,
-        });
+        self.truncated_lately.push(Truncated::of(f, acked, now));
         let identity = fingerprint::identify(&f.file).unwrap_or(f.identity);
         f.restart(key, identity, parser);
         if self.by_path.contains_key(&f.path) {
