@@ -1202,6 +1202,20 @@ fn random_fault_sequences_lose_and_double_nothing() {
                 plan.steps,
                 plan.kinds_text()
             );
+            // In CI a case that fails is run once more with the same seed: the sequence of
+            // events is the same, the agent's timing is not. A case that passes then is reported
+            // above and here as flaky, loudly, and does not fail the run; one that fails twice
+            // does. Outside CI every failure counts.
+            if std::env::var_os("CI").is_some() {
+                let again = run_case(seed, &plan);
+                if again.failures.is_empty() {
+                    eprintln!(
+                        "case seed {seed}: FLAKY: failed, then passed when run again with the same seed; investigate with the command above"
+                    );
+                    continue;
+                }
+                eprintln!("case seed {seed}: failed again when run a second time");
+            }
             failed.push(outcome);
         }
     }
