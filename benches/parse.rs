@@ -15,10 +15,11 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
+use logship::ack::FileKey;
 use logship::document::Encoder;
 use logship::parse::multiline::{Builtin, Limits, MultilineRule};
 use logship::parse::{FormatChoice, Line, LineParser, Oversize, Piece};
-use logship::record::{Batch, FileKey, IdPrefix};
+use logship::record::{Batch, IdPrefix};
 use logship::sink::elasticsearch::bulk::{doc_id, BulkBuilder};
 use logship::sink::elasticsearch::retry::OpType;
 use logship::source::{KubeletName, Source};

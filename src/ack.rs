@@ -6,6 +6,31 @@
 //! is not acknowledged (docs/ARCHITECTURE.md, the invariants).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A runtime handle for one followed file *generation*: a file opened by the tailer, or the same
+/// file again after it was truncated. Acks name it rather than a path, because paths are reused
+/// by rotation and a truncated file restarts its offsets at 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileKey(pub u64);
+
+/// What a sink hands back when it is done with a batch: the bytes `[start, end)` of `file` are
+/// acknowledged (delivered, or deliberately dead-lettered or dropped and counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckToken {
+    pub file: FileKey,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// Where a sink hands a batch's [`AckToken`] once it is done with it. The positions table
+/// (`tail::positions`) is the implementation the agent wires in; sinks know only this.
+pub trait Acknowledge: Send + Sync {
+    fn ack(&self, token: AckToken);
+}
+
+/// The handle sinks keep to acknowledge through.
+pub type Acks = Arc<dyn Acknowledge>;
 
 /// The acknowledged prefix of one file generation and the ranges acknowledged beyond it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

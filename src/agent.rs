@@ -282,19 +282,13 @@ impl Prepared {
         // tailer stopped and the agent shuts down.
         let _ = tailer_tx.send(tailer);
 
+        let acks: crate::ack::Acks = Arc::new(positions.clone());
         let sink = match es_sink {
-            Some(sink) => {
-                tokio::spawn(sink.run(batch_rx, positions.clone(), encoder, budget.clone()))
-            }
+            Some(sink) => tokio::spawn(sink.run(batch_rx, acks, encoder, budget.clone())),
             None => {
                 let local = LocalOutput::of(&settings.output)
                     .expect("prepared without an Elasticsearch sink: the output is local");
-                tokio::spawn(crate::sink::run_local(
-                    local,
-                    batch_rx,
-                    positions.clone(),
-                    encoder,
-                ))
+                tokio::spawn(crate::sink::run_local(local, batch_rx, acks, encoder))
             }
         };
         let flusher_stop = CancellationToken::new();

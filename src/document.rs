@@ -174,7 +174,8 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{FileKey, Stream};
+    use crate::ack::FileKey;
+    use crate::record::Stream;
     use crate::source::Source;
     use crate::timestamp::Timestamp;
     use serde_json::Value;

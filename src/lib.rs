@@ -20,3 +20,4 @@ pub mod status;
 pub mod tail;
 pub mod telemetry;
 pub mod timestamp;
+pub mod tls;

@@ -14,6 +14,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use crate::ack::{AckToken, FileKey};
 use crate::buffer::Permit;
 use crate::source::Source;
 use crate::timestamp::Timestamp;
@@ -36,21 +37,6 @@ impl Stream {
             Stream::Unknown => None,
         }
     }
-}
-
-/// A runtime handle for one followed file *generation*: a file opened by the tailer, or the same
-/// file again after it was truncated. Acks name it rather than a path, because paths are reused
-/// by rotation and a truncated file restarts its offsets at 0.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileKey(pub u64);
-
-/// What a sink hands back when it is done with a batch: the bytes `[start, end)` of `file` are
-/// acknowledged (delivered, or deliberately dead-lettered or dropped and counted).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AckToken {
-    pub file: FileKey,
-    pub start: u64,
-    pub end: u64,
 }
 
 /// The part of every record's document id that names the file *generation* it came from: a hash

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
+use serde::{Deserialize, Serialize};
 
 /// How a field of [`Metrics`] is exposed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -690,9 +691,27 @@ pub fn filtered(verdict: FilterVerdict) {
     );
 }
 
+/// The `log` section of the configuration, validated by `config`.
+#[derive(Clone, Debug)]
+pub struct LogSettings {
+    /// A tracing filter directive (`info`, `logship=debug`); `RUST_LOG` overrides it.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+/// How the agent's own log lines are written (on standard error).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event, for a log pipeline to parse.
+    Json,
+}
+
 /// Installs the agent's own log output on standard error (standard output may carry records).
 /// `RUST_LOG`, when set, overrides the configured level, also at reloads.
-pub fn init_logging(settings: &crate::config::LogSettings) {
+pub fn init_logging(settings: &LogSettings) {
     use tracing_subscriber::EnvFilter;
     let from_env = EnvFilter::try_from_default_env().ok();
     let fixed = from_env.is_some();
@@ -703,13 +722,13 @@ pub fn init_logging(settings: &crate::config::LogSettings) {
         .with_ansi(false);
     // The handle's type depends on the format: each is boxed behind one signature.
     let (set, result): (SetFilter, _) = match settings.format {
-        crate::config::LogFormat::Json => {
+        LogFormat::Json => {
             let builder = builder.json().flatten_event(true).with_filter_reloading();
             let handle = builder.reload_handle();
             let set = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));
             (set, builder.try_init())
         }
-        crate::config::LogFormat::Text => {
+        LogFormat::Text => {
             let builder = builder.with_filter_reloading();
             let handle = builder.reload_handle();
             let set = Box::new(move |f| handle.reload(f).map_err(|e| e.to_string()));

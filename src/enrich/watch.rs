@@ -75,7 +75,7 @@ impl std::fmt::Debug for ApiClient {
 
 /// Builds the client for `access`; no request is made yet.
 pub async fn client(access: &ApiAccess) -> Result<ApiClient, WatchError> {
-    crate::sink::elasticsearch::client::install_crypto_provider();
+    crate::tls::install_crypto_provider();
     let mut config = match access {
         ApiAccess::InCluster => kube::Config::incluster().map_err(WatchError::InCluster)?,
         ApiAccess::Kubeconfig(path) => {

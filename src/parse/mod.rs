@@ -557,7 +557,7 @@ fn emit(
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
-    use crate::record::FileKey;
+    use crate::ack::FileKey;
     use crate::source::Source;
     use crate::telemetry::metrics;
 

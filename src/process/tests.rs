@@ -7,8 +7,9 @@ use serde_json::{json, Value};
 
 use super::filter::{parse_add, render_static, Match};
 use super::*;
+use crate::ack::FileKey;
 use crate::enrich::metadata::Schema;
-use crate::record::{Batch, FileKey};
+use crate::record::Batch;
 use crate::source::Source;
 use crate::timestamp::Timestamp;
 

@@ -12,17 +12,30 @@
 pub mod elasticsearch;
 pub mod file;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc::Receiver;
 
-use crate::config::OutputSettings;
+use crate::ack::Acks;
 use crate::document::Encoder;
 use crate::record::Batch;
-use crate::tail::positions::Positions;
 use crate::telemetry::{self, metrics};
+
+/// Where records go.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OutputSettings {
+    /// NDJSON on standard output.
+    Stdout,
+    /// NDJSON appended to a file; acknowledged after each flush (and fsync if asked).
+    File { path: PathBuf, fsync: bool },
+    /// Encoded and counted, then discarded: for benchmarks and dry runs.
+    Blackhole,
+    /// Bulk requests to Elasticsearch or OpenSearch.
+    Elasticsearch(Box<crate::sink::elasticsearch::ElasticsearchSettings>),
+}
 
 /// How many waiting batches one write takes at most: large enough to amortise the system call,
 /// small enough that acknowledgements flow steadily.
@@ -91,7 +104,7 @@ impl LocalOutput {
 pub async fn run_local(
     output: LocalOutput,
     mut batches: Receiver<Batch>,
-    positions: Positions,
+    acks: Acks,
     encoder: Arc<Encoder>,
 ) {
     let mut destination = match output {
@@ -134,7 +147,7 @@ pub async fn run_local(
         telemetry::add(&metrics().records_sent, records);
         telemetry::add(&metrics().bytes_sent, buf.len() as u64);
         for batch in waiting.drain(..) {
-            positions.ack(batch.ack);
+            acks.ack(batch.ack);
         }
         if buf.capacity() > 16 << 20 {
             buf = Vec::new();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use globset::GlobSet;
 use notify::{RecursiveMode, Watcher};
 
-use crate::config::TailSettings;
+use super::TailSettings;
 
 /// How deep a `**` pattern is walked: deep enough for any log layout, and a bound on symlink loops.
 const MAX_DEPTH: usize = 16;

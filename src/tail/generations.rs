@@ -223,7 +223,7 @@ pub enum Step {
     /// Follow this generation once the one before it is read to its end.
     Open(Pending),
     /// Stop holding this followed file (the live one) back.
-    Release(crate::record::FileKey),
+    Release(crate::ack::FileKey),
 }
 
 /// The generations of one followed file still to be read, in order, and the live file held back
@@ -238,7 +238,7 @@ pub struct Chain {
     /// What that name resolved to.
     pub target: Option<PathBuf>,
     /// The step being read now (a followed generation's key).
-    pub active: Option<crate::record::FileKey>,
+    pub active: Option<crate::ack::FileKey>,
     pub steps: std::collections::VecDeque<Step>,
 }
 

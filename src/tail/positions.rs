@@ -22,8 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ack::AckRanges;
-use crate::record::{AckToken, FileKey};
+use crate::ack::{AckRanges, AckToken, Acknowledge, FileKey};
 use crate::source::{FileIdentity, Fingerprint};
 
 /// The version written in the file; loading refuses any other but [`OLDEST_VERSION`] and later.
@@ -597,6 +596,13 @@ impl Table {
                 }
             }
         }
+    }
+}
+
+/// Sinks acknowledge through [`crate::ack::Acks`]; this is where their tokens land.
+impl Acknowledge for Positions {
+    fn ack(&self, token: AckToken) {
+        Positions::ack(self, token);
     }
 }
 

@@ -23,8 +23,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::ack::FileKey;
 use crate::parse::{Line, LineParser, Piece};
-use crate::record::{Batch, FileKey, IdPrefix};
+use crate::record::{Batch, IdPrefix};
 use crate::source::{FileIdentity, Source};
 use crate::tail::fingerprint;
 use crate::tail::gzip::GzContent;

@@ -332,7 +332,7 @@ pub struct Answer {
 impl Client {
     /// Builds the HTTP client; reads the CA and client certificate files.
     pub fn build(settings: &ClientSettings) -> Result<Client, ClientError> {
-        install_crypto_provider();
+        crate::tls::install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .timeout(settings.request_timeout)
             .connect_timeout(settings.request_timeout.min(Duration::from_secs(10)))
@@ -549,12 +549,6 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, ClientError> {
         path: path.to_path_buf(),
         source,
     })
-}
-
-/// reqwest and kube are built without a default TLS crypto provider; logship uses ring's.
-pub fn install_crypto_provider() {
-    // Fails only if one is installed already, which is what we want.
-    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 #[cfg(test)]

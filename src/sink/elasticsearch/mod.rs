@@ -50,10 +50,10 @@ use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::ack::Acks;
 use crate::buffer::{Budget, Permit};
 use crate::document::Encoder;
 use crate::record::{Batch, Record};
-use crate::tail::positions::Positions;
 use crate::telemetry::{self, metrics, Throttle};
 
 use bulk::{doc_id, BulkBody, BulkBuilder};
@@ -142,7 +142,7 @@ impl ElasticsearchSink {
     pub async fn run(
         self,
         batches: Receiver<Batch>,
-        positions: Positions,
+        acks: Acks,
         encoder: Arc<Encoder>,
         budget: Budget,
     ) {
@@ -160,7 +160,7 @@ impl ElasticsearchSink {
             send_wait: None,
             settings: self.settings,
             client: self.client,
-            positions,
+            acks,
             encoder,
             budget,
             node_name: self.node_name,
@@ -267,7 +267,7 @@ enum Final {
 struct Driver {
     settings: Arc<ElasticsearchSettings>,
     client: Arc<Client>,
-    positions: Positions,
+    acks: Acks,
     encoder: Arc<Encoder>,
     /// Request bodies count against the memory budget too.
     budget: Budget,
@@ -373,7 +373,7 @@ impl Driver {
     fn add(&mut self, batch: Batch) {
         let records = batch.records.len();
         if records == 0 {
-            self.positions.ack(batch.ack);
+            self.acks.ack(batch.ack);
             return;
         }
         let slot = match self.free.pop() {
@@ -733,7 +733,7 @@ impl Driver {
         pending.unresolved -= 1;
         if pending.unresolved == 0 {
             if let Some(done) = self.pending[slot].take() {
-                self.positions.ack(done.batch.ack);
+                self.acks.ack(done.batch.ack);
             }
             self.free.push(item.slot);
         }
