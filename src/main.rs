@@ -98,10 +98,11 @@ fn main() -> ExitCode {
 /// `logship status`.
 fn status(server: Option<&str>, listen: std::net::SocketAddr) -> ExitCode {
     use logship::status;
-    let report = status::target(server, listen).and_then(status::fetch);
+    let report = status::target(server, listen)
+        .and_then(|addr| status::fetch(addr).map(|status| (addr, status)));
     match report {
-        Ok(report) => {
-            print!("{}", status::render(&report));
+        Ok((addr, report)) => {
+            print!("{}", status::render(addr, &report));
             if report.healthy() {
                 ExitCode::SUCCESS
             } else {

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::histogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 /// How a field of [`Metrics`] is exposed.
@@ -401,10 +400,80 @@ pub const BULK_LATENCY_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
+/// A histogram of durations over fixed bucket bounds: a count per bucket, their sum and count.
+/// Kept here rather than in a Prometheus type so that `/metrics` and the status document read
+/// the same buckets.
+#[derive(Debug)]
+pub struct Latency {
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); the last one is past every bound (`+Inf`).
+    counts: Vec<AtomicU64>,
+    sum_micros: AtomicU64,
+}
+
+/// What a [`Latency`] holds at one moment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LatencySnapshot {
+    /// Seconds, all observations together.
+    pub sum: f64,
+    pub count: u64,
+    /// (upper bound in seconds, observations in this bucket only), the last bound infinite.
+    pub buckets: Vec<(f64, u64)>,
+}
+
+impl Latency {
+    pub fn new(bounds: &'static [f64]) -> Latency {
+        Latency {
+            bounds,
+            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = self.bounds.partition_point(|&bound| bound < seconds);
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> LatencySnapshot {
+        let buckets: Vec<(f64, u64)> = self
+            .bounds
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(&self.counts)
+            .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
+            .collect();
+        LatencySnapshot {
+            sum: self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            count: buckets.iter().map(|(_, c)| c).sum(),
+            buckets,
+        }
+    }
+}
+
+impl LatencySnapshot {
+    /// The smallest bucket bound under which at least `q` of the observations fall: `None`
+    /// without observations, infinity when they fall past the last bound.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut cumulative = 0;
+        self.buckets.iter().find_map(|&(bound, count)| {
+            cumulative += count;
+            (cumulative as f64 >= q * self.count as f64).then_some(bound)
+        })
+    }
+}
+
 /// How long bulk request attempts took, answered or not.
-pub fn bulk_latency() -> &'static Histogram {
-    static HISTOGRAM: OnceLock<Histogram> = OnceLock::new();
-    HISTOGRAM.get_or_init(|| Histogram::new(BULK_LATENCY_BUCKETS))
+pub fn bulk_latency() -> &'static Latency {
+    static LATENCY: OnceLock<Latency> = OnceLock::new();
+    LATENCY.get_or_init(|| Latency::new(&BULK_LATENCY_BUCKETS))
 }
 
 /// One bulk request attempt ended with `status` (0: no answer) after `elapsed`.
@@ -417,7 +486,7 @@ pub fn observe_bulk(status: u16, elapsed: Duration) {
         _ => &m.es_transport_errors,
     };
     add(class, 1);
-    bulk_latency().observe(elapsed.as_secs_f64());
+    bulk_latency().observe(elapsed);
     // Any answer, even a 503, means the cluster is there; readiness only needs to know
     // whether records can leave at all. Refused credentials or privileges (401, 403) and a
     // missing index or path (404) mean they cannot, whatever else the cluster does: a rolling
@@ -759,6 +828,31 @@ pub fn set_log_level(level: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_buckets_include_their_bound_and_quantiles_read_them() {
+        static BOUNDS: [f64; 3] = [0.01, 0.1, 1.0];
+        let latency = Latency::new(&BOUNDS);
+        assert_eq!(
+            latency.snapshot().quantile_bound(0.99),
+            None,
+            "no observations"
+        );
+        for ms in [5, 10, 10, 50, 2000] {
+            latency.observe(Duration::from_millis(ms));
+        }
+        let snap = latency.snapshot();
+        assert_eq!(
+            snap.buckets,
+            [(0.01, 3), (0.1, 1), (1.0, 0), (f64::INFINITY, 1)],
+            "10 ms falls in the bucket whose bound it equals"
+        );
+        assert_eq!(snap.count, 5);
+        assert!((snap.sum - 2.075).abs() < 1e-9, "{}", snap.sum);
+        assert_eq!(snap.quantile_bound(0.5), Some(0.01));
+        assert_eq!(snap.quantile_bound(0.8), Some(0.1));
+        assert_eq!(snap.quantile_bound(0.99), Some(f64::INFINITY));
+    }
 
     #[test]
     fn throttle_admits_first_and_counts_the_rest() {

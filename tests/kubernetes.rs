@@ -484,7 +484,11 @@ fn a_refused_token_is_logged_counted_and_named_by_readiness_and_status() {
         .env("NODE_NAME", NODE)
         .output()
         .unwrap();
-    let status = String::from_utf8_lossy(&status.stdout);
+    let status = format!(
+        "{}{}",
+        String::from_utf8_lossy(&status.stdout),
+        String::from_utf8_lossy(&status.stderr)
+    );
     assert!(
         status.contains("refused the agent's token (401 Unauthorized)")
             && status.contains("kubernetes the API server refused the agent's credentials: 401"),

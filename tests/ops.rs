@@ -149,7 +149,10 @@ fn probes_answer_live_and_ready_with_a_local_output() {
     );
     let (status, _, body) = get(addr, "/nothing-here");
     assert_eq!(status, 404);
-    assert!(body.contains("/metrics, /healthz and /readyz"), "{body}");
+    assert!(
+        body.contains("/metrics, /healthz, /readyz and /status"),
+        "{body}"
+    );
 
     // An idle agent stays live: its loops turn without input.
     std::thread::sleep(Duration::from_millis(2500));
@@ -362,6 +365,58 @@ fn status_finds_the_agent_from_the_configuration() {
     ] {
         assert!(last.contains(line), "{line:?} not in:\n{last}");
     }
+    // The document behind it, as a monitoring script would read it.
+    let (code, content_type, body) = get(agent.server_addr(), "/status");
+    assert_eq!(
+        (code, content_type.as_str()),
+        (200, "application/json"),
+        "{body}"
+    );
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(doc["ready"]["ok"], true, "{doc}");
+    assert_eq!(doc["live"]["ok"], true, "{doc}");
+    assert_eq!(doc["records"]["read"], 42, "{doc}");
+    assert_eq!(doc["records"]["sent"], 42, "{doc}");
+    assert_eq!(doc["files_followed"], 1, "{doc}");
+    assert_eq!(doc["bulk"]["attempts"], 0, "{doc}");
+    assert!(doc["kubernetes"].is_null(), "enrichment is off: {doc}");
+}
+
+/// An endpoint that answers, but not with a status document (an older logship, another
+/// server), is named as such: exit 69, not a summary of zeros.
+#[test]
+fn status_of_something_else_says_what_answered() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        for answer in [
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\n\r\nnot found",
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 4\r\n\r\nhola",
+        ] {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = std::io::Read::read(&mut stream, &mut request);
+            std::io::Write::write_all(&mut stream, answer.as_bytes()).unwrap();
+        }
+    });
+    let (code, _, stderr) = status_command(&["--server", &addr.to_string()], &[]);
+    assert_eq!(code, 69, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "asking http://{addr}/status: answered 404, not a status document"
+        )),
+        "{stderr}"
+    );
+    let (code, _, stderr) = status_command(&["--server", &addr.to_string()], &[]);
+    assert_eq!(code, 69, "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "asking http://{addr}/status: not a status document: "
+        )),
+        "{stderr}"
+    );
+    server.join().unwrap();
 }
 
 #[test]
@@ -374,7 +429,7 @@ fn status_without_an_agent_exits_69() {
     assert_eq!(code, 69, "{stdout}{stderr}");
     assert!(
         stderr.starts_with(&format!(
-            "logship: cannot reach the agent: asking http://{closed}/readyz: "
+            "logship: cannot reach the agent: asking http://{closed}/status: "
         )),
         "{stderr}"
     );

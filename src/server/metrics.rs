@@ -14,7 +14,7 @@
 //! files or pods.
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::info::Info;
@@ -36,11 +36,7 @@ pub fn registry(current: super::Current) -> Registry {
         Info::new([("version", env!("CARGO_PKG_VERSION"))]),
     );
     registry.register_collector(Box::new(Telemetry));
-    registry.register(
-        "logship_elasticsearch_request_duration_seconds",
-        "How long bulk request attempts took until an answer, an error or the timeout",
-        telemetry::bulk_latency().clone(),
-    );
+    registry.register_collector(Box::new(BulkLatency));
     registry.register_collector(Box::new(AgentState { current }));
     registry
 }
@@ -104,6 +100,24 @@ fn encode_value(
         Kind::Seconds => ConstCounter::new(value as f64 / 1e6).encode(encoder),
         // Gauges here are counts (files, a 0/1 flag): far below i64::MAX.
         Kind::Gauge => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX)).encode(encoder),
+    }
+}
+
+/// The bulk latency histogram ([`telemetry::bulk_latency`]).
+#[derive(Debug)]
+struct BulkLatency;
+
+impl Collector for BulkLatency {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let snap = telemetry::bulk_latency().snapshot();
+        encoder
+            .encode_descriptor(
+                "logship_elasticsearch_request_duration_seconds",
+                "How long bulk request attempts took until an answer, an error or the timeout.",
+                None,
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(snap.sum, snap.count, &snap.buckets, None)
     }
 }
 

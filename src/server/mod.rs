@@ -1,5 +1,5 @@
 //! The HTTP endpoint on `server.listen`: `/metrics` for Prometheus, `/healthz` and `/readyz` for
-//! the kubelet, and what `logship status` reads.
+//! the kubelet, and `/status`, the JSON document `logship status` reads (`crate::status`).
 //!
 //! - `metrics`: the registry and its text encoding.
 //! - `health`: liveness and readiness, decided from plain values.
@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::sink::LocalOutput;
+use crate::status::{self, Status};
 use crate::telemetry::{self, metrics as counters, Loop};
 use health::{BufferUse, Kubernetes, Output};
 
@@ -114,6 +115,16 @@ struct Shared {
     started: Instant,
 }
 
+impl Shared {
+    /// The pipeline running now.
+    fn pipeline(&self) -> Pipeline {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
 impl Server {
     /// Serves on `listener`, on the current tokio runtime, reporting on `pipeline`.
     pub fn start(listener: Listener, pipeline: Pipeline) -> Server {
@@ -138,7 +149,7 @@ impl Server {
                 tracing::error!(error = %e, "The HTTP endpoint failed; metrics and probes are unavailable.");
             }
         });
-        tracing::info!(%addr, "Serving /metrics, /healthz and /readyz.");
+        tracing::info!(%addr, "Serving /metrics, /healthz, /readyz and /status.");
         Server {
             addr,
             stop,
@@ -184,10 +195,11 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route(status::PATH, get(status_document))
         .fallback(|| async {
             plain(
                 StatusCode::NOT_FOUND,
-                "not found: this endpoint serves /metrics, /healthz and /readyz".into(),
+                "not found: this endpoint serves /metrics, /healthz, /readyz and /status".into(),
             )
         })
         .with_state(shared)
@@ -204,20 +216,20 @@ async fn metrics_text(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn healthz(State(shared): State<Arc<Shared>>) -> Response {
-    let ages = Loop::ALL.map(|which| (which, telemetry::since_beat(which)));
-    verdict(health::liveness(
-        &ages,
-        shared.started.elapsed(),
-        health::LIVENESS_BOUND,
-    ))
+    verdict(liveness(&shared))
 }
 
 async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let pipeline = shared
-        .current
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    verdict(readiness(&shared))
+}
+
+fn liveness(shared: &Shared) -> health::Verdict {
+    let ages = Loop::ALL.map(|which| (which, telemetry::since_beat(which)));
+    health::liveness(&ages, shared.started.elapsed(), health::LIVENESS_BOUND)
+}
+
+fn readiness(shared: &Shared) -> health::Verdict {
+    let pipeline = shared.pipeline();
     let output = if pipeline.local_output {
         Output::Local
     } else {
@@ -230,17 +242,92 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
         capacity: pipeline.budget.capacity(),
         headroom: pipeline.headroom,
     };
-    let kubernetes =
-        pipeline.enrichment.then(
-            || match telemetry::get(&counters().kubernetes_refused_status) {
-                0 if telemetry::get(&counters().kubernetes_reachable) == 1 => Kubernetes::Reachable,
-                0 => Kubernetes::Unreachable,
-                status => Kubernetes::Refused {
-                    status: u16::try_from(status).unwrap_or(u16::MAX),
-                },
+    let kubernetes = pipeline.enrichment.then(|| match refused_status() {
+        None if telemetry::get(&counters().kubernetes_reachable) == 1 => Kubernetes::Reachable,
+        None => Kubernetes::Unreachable,
+        Some(status) => Kubernetes::Refused { status },
+    });
+    health::readiness(output, buffer, kubernetes)
+}
+
+/// The status with which the API server refuses the agent's credentials now, if it does.
+fn refused_status() -> Option<u16> {
+    match telemetry::get(&counters().kubernetes_refused_status) {
+        0 => None,
+        status => Some(u16::try_from(status).unwrap_or(u16::MAX)),
+    }
+}
+
+/// The sum of every series of the family `name` (all its label values).
+fn family_sum(m: &telemetry::Metrics, name: &str) -> u64 {
+    telemetry::Metrics::SERIES
+        .iter()
+        .filter(|series| series.name == name)
+        .map(|series| (series.value)(m))
+        .sum()
+}
+
+/// `GET /status`: the document `logship status` reads, from the same values as the probes and
+/// `/metrics`.
+async fn status_document(State(shared): State<Arc<Shared>>) -> Response {
+    match serde_json::to_string(&status_of(&shared)) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("encoding the status failed: {e}"),
+        ),
+    }
+}
+
+fn status_of(shared: &Shared) -> Status {
+    let m = counters();
+    let n = |counter: &std::sync::atomic::AtomicU64| telemetry::get(counter);
+    let probe = |v: health::Verdict| status::Probe {
+        ok: v.ok,
+        reason: v.reason,
+    };
+    let pipeline = shared.pipeline();
+    let latency = telemetry::bulk_latency().snapshot();
+    let p99 = latency.quantile_bound(0.99);
+    Status {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        ready: probe(readiness(shared)),
+        live: probe(liveness(shared)),
+        files_followed: n(&m.files_current),
+        records: status::Records {
+            read: n(&m.records_read),
+            sent: n(&m.records_sent),
+            dead_lettered: n(&m.dead_lettered),
+            dropped: family_sum(m, "logship_dropped_records"),
+        },
+        retries: status::Retries {
+            requests: n(&m.es_request_retries),
+            records: n(&m.es_items_retried),
+        },
+        buffer: status::Buffer {
+            used_bytes: pipeline.budget.used() as u64,
+            capacity_bytes: pipeline.budget.capacity() as u64,
+        },
+        bulk: status::Bulk {
+            attempts: latency.count,
+            mean_seconds: (latency.count > 0).then(|| latency.sum / latency.count as f64),
+            p99_under_seconds: p99.filter(|b| b.is_finite()),
+            p99_beyond_last_bucket: p99.is_some_and(|b| b.is_infinite()),
+            answers: status::Answers {
+                success: n(&m.es_responses_2xx),
+                client_error: n(&m.es_responses_4xx),
+                server_error: n(&m.es_responses_5xx),
+                none: n(&m.es_transport_errors),
             },
-        );
-    verdict(health::readiness(output, buffer, kubernetes))
+        },
+        kubernetes: pipeline.enrichment.then(|| status::Kubernetes {
+            reachable: n(&m.kubernetes_reachable) == 1,
+            refused_status: refused_status(),
+            cached_pods: n(&m.kubernetes_cached_pods),
+            failed_requests: n(&m.kubernetes_watch_errors),
+            refused: family_sum(m, "logship_kubernetes_refused"),
+        }),
+    }
 }
 
 fn verdict(v: health::Verdict) -> Response {
