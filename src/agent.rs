@@ -222,17 +222,8 @@ impl Prepared {
 
     /// Spawns every stage. Cannot fail: what could was done when it was prepared.
     pub fn run(self) -> Agent {
-        let Prepared {
-            settings,
-            positions,
-            start_policy,
-            orphans,
-            kube_client,
-            es_sink,
-            tailer_tx,
-            tailer_done,
-            budget,
-        } = self;
+        // The rest of `self` is used once each, below.
+        let (settings, positions, budget) = (self.settings, self.positions, self.budget);
         let encoder = Arc::new(
             Encoder::with_schema(&settings.node_name, settings.schema).with_processing(
                 settings.processing.names.target.as_deref(),
@@ -243,7 +234,7 @@ impl Prepared {
         let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
         let stop_reading = CancellationToken::new();
         let enrich_stop = CancellationToken::new();
-        let enricher = match (kube_client, &settings.kubernetes) {
+        let enricher = match (self.kube_client, &settings.kubernetes) {
             (Some(client), Some(k)) => {
                 let cache = Arc::new(enrich::Cache::new());
                 tracing::info!(node = %k.node_name, access = ?k.access, "Watching this node's pods for Kubernetes metadata.");
@@ -270,20 +261,20 @@ impl Prepared {
             out: batch_tx,
             stop: stop_reading.clone(),
             wake: (wake_tx.clone(), wake_rx),
-            start_policy,
+            start_policy: self.start_policy,
             node_name: settings.node_name.clone(),
             enricher,
             rate_limit: settings.rate_limit.clone(),
-            orphans,
+            orphans: self.orphans,
             multiline: settings.multiline.clone(),
             processing: settings.processing.clone(),
         });
         // The thread waits for exactly this message. Were it gone, `tailer_done` reports the
         // tailer stopped and the agent shuts down.
-        let _ = tailer_tx.send(tailer);
+        let _ = self.tailer_tx.send(tailer);
 
         let acks: crate::ack::Acks = Arc::new(positions.clone());
-        let sink = match es_sink {
+        let sink = match self.es_sink {
             Some(sink) => tokio::spawn(sink.run(batch_rx, acks, encoder, budget.clone())),
             None => {
                 let local = LocalOutput::of(&settings.output)
@@ -304,7 +295,7 @@ impl Prepared {
             budget,
             stop_reading,
             wake_tailer: wake_tx,
-            tailer_done: Some(tailer_done),
+            tailer_done: Some(self.tailer_done),
             sink: Some(sink),
             flusher_stop,
             flusher,

@@ -11,7 +11,7 @@ use reqwest::Url;
 use super::error::ConfigError;
 use super::raw::RawElasticsearch;
 use super::units::{HumanDuration, Size};
-use super::validate::{at_least, duration_in, size_in};
+use super::validate::{at_least, duration_in, refuse, size_in};
 use crate::buffer::rate_limit::LimitSpec;
 use crate::sink::elasticsearch::client::{Auth, ClientSettings, Secret, SecretSource, TlsSettings};
 use crate::sink::elasticsearch::dead_letter::DeadLetterSettings;
@@ -56,13 +56,11 @@ pub fn validate(
     let op_type = match raw.op_type.as_str() {
         "create" => Some(OpType::Create),
         "index" => Some(OpType::Index),
-        other => {
-            e.push(ConfigError::invalid(
-                key("op_type"),
-                format!("must be \"create\" or \"index\", is {other:?}"),
-            ));
-            None
-        }
+        other => refuse(
+            e,
+            key("op_type"),
+            format!("must be \"create\" or \"index\", is {other:?}"),
+        ),
     };
     let gzip = match raw.compression.as_str() {
         "gzip" => {
@@ -75,13 +73,11 @@ pub fn validate(
             Some(raw.compression_level)
         }
         "none" => None,
-        other => {
-            e.push(ConfigError::invalid(
-                key("compression"),
-                format!("must be \"gzip\" or \"none\", is {other:?}"),
-            ));
-            None
-        }
+        other => refuse(
+            e,
+            key("compression"),
+            format!("must be \"gzip\" or \"none\", is {other:?}"),
+        ),
     };
     let request_timeout = at_least(
         e,
@@ -106,8 +102,7 @@ pub fn validate(
         e,
         &key("batch.max_bytes"),
         raw.batch.max_bytes,
-        Size::kib(1),
-        Size::mib(100),
+        (Size::kib(1), Size::mib(100)),
     );
     if raw.batch.max_events == 0 {
         e.push(ConfigError::invalid(
@@ -119,8 +114,7 @@ pub fn validate(
         e,
         &key("batch.timeout"),
         raw.batch.timeout,
-        HumanDuration::millis(1),
-        HumanDuration::secs(60),
+        (HumanDuration::millis(1), HumanDuration::secs(60)),
     );
     let initial = at_least(
         e,
@@ -138,20 +132,16 @@ pub fn validate(
         "" => Some(None),
         text => match humantime::parse_duration(text) {
             Ok(d) if d > Duration::ZERO => Some(Some(d)),
-            Ok(_) => {
-                e.push(ConfigError::invalid(
-                    key("retry.max_duration"),
-                    "must be more than 0s, or empty to retry until delivered",
-                ));
-                None
-            }
-            Err(err) => {
-                e.push(ConfigError::invalid(
-                    key("retry.max_duration"),
-                    format!("{text:?} is not a duration: {err}"),
-                ));
-                None
-            }
+            Ok(_) => refuse(
+                e,
+                key("retry.max_duration"),
+                "must be more than 0s, or empty to retry until delivered",
+            ),
+            Err(err) => refuse(
+                e,
+                key("retry.max_duration"),
+                format!("{text:?} is not a duration: {err}"),
+            ),
         },
     };
     let auth = auth(e, raw);
@@ -179,20 +169,12 @@ pub fn validate(
         "" => None,
         name => match IndexTemplate::parse(name) {
             Ok(t) if t.pattern() == name => Some(name.to_owned()),
-            Ok(_) => {
-                e.push(ConfigError::invalid(
-                    key("dead_letter.index"),
-                    "must be a plain index name, without % or {fields}",
-                ));
-                None
-            }
-            Err(err) => {
-                e.push(ConfigError::invalid(
-                    key("dead_letter.index"),
-                    err.to_string(),
-                ));
-                None
-            }
+            Ok(_) => refuse(
+                e,
+                key("dead_letter.index"),
+                "must be a plain index name, without % or {fields}",
+            ),
+            Err(err) => refuse(e, key("dead_letter.index"), err.to_string()),
         },
     };
 

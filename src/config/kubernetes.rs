@@ -111,8 +111,7 @@ pub fn validate(
         e,
         &key("wait_for_metadata"),
         raw.wait_for_metadata,
-        HumanDuration(Duration::ZERO),
-        HumanDuration::secs(60),
+        (HumanDuration(Duration::ZERO), HumanDuration::secs(60)),
     );
     if e.len() > before || !enabled {
         return None;

@@ -155,10 +155,7 @@ mod tests {
     }
 
     fn table(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => panic!("not a table"),
-        }
+        serde_json::from_value(value).expect("a table")
     }
 
     #[test]

@@ -22,8 +22,7 @@ pub fn validate(
         e,
         "multiline.flush_timeout",
         raw.flush_timeout,
-        HumanDuration::millis(10),
-        HumanDuration::secs(60),
+        (HumanDuration::millis(10), HumanDuration::secs(60)),
     )
     .unwrap_or(defaults.flush_timeout);
     // A joined record is never longer than a line may be: tail.max_line_bytes bounds it too,
@@ -32,8 +31,7 @@ pub fn validate(
         e,
         "multiline.max_bytes",
         raw.max_bytes,
-        Size::kib(1),
-        Size::mib(64),
+        (Size::kib(1), Size::mib(64)),
     )
     .map(|bytes| max_line_bytes.map_or(bytes, |line| bytes.min(line)));
     if !(2..=100_000).contains(&raw.max_lines) {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::units::{HumanDuration, Size};
 use super::{LogFormat, ReadFrom};
 use crate::parse::{FormatChoice, Oversize};
+use crate::process::json::Bounds;
 
 /// The whole file. Scalars first, then one table per concern.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -637,9 +638,9 @@ impl Default for RawProcessing {
                 .iter()
                 .map(|k| k.to_string())
                 .collect(),
-            max_depth: 8,
-            max_fields: 200,
-            max_key_bytes: 256,
+            max_depth: Bounds::DEFAULT.max_depth as u32,
+            max_fields: Bounds::DEFAULT.max_fields as u32,
+            max_key_bytes: Bounds::DEFAULT.max_key_bytes as u32,
             include: Vec::new(),
             exclude: Vec::new(),
             drop_fields: Vec::new(),

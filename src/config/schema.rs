@@ -255,10 +255,7 @@ mod tests {
     use serde_json::json;
 
     fn tree(value: Value) -> Map<String, Value> {
-        match value {
-            Value::Object(map) => map,
-            _ => panic!("not a table"),
-        }
+        serde_json::from_value(value).expect("a table")
     }
 
     #[test]

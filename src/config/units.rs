@@ -76,11 +76,18 @@ impl fmt::Display for Size {
     }
 }
 
-impl Serialize for Size {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
-    }
+/// Both are written as they are read: `64MiB`, `500ms` (their `Display`).
+macro_rules! serialize_as_text {
+    ($($unit:ty),*) => {$(
+        impl Serialize for $unit {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_str(self)
+            }
+        }
+    )*};
 }
+
+serialize_as_text!(Size, HumanDuration);
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -150,12 +157,6 @@ impl fmt::Display for HumanDuration {
             Some((unit, name)) => write!(f, "{}{name}", n / unit),
             None => f.write_str("0s"),
         }
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
     }
 }
 

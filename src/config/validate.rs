@@ -19,6 +19,18 @@ use super::{
 use crate::buffer::rate_limit::{Action, AnnotationPolicy, LimitSpec, RateLimitSettings};
 
 /// Where `node_name` comes from when the configuration leaves it empty.
+/// `tail.max_line_bytes`: 1KiB to 64MiB.
+const LINE_BYTES: (Size, Size) = (Size::kib(1), Size::mib(64));
+/// `tail.read_budget`: 4KiB to 64MiB.
+const READ_BUDGET: (Size, Size) = (Size::kib(4), Size::mib(64));
+/// `tail.poll_interval`: 10ms to 10s.
+const POLL_INTERVAL: (HumanDuration, HumanDuration) =
+    (HumanDuration::millis(10), HumanDuration::secs(10));
+/// `tail.rescan_interval`: at least 100ms.
+const RESCAN_MIN: Duration = Duration::from_millis(100);
+/// `positions.flush_interval`: at least 10ms.
+const FLUSH_MIN: Duration = Duration::from_millis(10);
+
 const NODE_NAME_FALLBACK: &str =
     "the NODE_NAME environment variable, else the hostname (/proc/sys/kernel/hostname, /etc/hostname)";
 
@@ -63,38 +75,16 @@ pub fn validate(
     }
     let include_set = globs(e, "tail.include", &tail.include);
     let exclude_set = globs(e, "tail.exclude", &tail.exclude);
-    let max_line_bytes = size_in(
-        e,
-        "tail.max_line_bytes",
-        tail.max_line_bytes,
-        Size::kib(1),
-        Size::mib(64),
-    );
-    let read_budget = size_in(
-        e,
-        "tail.read_budget",
-        tail.read_budget,
-        Size::kib(4),
-        Size::mib(64),
-    );
-    let poll_interval = duration_in(
-        e,
-        "tail.poll_interval",
-        tail.poll_interval,
-        HumanDuration::millis(10),
-        HumanDuration::secs(10),
-    );
-    let rescan_interval = at_least(
-        e,
-        "tail.rescan_interval",
-        tail.rescan_interval,
-        Duration::from_millis(100),
-    );
+    let max_line_bytes = size_in(e, "tail.max_line_bytes", tail.max_line_bytes, LINE_BYTES);
+    let read_budget = size_in(e, "tail.read_budget", tail.read_budget, READ_BUDGET);
+    let poll_interval = duration_in(e, "tail.poll_interval", tail.poll_interval, POLL_INTERVAL);
+    let rescan_interval = at_least(e, "tail.rescan_interval", tail.rescan_interval, RESCAN_MIN);
+    let positions = &raw.positions;
     let flush_interval = at_least(
         e,
         "positions.flush_interval",
-        raw.positions.flush_interval,
-        Duration::from_millis(10),
+        positions.flush_interval,
+        FLUSH_MIN,
     );
 
     let max_bytes = raw.buffer.max_bytes;
@@ -287,8 +277,7 @@ fn rate_limit(errors: &mut Vec<ConfigError>, raw: &RawRateLimit) -> RateLimitSet
         errors,
         "rate_limit.burst",
         raw.burst,
-        HumanDuration::millis(10),
-        HumanDuration::secs(60),
+        (HumanDuration::millis(10), HumanDuration::secs(60)),
     )
     .unwrap_or(Duration::from_secs(1));
     let summary_interval = at_least(
@@ -308,32 +297,44 @@ fn rate_limit(errors: &mut Vec<ConfigError>, raw: &RawRateLimit) -> RateLimitSet
     }
 }
 
-/// A size within `min..=max`, as a `usize`.
+/// Records that `key` is invalid for `reason`; there is no value for it.
+pub(super) fn refuse<T>(
+    errors: &mut Vec<ConfigError>,
+    key: impl Into<String>,
+    reason: impl Into<String>,
+) -> Option<T> {
+    errors.push(ConfigError::invalid(key, reason));
+    None
+}
+
+/// A size within `(min, max)`, both included, as a `usize`.
 pub(super) fn size_in(
     errors: &mut Vec<ConfigError>,
     key: &str,
     value: Size,
-    min: Size,
-    max: Size,
+    (min, max): (Size, Size),
 ) -> Option<usize> {
-    if value < min || value > max {
-        errors.push(ConfigError::invalid(
-            key,
-            format!("must be between {min} and {max}, is {value}"),
-        ));
-        return None;
-    }
-    usize::try_from(value.0).ok()
+    within(errors, key, value, min, max).and_then(|size| usize::try_from(size.0).ok())
 }
 
-/// A duration within `min..=max`.
+/// A duration within `(min, max)`, both included.
 pub(super) fn duration_in(
     errors: &mut Vec<ConfigError>,
     key: &str,
     value: HumanDuration,
-    min: HumanDuration,
-    max: HumanDuration,
+    (min, max): (HumanDuration, HumanDuration),
 ) -> Option<Duration> {
+    within(errors, key, value, min, max).map(|duration| duration.0)
+}
+
+/// `value` if it is within `min..=max`; else an error that names the bounds.
+fn within<T: PartialOrd + std::fmt::Display>(
+    errors: &mut Vec<ConfigError>,
+    key: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Option<T> {
     if value < min || value > max {
         errors.push(ConfigError::invalid(
             key,
@@ -341,7 +342,7 @@ pub(super) fn duration_in(
         ));
         return None;
     }
-    Some(value.0)
+    Some(value)
 }
 
 /// A duration of at least `min` (a nanosecond: more than zero).

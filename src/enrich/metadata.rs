@@ -105,20 +105,27 @@ fn dedot(key: &str, sep: Option<&str>) -> String {
     }
 }
 
+/// An object's labels, dedotted, if they are kept at all.
+fn kept_labels(
+    keep: bool,
+    labels: Option<&BTreeMap<String, String>>,
+    sep: Option<&str>,
+) -> BTreeMap<String, String> {
+    match labels {
+        Some(labels) if keep => labels
+            .iter()
+            .map(|(k, v)| (dedot(k, sep), v.clone()))
+            .collect(),
+        _ => BTreeMap::new(),
+    }
+}
+
 impl PodMeta {
     /// Trims a Pod from the API server.
     pub fn from_pod(pod: &Pod, keep: &KeepOptions) -> Option<PodMeta> {
         let meta = &pod.metadata;
         let sep = keep.dedot.as_deref();
-        let labels = if keep.labels {
-            meta.labels
-                .iter()
-                .flatten()
-                .map(|(k, v)| (dedot(k, sep), v.clone()))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let labels = kept_labels(keep.labels, meta.labels.as_ref(), sep);
         let all_annotations = meta.annotations.iter().flatten();
         let annotations = all_annotations
             .clone()
@@ -195,16 +202,7 @@ impl NamespaceMeta {
         Some(NamespaceMeta {
             name: ns.metadata.name.clone()?,
             uid: ns.metadata.uid.clone(),
-            labels: if keep.namespace_labels {
-                ns.metadata
-                    .labels
-                    .iter()
-                    .flatten()
-                    .map(|(k, v)| (dedot(k, sep), v.clone()))
-                    .collect()
-            } else {
-                BTreeMap::new()
-            },
+            labels: kept_labels(keep.namespace_labels, ns.metadata.labels.as_ref(), sep),
         })
     }
 }
@@ -261,16 +259,21 @@ pub fn render(
     namespace: Option<&NamespaceMeta>,
 ) -> String {
     let mut out = String::with_capacity(512);
+    let subject = kubelet.map(|kubelet| Subject {
+        kubelet,
+        pod,
+        namespace,
+    });
     match schema {
         Schema::Ecs => {
             out.push_str("\"file\":");
             out.push_str(&json!({ "path": path }).to_string());
             out.push_str("},");
-            if let Some(k) = kubelet {
+            if let Some(subject) = subject {
                 out.push_str("\"kubernetes\":");
-                out.push_str(&Value::Object(ecs_kubernetes(k, pod, namespace)).to_string());
+                out.push_str(&Value::Object(ecs_kubernetes(subject)).to_string());
                 out.push(',');
-                let container = ecs_container(k, pod);
+                let container = ecs_container(subject.kubelet, pod);
                 if !container.is_empty() {
                     out.push_str("\"container\":");
                     out.push_str(&Value::Object(container).to_string());
@@ -279,11 +282,11 @@ pub fn render(
             }
         }
         Schema::Fluentd => {
-            if let Some(k) = kubelet {
+            if let Some(subject) = subject {
                 out.push_str("\"kubernetes\":");
-                out.push_str(&Value::Object(fluentd_kubernetes(k, pod, namespace)).to_string());
+                out.push_str(&Value::Object(fluentd_kubernetes(subject)).to_string());
                 out.push(',');
-                if let Some(id) = &k.container_id {
+                if let Some(id) = &subject.kubelet.container_id {
                     out.push_str("\"docker\":");
                     out.push_str(&json!({ "container_id": id }).to_string());
                     out.push(',');
@@ -297,6 +300,14 @@ pub fn render(
     out
 }
 
+/// Whose metadata a fragment renders: the file name's, and the pod's and namespace's when known.
+#[derive(Clone, Copy)]
+struct Subject<'a> {
+    kubelet: &'a KubeletName,
+    pod: Option<&'a PodMeta>,
+    namespace: Option<&'a NamespaceMeta>,
+}
+
 fn map(pairs: &BTreeMap<String, String>) -> Value {
     Value::Object(
         pairs
@@ -306,11 +317,8 @@ fn map(pairs: &BTreeMap<String, String>) -> Value {
     )
 }
 
-fn ecs_kubernetes(
-    k: &KubeletName,
-    pod: Option<&PodMeta>,
-    namespace: Option<&NamespaceMeta>,
-) -> Map<String, Value> {
+fn ecs_kubernetes(subject: Subject<'_>) -> Map<String, Value> {
+    let (k, pod, namespace) = (subject.kubelet, subject.pod, subject.namespace);
     let mut m = Map::new();
     m.insert("namespace".into(), k.namespace.as_str().into());
     if let Some(ns) = namespace.filter(|ns| !ns.labels.is_empty()) {
@@ -361,11 +369,8 @@ fn ecs_container(k: &KubeletName, pod: Option<&PodMeta>) -> Map<String, Value> {
     c
 }
 
-fn fluentd_kubernetes(
-    k: &KubeletName,
-    pod: Option<&PodMeta>,
-    namespace: Option<&NamespaceMeta>,
-) -> Map<String, Value> {
+fn fluentd_kubernetes(subject: Subject<'_>) -> Map<String, Value> {
+    let (k, pod, namespace) = (subject.kubelet, subject.pod, subject.namespace);
     let mut m = Map::new();
     m.insert("container_name".into(), k.container.as_str().into());
     m.insert("namespace_name".into(), k.namespace.as_str().into());

@@ -114,12 +114,25 @@ impl LineParser {
             }
             return;
         }
+        self.cri_append(header, line, now, out);
+        if header.full {
+            let mut join = joiner(&self.multiline, &mut self.joins, self.format, s, now);
+            self.slots[s].close(line.end, false, &self.settings, join.as_mut(), out);
+        }
+    }
+
+    /// Appends the message of a CRI line, or of its first piece, to the record open on its
+    /// stream, opening one first.
+    #[inline]
+    fn cri_append(&mut self, header: Header, line: Line<'_>, now: Timestamp, out: &mut Batch) {
+        let s = slot_of(header.stream);
+        let slot = &mut self.slots[s];
         if !slot.is_open() {
             slot.open(header.stream, header.timestamp, line.offset, line.end);
         }
         let mut join = joiner(&self.multiline, &mut self.joins, self.format, s, now);
         slot.append(
-            message,
+            &line.bytes[header.message..],
             Locator::Plain(line.offset + header.message as u64),
             line.offset,
             line.end,
@@ -127,9 +140,6 @@ impl LineParser {
             join.as_mut(),
             out,
         );
-        if header.full {
-            slot.close(line.end, false, &self.settings, join.as_mut(), out);
-        }
     }
 
     /// The first piece of a CRI line longer than `max_line_bytes`: the header is here, the
@@ -148,20 +158,7 @@ impl LineParser {
             line: line.offset,
             closes: header.full,
         });
-        let assembly = &mut self.slots[slot];
-        if !assembly.is_open() {
-            assembly.open(header.stream, header.timestamp, line.offset, line.end);
-        }
-        let mut join = joiner(&self.multiline, &mut self.joins, self.format, slot, now);
-        assembly.append(
-            &line.bytes[header.message..],
-            Locator::Plain(line.offset + header.message as u64),
-            line.offset,
-            line.end,
-            &self.settings,
-            join.as_mut(),
-            out,
-        );
+        self.cri_append(header, line, now, out);
     }
 }
 
@@ -178,40 +175,33 @@ mod tests {
     #[test]
     fn parses_headers() {
         type Parsed<'a> = Result<(i64, Stream, bool, &'a str), &'a str>;
+        const OUT: Stream = Stream::Stdout;
+        const ERR: Stream = Stream::Stderr;
         let cases: &[(&str, Parsed)] = &[
             (
                 "2026-11-22T10:00:00.123456789Z stdout F GET /healthz 200",
-                Ok((T0, Stream::Stdout, true, "GET /healthz 200")),
+                Ok((T0, OUT, true, "GET /healthz 200")),
             ),
             (
                 "2026-11-22T10:00:01Z stderr P partial ",
-                Ok((T1, Stream::Stderr, false, "partial ")),
+                Ok((T1, ERR, false, "partial ")),
             ),
             // CRI-O writes local offsets.
             (
                 "2026-11-22T11:00:00.123456789+01:00 stdout F cri-o",
-                Ok((T0, Stream::Stdout, true, "cri-o")),
+                Ok((T0, OUT, true, "cri-o")),
             ),
-            (
-                "2026-11-22T10:00:01Z stdout F",
-                Ok((T1, Stream::Stdout, true, "")),
-            ),
-            (
-                "2026-11-22T10:00:01Z stdout F ",
-                Ok((T1, Stream::Stdout, true, "")),
-            ),
+            ("2026-11-22T10:00:01Z stdout F", Ok((T1, OUT, true, ""))),
+            ("2026-11-22T10:00:01Z stdout F ", Ok((T1, OUT, true, ""))),
             (
                 "2026-11-22T10:00:01Z stdout F  two",
-                Ok((T1, Stream::Stdout, true, " two")),
+                Ok((T1, OUT, true, " two")),
             ),
             (
                 "2026-11-22T10:00:01Z stdout F:x tagged",
-                Ok((T1, Stream::Stdout, true, "tagged")),
+                Ok((T1, OUT, true, "tagged")),
             ),
-            (
-                "2026-11-22T10:00:01Z stdout P:x",
-                Ok((T1, Stream::Stdout, false, "")),
-            ),
+            ("2026-11-22T10:00:01Z stdout P:x", Ok((T1, OUT, false, ""))),
             ("", Err("invalid timestamp")),
             ("plain text from a VM", Err("invalid timestamp")),
             ("2026-11-22 10:00:01 stdout F x", Err("invalid timestamp")),
@@ -269,18 +259,10 @@ mod tests {
             "2026-11-22T10:00:00.5Z stdout F \"n\":1}",
             "2026-11-22T10:00:00.6Z stderr F connection reset",
         ];
-        let mut p = parser(FormatChoice::Cri, 1 << 20, Oversize::Split);
-        let mut b = batch();
-        let mut offsets = Vec::new();
+        let (mut p, mut b) = cri();
         let mut pending = Vec::new();
-        let mut at = 0;
-        for line in lines {
-            let l = whole(at, line);
-            offsets.push((l.offset, l.end));
-            at = l.end;
-            push(&mut p, l, &mut b);
-            pending.push(p.pending_start());
-        }
+        let offsets =
+            push_lines_observed(&mut p, lines, &mut b, |p| pending.push(p.pending_start()));
         let o = |i: usize| offsets[i].0;
         let e = |i: usize| offsets[i].1;
         assert_eq!(
@@ -322,8 +304,7 @@ mod tests {
         first.extend_from_slice(&euro[..1]);
         let mut second = b"2026-11-22T10:00:01Z stdout F ".to_vec();
         second.extend_from_slice(&euro[1..]);
-        let mut p = parser(FormatChoice::Cri, 1 << 20, Oversize::Split);
-        let mut b = batch();
+        let (mut p, mut b) = cri();
         let l1 = raw_line(0, &first);
         let l2 = raw_line(l1.end, &second);
         let end = l2.end;
@@ -343,17 +324,9 @@ mod tests {
             "2026-11-22T10:00:01Z stdin F wrong stream",
             "2026-11-22T10:00:01Z stdout F rest",
         ];
-        let mut p = parser(FormatChoice::Cri, 1 << 20, Oversize::Split);
-        let mut b = batch();
+        let (mut p, mut b) = cri();
         let malformed = telemetry::get(&metrics().malformed_lines);
-        let mut spans = Vec::new();
-        let mut at = 0;
-        for line in lines {
-            let l = whole(at, line);
-            spans.push((l.offset, l.end));
-            at = l.end;
-            push(&mut p, l, &mut b);
-        }
+        let spans = push_lines(&mut p, lines, &mut b);
         assert!(telemetry::get(&metrics().malformed_lines) >= malformed + 2);
         assert_eq!(
             collect(&b),
@@ -369,8 +342,7 @@ mod tests {
     fn invalid_utf8_is_replaced() {
         let line = b"2026-11-22T10:00:01Z stdout F bad \xff\xc3 bytes \xe2\x82";
         let before = telemetry::get(&metrics().invalid_utf8_lines);
-        let mut p = parser(FormatChoice::Cri, 1 << 20, Oversize::Split);
-        let mut b = batch();
+        let (mut p, mut b) = cri();
         push(&mut p, raw_line(0, line), &mut b);
         assert_eq!(
             collect(&b),

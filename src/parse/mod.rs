@@ -595,6 +595,11 @@ pub(super) mod tests {
         )
     }
 
+    /// A CRI parser (1 MiB lines, split) and an empty batch.
+    pub fn cri() -> (LineParser, Batch) {
+        (parser(FormatChoice::Cri, 1 << 20, Oversize::Split), batch())
+    }
+
     pub fn batch() -> Batch {
         let source = Arc::new(Source {
             path: "/var/log/pods/x/0.log".into(),
@@ -646,6 +651,36 @@ pub(super) mod tests {
 
     pub fn push(p: &mut LineParser, line: Line<'_>, out: &mut Batch) {
         p.push(line, Timestamp(NOW), out);
+    }
+
+    /// Pushes `lines` as whole lines, back to back from offset 0, calling `after` with the
+    /// parser after each; returns each line's (offset, end).
+    pub fn push_lines_observed<'a>(
+        p: &mut LineParser,
+        lines: impl IntoIterator<Item = &'a str>,
+        out: &mut Batch,
+        mut after: impl FnMut(&LineParser),
+    ) -> Vec<(u64, u64)> {
+        let mut spans = Vec::new();
+        let mut at = 0;
+        for line in lines {
+            let l = whole(at, line);
+            spans.push((l.offset, l.end));
+            at = l.end;
+            push(p, l, out);
+            after(p);
+        }
+        spans
+    }
+
+    /// Pushes `lines` as whole lines, back to back from offset 0; returns each line's
+    /// (offset, end).
+    pub fn push_lines<'a>(
+        p: &mut LineParser,
+        lines: impl IntoIterator<Item = &'a str>,
+        out: &mut Batch,
+    ) -> Vec<(u64, u64)> {
+        push_lines_observed(p, lines, out, |_| {})
     }
 
     pub fn collect(b: &Batch) -> Vec<Rec> {
@@ -709,12 +744,7 @@ pub(super) mod tests {
         for (lines, want) in cases {
             let mut p = parser(FormatChoice::Auto, 1 << 20, Oversize::Split);
             let mut b = batch();
-            let mut at = 0;
-            for line in *lines {
-                let l = whole(at, line);
-                at = l.end;
-                push(&mut p, l, &mut b);
-            }
+            push_lines(&mut p, lines.iter().copied(), &mut b);
             let got: Vec<(String, Stream, i64)> = collect(&b)
                 .into_iter()
                 .map(|r| (r.message, r.stream, r.timestamp))
@@ -803,16 +833,8 @@ pub(super) mod tests {
             "2026-11-22T10:00:01Z stdout P out part",
             "2026-11-22T10:00:01Z stdout P  more",
         ];
-        let mut p = parser(FormatChoice::Cri, 1 << 20, Oversize::Split);
-        let mut b = batch();
-        let mut spans = Vec::new();
-        let mut at = 0;
-        for line in lines {
-            let l = whole(at, line);
-            spans.push((l.offset, l.end));
-            at = l.end;
-            push(&mut p, l, &mut b);
-        }
+        let (mut p, mut b) = cri();
+        let spans = push_lines(&mut p, lines, &mut b);
         assert!(b.records.is_empty());
         assert_eq!(p.pending_start(), Some(0));
         p.flush(Timestamp(NOW), &mut b);
@@ -1005,8 +1027,7 @@ pub(super) mod tests {
     #[test]
     fn whole_lines_do_not_reallocate_a_reused_batch() {
         let line = "2026-11-22T10:00:01Z stdout F GET /api/v1/items 200";
-        let mut p = parser(FormatChoice::Cri, 1 << 20, Oversize::Split);
-        let mut b = batch();
+        let (mut p, mut b) = cri();
         b.text.reserve(64 * 1024);
         b.records.reserve(1024);
         let (text, records) = (b.text.as_ptr(), b.records.as_ptr());

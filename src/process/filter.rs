@@ -33,7 +33,7 @@ pub enum Field {
 }
 
 /// Fields Elasticsearch keeps for itself: refused at the top level of a document.
-const ELASTICSEARCH_METADATA: [&str; 16] = [
+pub(super) const ELASTICSEARCH_METADATA: [&str; 16] = [
     "_id",
     "_index",
     "_source",

@@ -35,6 +35,15 @@ pub struct Bounds {
     pub max_key_bytes: usize,
 }
 
+impl Bounds {
+    /// `processing.max_depth`, `max_fields` and `max_key_bytes` when not configured.
+    pub const DEFAULT: Bounds = Bounds {
+        max_depth: 8,
+        max_fields: 200,
+        max_key_bytes: 256,
+    };
+}
+
 /// Why a message was not parsed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotParsed {
@@ -924,11 +933,7 @@ mod tests {
     use proptest::prelude::*;
     use serde_json::{json, Value};
 
-    const BOUNDS: Bounds = Bounds {
-        max_depth: 8,
-        max_fields: 200,
-        max_key_bytes: 256,
-    };
+    const BOUNDS: Bounds = Bounds::DEFAULT;
 
     fn plain(_: &str) -> TopKey {
         TopKey::Plain

@@ -135,11 +135,7 @@ mod tests {
     use crate::process::json::render;
     use serde_json::{json, Value};
 
-    const BOUNDS: Bounds = Bounds {
-        max_depth: 8,
-        max_fields: 200,
-        max_key_bytes: 256,
-    };
+    const BOUNDS: Bounds = Bounds::DEFAULT;
 
     fn doc(message: &str) -> Value {
         let built = parse(message, BOUNDS).unwrap();

@@ -91,11 +91,7 @@ impl ProcessingSettings {
             },
             keep_message: true,
             level_keys: DEFAULT_LEVEL_KEYS.iter().map(|k| k.to_string()).collect(),
-            bounds: Bounds {
-                max_depth: 8,
-                max_fields: 200,
-                max_key_bytes: 256,
-            },
+            bounds: Bounds::DEFAULT,
             include: Vec::new(),
             exclude: Vec::new(),
             drop_fields: Vec::new(),
@@ -195,25 +191,9 @@ impl TopKeys {
             taken.extend(s.names.static_roots.iter().cloned());
             taken.push(filter::CLASH_OBJECT.to_string());
             taken.extend(
-                [
-                    "_id",
-                    "_index",
-                    "_source",
-                    "_routing",
-                    "_type",
-                    "_version",
-                    "_seq_no",
-                    "_primary_term",
-                    "_ignored",
-                    "_ignored_source",
-                    "_field_names",
-                    "_tier",
-                    "_doc_count",
-                    "_data_stream_timestamp",
-                    "_nested_path",
-                    "_size",
-                ]
-                .map(String::from),
+                filter::ELASTICSEARCH_METADATA
+                    .iter()
+                    .map(|name| name.to_string()),
             );
             keys.taken = taken;
         }

@@ -181,10 +181,7 @@ impl Tailer {
 
     /// The file shrank: copytruncate. Everything from offset 0 is new.
     pub(super) fn truncated(&mut self, i: usize) {
-        let key = FileKey(self.next_key);
-        self.next_key += 1;
-        let parser = self.new_parser(&self.files[i].path.clone());
-        let f = &mut self.files[i];
+        let f = &self.files[i];
         // What the file held past the read offset at the last look is gone with the old content.
         let unread = f.size.saturating_sub(f.read_offset);
         tracing::warn!(path = %f.path.display(), read_offset = f.read_offset, unread_bytes = unread, "Log file truncated (copytruncate?); reading it again from the start. Bytes it held that were not read yet are lost.");
@@ -193,14 +190,28 @@ impl Tailer {
         // Where a copy of the old content would be read from (see `copy_of`): once everything
         // sent is acknowledged the positions table forgets the generation, so ask it first.
         let acked = self.positions.acked(f.key).unwrap_or(f.ack_start);
-        // Batches of the old generation still in flight finish its ack range, not the new one.
-        self.positions.release(f.key, f.ack_start);
         let now = Instant::now();
         self.truncated_lately
             .retain(|t| now.duration_since(t.when) < COPY_WINDOW);
         self.truncated_lately.push(Truncated::of(f, acked, now));
+        let truncations = f.truncations.wrapping_add(1);
+        self.new_generation(i, 0, truncations);
+    }
+
+    /// Follows file `i` on as a new generation of it that starts at `offset` with
+    /// `truncations` (a truncation: from 0; a copy: from its original's acknowledged prefix).
+    /// Batches of the old generation still in flight finish its ack range, not the new one's.
+    pub(super) fn new_generation(&mut self, i: usize, offset: u64, truncations: u32) {
+        let key = FileKey(self.next_key);
+        self.next_key += 1;
+        let parser = self.new_parser(&self.files[i].path.clone());
+        let f = &mut self.files[i];
+        self.positions.release(f.key, f.ack_start);
         let identity = fingerprint::identify(&f.file).unwrap_or(f.identity);
         f.restart(key, identity, parser);
+        f.read_offset = offset;
+        f.ack_start = offset;
+        f.truncations = truncations;
         if self.by_path.contains_key(&f.path) {
             self.by_path.insert(f.path.clone(), key);
         }
@@ -210,8 +221,8 @@ impl Tailer {
             &f.path,
             f.target.as_deref(),
             positions::Origin {
-                offset: 0,
-                truncations: f.truncations,
+                offset,
+                truncations,
                 born: f.born,
             },
         );

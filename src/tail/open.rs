@@ -48,12 +48,7 @@ impl Truncated {
     /// What a copy of `f`'s current generation needs to know of it.
     pub(super) fn of(f: &TailedFile, acked: u64, when: Instant) -> Truncated {
         Truncated {
-            dir: f
-                .target
-                .as_deref()
-                .unwrap_or(&f.path)
-                .parent()
-                .map(Path::to_path_buf),
+            dir: dir_of(f),
             fingerprint: f.identity.fingerprint,
             acked,
             truncations: f.truncations,
@@ -62,6 +57,19 @@ impl Truncated {
         }
     }
 }
+
+/// The directory of the file `f` reads (behind its symlink): a copy is made next to it.
+fn dir_of(f: &TailedFile) -> Option<PathBuf> {
+    f.target
+        .as_deref()
+        .unwrap_or(&f.path)
+        .parent()
+        .map(Path::to_path_buf)
+}
+
+/// How long a file found shorter than a fingerprint, next to a possible original, may stay that
+/// short before it is taken for a new file rather than a copy being written.
+pub(super) const COPY_DECISION: Duration = Duration::from_secs(1);
 
 /// How long a truncated generation is remembered for its copy to be recognised.
 pub(super) const COPY_WINDOW: Duration = Duration::from_secs(60);
@@ -105,8 +113,14 @@ impl Tailer {
         let copy = if start.known {
             None
         } else {
-            self.copy_of(&file, path)
+            self.copy_of(&file, path, None)
         };
+        // Too short yet to tell whether it is a copy in the making (logrotate creates the copy,
+        // then writes into it): decided at its first turn (see `settle_copy`).
+        let undecided = !start.known
+            && copy.is_none()
+            && size < u64::from(fingerprint::FINGERPRINT_BYTES)
+            && !self.copy_candidates(path, None).is_empty();
         let target = std::fs::canonicalize(path).ok().filter(|t| t != path);
         let base = target.clone().unwrap_or_else(|| path.to_path_buf());
         let backlog = self.plan_generations(path, &base, identity, start.known, first_scan);
@@ -128,9 +142,12 @@ impl Tailer {
             start,
             Attachment::Live,
         );
-        if let Some(prefix) = copy.and_then(|c| c.id_prefix) {
-            if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+        if let Some(f) = self.files.iter_mut().find(|f| f.key == key) {
+            if let Some(prefix) = copy.and_then(|c| c.id_prefix) {
                 f.inherit_id_prefix(prefix);
+            }
+            if undecided {
+                f.copy_pending = Some(Instant::now());
             }
         }
         let chain = self.chains.iter_mut().position(|c| c.base == base);
@@ -357,32 +374,109 @@ impl Tailer {
         .with_multiline(self.multiline.default_rule())
     }
 
-    /// Whether a newly found file is logrotate's copy (copytruncate) of a generation followed
-    /// next to it: its first bytes are those of a file followed now, or of one truncated lately.
-    /// A copy holds what the original held, so it is read from the end of the original's
-    /// acknowledged prefix, with the original's document ids: what both sent is one document.
-    pub(super) fn copy_of(&self, file: &File, path: &Path) -> Option<Truncated> {
+    /// The generations a file found at `path` could be logrotate's copy (copytruncate) of: in
+    /// the same directory, files followed under their own name now (an original not truncated
+    /// yet) and generations truncated lately, with a whole fingerprint (a young file's shorter
+    /// one could match a different file that starts the same way: then its first records would
+    /// be taken for the original's). `except`: the file asking, if it is followed already.
+    pub(super) fn copy_candidates(&self, path: &Path, except: Option<FileKey>) -> Vec<Truncated> {
         let dir = std::fs::canonicalize(path)
             .ok()
             .and_then(|t| t.parent().map(Path::to_path_buf));
-        let same_dir = |d: Option<&Path>| d.is_some() && d == dir.as_deref();
-        let candidates = self
-            .files
+        let now = Instant::now();
+        self.files
             .iter()
-            .filter(|f| !f.content.is_gzip())
-            .map(|f| Truncated::of(f, self.positions.acked(f.key).unwrap_or(0), Instant::now()))
-            .chain(self.truncated_lately.iter().cloned());
-        for c in candidates {
-            // A young file's shorter fingerprint could match a different file that starts the
-            // same way: then its first records would be taken for the original's.
-            if c.fingerprint.len < fingerprint::FINGERPRINT_BYTES || !same_dir(c.dir.as_deref()) {
-                continue;
-            }
-            if fingerprint::matches(file, c.fingerprint).unwrap_or(false) {
-                return Some(c);
-            }
+            .filter(|f| {
+                f.attachment == Attachment::Live
+                    && !f.content.is_gzip()
+                    && f.copy_pending.is_none()
+                    && Some(f.key) != except
+            })
+            .map(|f| Truncated::of(f, self.positions.acked(f.key).unwrap_or(0), now))
+            .chain(self.truncated_lately.iter().cloned())
+            .filter(|c| {
+                c.fingerprint.len >= fingerprint::FINGERPRINT_BYTES && dir.is_some() && c.dir == dir
+            })
+            .collect()
+    }
+
+    /// Whether `file`, found at `path`, is logrotate's copy (copytruncate) of a generation
+    /// followed next to it: its first bytes are those of one of its [`Self::copy_candidates`].
+    /// A copy holds what the original held, so it is read from the end of the original's
+    /// acknowledged prefix, with the original's document ids: what both sent is one document.
+    pub(super) fn copy_of(
+        &self,
+        file: &File,
+        path: &Path,
+        except: Option<FileKey>,
+    ) -> Option<Truncated> {
+        self.copy_candidates(path, except)
+            .into_iter()
+            .find(|c| fingerprint::matches(file, c.fingerprint).unwrap_or(false))
+    }
+
+    /// File `i` was found too short to tell whether it is a copy in the making. It is read as
+    /// the copy it is once its first bytes match an original's fingerprint (from the original's
+    /// acknowledged prefix, with its ids), and as a new file once they are not the start of any
+    /// file followed next to it, or it stayed shorter than a fingerprint for [`COPY_DECISION`].
+    /// Returns when to look again while it cannot tell yet.
+    pub(super) fn settle_copy(&mut self, i: usize) -> Option<Instant> {
+        let f = &self.files[i];
+        let since = f.copy_pending?;
+        if let Some(copy) = self.copy_of(&f.file, &f.path, Some(f.key)) {
+            self.adopt_copy(i, copy);
+            return None;
         }
+        let head =
+            gzip::head(&f.file, false, fingerprint::FINGERPRINT_BYTES as usize).unwrap_or_default();
+        let now = Instant::now();
+        if head.is_empty() {
+            // Nothing written yet: the wait for the first bytes starts when they come.
+            let f = &mut self.files[i];
+            f.copy_pending = Some(now);
+            f.readable = false;
+            return Some(now + COPY_DECISION);
+        }
+        let short = head.len() < fingerprint::FINGERPRINT_BYTES as usize;
+        if short && now < since + COPY_DECISION && self.starts_a_followed_file(i, &head) {
+            return Some(since + COPY_DECISION);
+        }
+        self.files[i].copy_pending = None;
         None
+    }
+
+    /// Whether `head` is how a file followed under its own name next to file `i` starts (a copy
+    /// of it being written).
+    fn starts_a_followed_file(&self, i: usize, head: &[u8]) -> bool {
+        let f = &self.files[i];
+        let dir = std::fs::canonicalize(&f.path)
+            .ok()
+            .and_then(|t| t.parent().map(Path::to_path_buf));
+        let mut theirs = vec![0u8; head.len()];
+        self.files.iter().any(|o| {
+            o.key != f.key
+                && o.attachment == Attachment::Live
+                && !o.content.is_gzip()
+                && o.copy_pending.is_none()
+                && o.identity.fingerprint.len >= fingerprint::FINGERPRINT_BYTES
+                && dir.is_some()
+                && dir_of(o) == dir
+                && o.file.read_exact_at(&mut theirs, 0).is_ok()
+                && theirs == head
+        })
+    }
+
+    /// Reads file `i`, found before its content was written, as the copy of `copy`'s
+    /// generation: a new generation of it that starts where the original was acknowledged.
+    fn adopt_copy(&mut self, i: usize, copy: Truncated) {
+        let f = &mut self.files[i];
+        tracing::info!(path = %f.path.display(), offset = copy.acked, "A copy of a followed log file (copytruncate); reading it from where the original was acknowledged, with the original's document ids.");
+        f.copy_pending = None;
+        // Nothing of it was read or sent: its first generation ends where it started.
+        self.new_generation(i, copy.acked, copy.truncations);
+        if let Some(prefix) = copy.id_prefix {
+            self.files[i].inherit_id_prefix(prefix);
+        }
     }
 
     /// Whether `file` was created after the positions file was last written, that is while

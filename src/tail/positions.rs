@@ -181,6 +181,30 @@ struct Entry {
     updated: SystemTime,
 }
 
+impl Entry {
+    /// The entry of a file read from `origin`, `size` bytes long, followed as `current`.
+    fn new(
+        identity: FileIdentity,
+        path: &Path,
+        target: Option<&Path>,
+        origin: Origin,
+        size: u64,
+        current: Option<FileKey>,
+    ) -> Entry {
+        Entry {
+            path: path.to_path_buf(),
+            target: target.map(Path::to_path_buf),
+            fingerprint: identity.fingerprint,
+            offset: origin.offset,
+            truncations: origin.truncations,
+            born: origin.born,
+            size,
+            current,
+            updated: SystemTime::now(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Generation {
     dev_ino: (u64, u64),
@@ -269,11 +293,7 @@ impl Positions {
         target: Option<&Path>,
         origin: Origin,
     ) {
-        let Origin {
-            offset: start,
-            truncations,
-            born,
-        } = origin;
+        let start = origin.offset;
         let mut table = self.lock();
         let dev_ino = (identity.dev, identity.inode);
         table.keys.insert(
@@ -284,20 +304,8 @@ impl Positions {
                 released_at: None,
             },
         );
-        table.entries.insert(
-            dev_ino,
-            Entry {
-                path: path.to_path_buf(),
-                target: target.map(Path::to_path_buf),
-                fingerprint: identity.fingerprint,
-                offset: start,
-                truncations,
-                born,
-                size: start,
-                current: Some(key),
-                updated: SystemTime::now(),
-            },
-        );
+        let entry = Entry::new(identity, path, target, origin, start, Some(key));
+        table.entries.insert(dev_ino, entry);
         table.generation += 1;
     }
 
@@ -321,20 +329,8 @@ impl Positions {
         {
             return;
         }
-        table.entries.insert(
-            dev_ino,
-            Entry {
-                path: path.to_path_buf(),
-                target: target.map(Path::to_path_buf),
-                fingerprint: identity.fingerprint,
-                offset: origin.offset,
-                truncations: origin.truncations,
-                born: origin.born,
-                size,
-                current: None,
-                updated: SystemTime::now(),
-            },
-        );
+        let entry = Entry::new(identity, path, target, origin, size, None);
+        table.entries.insert(dev_ino, entry);
         table.generation += 1;
     }
 
@@ -705,21 +701,28 @@ mod tests {
         }
     }
 
+    /// Registers generation `key` of `path`, read from its start.
+    fn follow(p: &Positions, key: u64, identity: FileIdentity, path: &str) {
+        follow_from(p, key, identity, path, Origin::default());
+    }
+
+    fn follow_from(p: &Positions, key: u64, identity: FileIdentity, path: &str, origin: Origin) {
+        p.register(FileKey(key), identity, Path::new(path), None, origin);
+    }
+
+    fn ack(p: &Positions, key: u64, start: u64, end: u64) {
+        p.ack(AckToken {
+            file: FileKey(key),
+            start,
+            end,
+        });
+    }
+
     #[test]
     fn acks_move_positions_only_through_contiguous_prefix() {
         let p = Positions::new();
-        p.register(
-            FileKey(1),
-            id(1, 10, 7),
-            Path::new("/a.log"),
-            None,
-            Origin::default(),
-        );
-        p.ack(AckToken {
-            file: FileKey(1),
-            start: 100,
-            end: 200,
-        });
+        follow(&p, 1, id(1, 10, 7), "/a.log");
+        ack(&p, 1, 100, 200);
         assert_eq!(
             p.lookup(1, 10),
             Some(Resume {
@@ -728,124 +731,16 @@ mod tests {
                 truncations: 0
             })
         );
-        p.ack(AckToken {
-            file: FileKey(1),
-            start: 0,
-            end: 100,
-        });
+        ack(&p, 1, 0, 100);
         assert_eq!(p.lookup(1, 10).unwrap().offset, 200);
-    }
-
-    #[test]
-    fn stale_generation_does_not_move_truncated_file() {
-        let p = Positions::new();
-        p.register(
-            FileKey(1),
-            id(1, 10, 7),
-            Path::new("/a.log"),
-            None,
-            Origin::default(),
-        );
-        // Truncated: a new generation starts at 0 while the old one still has acks in flight.
-        p.register(
-            FileKey(2),
-            id(1, 10, 8),
-            Path::new("/a.log"),
-            None,
-            Origin::default(),
-        );
-        p.ack(AckToken {
-            file: FileKey(1),
-            start: 0,
-            end: 5000,
-        });
-        assert_eq!(p.lookup(1, 10).unwrap().offset, 0);
-        p.ack(AckToken {
-            file: FileKey(2),
-            start: 0,
-            end: 30,
-        });
-        assert_eq!(p.lookup(1, 10).unwrap().offset, 30);
-    }
-
-    #[test]
-    fn released_files_are_collected_after_grace() {
-        let p = Positions::new();
-        p.register(
-            FileKey(1),
-            id(1, 10, 7),
-            Path::new("/a.log"),
-            None,
-            Origin::default(),
-        );
-        p.register(
-            FileKey(2),
-            id(1, 11, 7),
-            Path::new("/b.log"),
-            None,
-            Origin::default(),
-        );
-        p.release(FileKey(1), 0);
-        assert_eq!(p.collect_garbage(Duration::from_secs(3600)), 0);
-        assert_eq!(
-            p.collect_garbage(Duration::ZERO),
-            1,
-            "only the released file goes"
-        );
-        assert!(p.lookup(1, 10).is_none());
-        assert!(p.lookup(1, 11).is_some());
-    }
-
-    #[test]
-    fn acks_after_release_still_count() {
-        let p = Positions::new();
-        p.register(
-            FileKey(1),
-            id(1, 10, 7),
-            Path::new("/a.log"),
-            None,
-            Origin::default(),
-        );
-        p.release(FileKey(1), 42);
-        assert_eq!(
-            p.collect_garbage(Duration::ZERO),
-            0,
-            "in flight: not collectable"
-        );
-        p.ack(AckToken {
-            file: FileKey(1),
-            start: 0,
-            end: 42,
-        });
-        assert_eq!(
-            p.lookup(1, 10).unwrap().offset,
-            42,
-            "batches in flight at release still move it"
-        );
-        assert_eq!(
-            p.acked(FileKey(1)),
-            None,
-            "the finished generation is forgotten"
-        );
-        assert_eq!(p.collect_garbage(Duration::ZERO), 1);
     }
 
     #[test]
     fn store_and_load_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let p = Positions::new();
-        p.register(
-            FileKey(1),
-            id(3, 10, 7),
-            Path::new("/var/log/containers/a.log"),
-            None,
-            Origin::default(),
-        );
-        p.ack(AckToken {
-            file: FileKey(1),
-            start: 0,
-            end: 1234,
-        });
+        follow(&p, 1, id(3, 10, 7), "/var/log/containers/a.log");
+        ack(&p, 1, 0, 1234);
         let table = p.snapshot();
         store(dir.path(), &table).unwrap();
         let Loaded::Table(loaded) = load(dir.path()).unwrap() else {
@@ -856,6 +751,18 @@ mod tests {
         let text = fs::read_to_string(dir.path().join(FILE_NAME)).unwrap();
         assert!(text.contains("\"offset\": 1234"), "human-readable: {text}");
         assert!(!dir.path().join(TMP_NAME).exists());
+    }
+
+    #[test]
+    fn stale_generation_does_not_move_truncated_file() {
+        let p = Positions::new();
+        follow(&p, 1, id(1, 10, 7), "/a.log");
+        // Truncated: a new generation starts at 0 while the old one still has acks in flight.
+        follow(&p, 2, id(1, 10, 8), "/a.log");
+        ack(&p, 1, 0, 5000);
+        assert_eq!(p.lookup(1, 10).unwrap().offset, 0);
+        ack(&p, 2, 0, 30);
+        assert_eq!(p.lookup(1, 10).unwrap().offset, 30);
     }
 
     #[test]
@@ -900,6 +807,63 @@ mod tests {
     }
 
     #[test]
+    fn released_files_are_collected_after_grace() {
+        let p = Positions::new();
+        follow(&p, 1, id(1, 10, 7), "/a.log");
+        follow(&p, 2, id(1, 11, 7), "/b.log");
+        p.release(FileKey(1), 0);
+        assert_eq!(p.collect_garbage(Duration::from_secs(3600)), 0);
+        assert_eq!(
+            p.collect_garbage(Duration::ZERO),
+            1,
+            "only the released file goes"
+        );
+        assert!(p.lookup(1, 10).is_none());
+        assert!(p.lookup(1, 11).is_some());
+    }
+
+    #[test]
+    fn files_written_before_birth_times_and_sizes_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(
+            dir.path().join(FILE_NAME),
+            r#"{"version":1,"files":[{"path":"/a.log","dev":1,"inode":2,"fingerprint":{"len":4,"crc32":5},"offset":6,"updated":7}]}"#,
+        )
+        .unwrap();
+        let Loaded::Table(t) = load(dir.path()).unwrap() else {
+            panic!("missing")
+        };
+        assert_eq!(
+            (t.files[0].offset, t.files[0].born, t.files[0].size),
+            (6, 0, 0)
+        );
+    }
+
+    #[test]
+    fn acks_after_release_still_count() {
+        let p = Positions::new();
+        follow(&p, 1, id(1, 10, 7), "/a.log");
+        p.release(FileKey(1), 42);
+        assert_eq!(
+            p.collect_garbage(Duration::ZERO),
+            0,
+            "in flight: not collectable"
+        );
+        ack(&p, 1, 0, 42);
+        assert_eq!(
+            p.lookup(1, 10).unwrap().offset,
+            42,
+            "batches in flight at release still move it"
+        );
+        assert_eq!(
+            p.acked(FileKey(1)),
+            None,
+            "the finished generation is forgotten"
+        );
+        assert_eq!(p.collect_garbage(Duration::ZERO), 1);
+    }
+
+    #[test]
     fn a_generation_is_found_by_content_moved_with_it_and_forgotten_once_gone() {
         let p = Positions::new();
         let content = b"2026-11-22T10:00:00.000000001Z stdout F first line of the generation\n";
@@ -914,21 +878,12 @@ mod tests {
             },
         };
         let live = Path::new("/var/log/containers/a.log");
-        p.register(
-            FileKey(1),
-            identity,
-            live,
-            None,
-            Origin {
-                born: 77,
-                ..Origin::default()
-            },
-        );
-        p.ack(AckToken {
-            file: FileKey(1),
-            start: 0,
-            end: 40,
-        });
+        let born = Origin {
+            born: 77,
+            ..Origin::default()
+        };
+        follow_from(&p, 1, identity, "/var/log/containers/a.log", born);
+        ack(&p, 1, 0, 40);
         p.update_size(FileKey(1), 100);
         p.release(FileKey(1), 40);
         let (at, born, resume) = p.lookup_content(live, content).unwrap();
@@ -959,34 +914,12 @@ mod tests {
             fingerprint: Fingerprint { len: 0, crc32: 0 },
         };
         let live = Path::new("/a.log");
-        p.register(
-            FileKey(1),
-            identity,
-            live,
-            None,
-            Origin {
-                offset: 500,
-                ..Origin::default()
-            },
-        );
-        assert!(p.lookup_content(live, b"anything").is_none());
-    }
-
-    #[test]
-    fn files_written_before_birth_times_and_sizes_still_load() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(
-            dir.path().join(FILE_NAME),
-            r#"{"version":1,"files":[{"path":"/a.log","dev":1,"inode":2,"fingerprint":{"len":4,"crc32":5},"offset":6,"updated":7}]}"#,
-        )
-        .unwrap();
-        let Loaded::Table(t) = load(dir.path()).unwrap() else {
-            panic!("missing")
+        let at_500 = Origin {
+            offset: 500,
+            ..Origin::default()
         };
-        assert_eq!(
-            (t.files[0].offset, t.files[0].born, t.files[0].size),
-            (6, 0, 0)
-        );
+        follow_from(&p, 1, identity, "/a.log", at_500);
+        assert!(p.lookup_content(live, b"anything").is_none());
     }
 
     #[test]

@@ -84,6 +84,9 @@ pub struct TailedFile {
     /// Held back until the older generations of its container are read (see
     /// `tail::generations`): not read, whatever polls see.
     pub held: bool,
+    /// Found shorter than a fingerprint next to a file it could be a copy of (copytruncate):
+    /// since when it waits for its first bytes to tell (see `Tailer::settle_copy`).
+    pub copy_pending: Option<Instant>,
     pub source: Arc<Source>,
     pub parser: LineParser,
     /// Offset of the next byte to read.
@@ -165,6 +168,7 @@ impl TailedFile {
             identity,
             born: 0,
             held: false,
+            copy_pending: None,
             source,
             parser,
             read_offset: offset,

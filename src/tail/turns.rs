@@ -136,10 +136,15 @@ impl Tailer {
         now: Instant,
         round: &mut Round,
     ) -> Result<(), Stopped> {
-        let f = &mut self.files[i];
-        if !f.readable {
+        if !self.files[i].readable {
             return Ok(());
         }
+        if let Some(until) = self.settle_copy(i) {
+            // Maybe a copy still being written: not read until its first bytes tell.
+            round.next_due = Some(round.next_due.map_or(until, |d| d.min(until)));
+            return Ok(());
+        }
+        let f = &mut self.files[i];
         if let Some(enricher) = &self.enricher {
             if !enrich(f, enricher, &self.enrich_warnings) {
                 // Held back while its pod's metadata is on its way; other files go on.

@@ -343,23 +343,15 @@ impl Client {
         if let Some(path) = &tls.ca_file {
             let pem = read(path, "CA file")?;
             let certs =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|source| ClientError::Pem {
-                    what: "CA file",
-                    path: path.clone(),
-                    source,
-                })?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(not_pem("CA file", path))?;
             builder = builder.tls_certs_merge(certs);
         }
         if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
             let mut pem = read(cert, "client certificate")?;
             pem.push(b'\n');
             pem.extend(read(key, "client key")?);
-            let identity =
-                reqwest::Identity::from_pem(&pem).map_err(|source| ClientError::Pem {
-                    what: "client certificate and key",
-                    path: cert.clone(),
-                    source,
-                })?;
+            let identity = reqwest::Identity::from_pem(&pem)
+                .map_err(not_pem("client certificate and key", cert))?;
             builder = builder.identity(identity);
         }
         if tls.insecure_skip_verify {
@@ -541,6 +533,12 @@ impl Client {
         url.set_path(&format!("{base}/{path}"));
         url
     }
+}
+
+/// The error for `what` in `path` that reqwest could not read as PEM.
+fn not_pem(what: &'static str, path: &Path) -> impl FnOnce(reqwest::Error) -> ClientError {
+    let path = path.to_path_buf();
+    move |source| ClientError::Pem { what, path, source }
 }
 
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, ClientError> {

@@ -56,7 +56,7 @@ use crate::document::Encoder;
 use crate::record::{Batch, Record};
 use crate::telemetry::{self, metrics, Throttle};
 
-use bulk::{doc_id, BulkBody, BulkBuilder};
+use bulk::{doc_id, BulkBody, BulkBuilder, ID_LEN};
 use client::{Client, ClientSettings, Pick};
 use dead_letter::{DeadLetter, DeadLetterSettings, DeadLetters};
 use index::IndexTemplate;
@@ -399,12 +399,10 @@ impl Driver {
         }
     }
 
-    /// Writes one item into the open request, closing it when it is full.
-    fn push(&mut self, item: ItemRef) {
-        let Some(pending) = self.pending[item.slot as usize].as_ref() else {
-            return;
-        };
-        let batch = &pending.batch;
+    /// Where record `item` goes: its index and its document id; `None` once its batch is
+    /// resolved.
+    fn address(&mut self, item: ItemRef) -> Option<(Arc<str>, [u8; ID_LEN])> {
+        let batch = &self.pending[item.slot as usize].as_ref()?.batch;
         let record = &batch.records[item.record as usize];
         let index = index_name(
             &mut self.index_cache,
@@ -413,7 +411,18 @@ impl Driver {
             batch,
             record,
         );
-        let id = doc_id(batch.id_prefix, record.offset, record.end);
+        Some((index, doc_id(batch.id_prefix, record.offset, record.end)))
+    }
+
+    /// Writes one item into the open request, closing it when it is full.
+    fn push(&mut self, item: ItemRef) {
+        let Some((index, id)) = self.address(item) else {
+            return;
+        };
+        let Some(pending) = self.pending[item.slot as usize].as_ref() else {
+            return;
+        };
+        let batch = &pending.batch;
         let budget = &self.budget;
         let open = self.builder.get_or_insert_with(|| Open {
             builder: BulkBuilder::new(self.settings.op_type, self.settings.gzip),
@@ -679,22 +688,15 @@ impl Driver {
             None => (status, kind.to_owned(), reason.to_owned()),
         };
         let (kind, reason) = (kind.as_str(), reason.as_str());
+        let Some((index, id)) = self.address(item) else {
+            return;
+        };
         let Some(pending) = self.pending[item.slot as usize].as_ref() else {
             return;
         };
-        let batch = &pending.batch;
-        let record = &batch.records[item.record as usize];
         self.doc.clear();
         self.encoder
-            .encode(batch, item.record as usize, &mut self.doc);
-        let index = index_name(
-            &mut self.index_cache,
-            &self.settings,
-            &self.node_name,
-            batch,
-            record,
-        );
-        let id = doc_id(batch.id_prefix, record.offset, record.end);
+            .encode(&pending.batch, item.record as usize, &mut self.doc);
         let letter = DeadLetter {
             index: &index,
             id: std::str::from_utf8(&id).unwrap_or_default(),
