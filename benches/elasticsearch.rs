@@ -29,6 +29,11 @@ const RUNS: usize = 3;
 struct Counter {
     /// How long the endpoint takes per request (a slow cluster).
     delay_ms: AtomicU64,
+    /// And per item, in microseconds: a cluster that indexes at most 1e6 / this docs per second
+    /// (per request in flight).
+    delay_per_item_us: AtomicU64,
+    /// Write-to-indexed latencies of the quiet lines (`fairness`), in microseconds.
+    quiet: std::sync::Mutex<Vec<u64>>,
     items: AtomicU64,
     requests: AtomicU64,
     wire_bytes: AtomicU64,
@@ -62,6 +67,11 @@ async fn bulk(
         body.to_vec()
     };
     let items = memchr::memchr_iter(b'\n', &raw).count() / 2;
+    let per_item = counter.delay_per_item_us.load(Ordering::Relaxed);
+    if per_item > 0 {
+        tokio::time::sleep(Duration::from_micros(per_item * items as u64)).await;
+    }
+    record_quiet_latencies(&counter, &raw);
     counter.items.fetch_add(items as u64, Ordering::Relaxed);
     counter.requests.fetch_add(1, Ordering::Relaxed);
     counter
@@ -77,6 +87,35 @@ async fn bulk(
     }
     answer.push_str("]}");
     (StatusCode::OK, answer)
+}
+
+/// The quiet lines of the `fairness` scenario carry `QUIET@<unix micros when written>;`: their
+/// latency is from then to now, when the cluster indexes them.
+fn record_quiet_latencies(counter: &Counter, raw: &[u8]) {
+    let now = unix_micros();
+    let mut found = Vec::new();
+    for at in memchr::memmem::find_iter(raw, QUIET_MARK) {
+        let digits = &raw[at + QUIET_MARK.len()..];
+        let end = digits.iter().position(|b| !b.is_ascii_digit()).unwrap_or(0);
+        if let Some(written) = std::str::from_utf8(&digits[..end])
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+        {
+            found.push(now.saturating_sub(written));
+        }
+    }
+    if !found.is_empty() {
+        counter.quiet.lock().unwrap().extend(found);
+    }
+}
+
+const QUIET_MARK: &[u8] = b"QUIET@";
+
+fn unix_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
 }
 
 async fn banner() -> &'static str {
@@ -222,6 +261,115 @@ fn run_scenario(s: &Scenario) {
     }
 }
 
+/// One container writes flat out into a cluster slower than it (`delay_per_item`), while
+/// `QUIET_FILES` containers write a line every 100 ms. Prints the quiet lines' write-to-indexed
+/// latency (p50, p99, max) and the noisy container's throughput. No limit is configured.
+fn run_fairness(seconds: u64, delay_per_item: Duration) {
+    const QUIET_FILES: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let counter = Arc::new(Counter::default());
+    counter
+        .delay_per_item_us
+        .store(delay_per_item.as_micros() as u64, Ordering::Relaxed);
+    let url = start_server(Arc::clone(&counter));
+    let file = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(logs.join(name))
+            .unwrap()
+    };
+    let noisy_name = format!("noisy-0_shop_flood-{:064x}.log", 1);
+    let quiet_names: Vec<String> = (0..QUIET_FILES)
+        .map(|q| format!("quiet-{q}_shop_app-{:064x}.log", q + 2))
+        .collect();
+    // The files exist before the agent starts: it follows them from their (empty) start.
+    drop(file(&noisy_name));
+    for name in &quiet_names {
+        drop(file(name));
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_logship"))
+        .arg("--include")
+        .arg(format!("{}/*.log", logs.display()))
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", &url)
+        .env("LOGSHIP_NODE_NAME", "bench")
+        .env("LOGSHIP_LOG__LEVEL", "warn")
+        .env("LOGSHIP_KUBERNETES__ENABLED", "false")
+        .env("LOGSHIP_SERVER__LISTEN", "127.0.0.1:0")
+        .env_remove("LOGSHIP_BENCH_BACKLOG_GB")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let noisy = {
+        let mut out = std::io::BufWriter::with_capacity(1 << 16, file(&noisy_name));
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut line = Vec::with_capacity(LINE_BYTES);
+            let mut written = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..1000 {
+                    line.clear();
+                    let head = format!("2026-11-22T10:00:00.000000000Z stdout F flood {written} ");
+                    line.extend_from_slice(head.as_bytes());
+                    line.resize(LINE_BYTES - 1, b'x');
+                    line.push(b'\n');
+                    std::io::Write::write_all(&mut out, &line).unwrap();
+                    written += 1;
+                }
+                std::io::Write::flush(&mut out).unwrap();
+            }
+            written
+        })
+    };
+    let mut quiet_files: Vec<std::fs::File> = quiet_names.iter().map(|n| file(n)).collect();
+    let start = Instant::now();
+    let mut quiet_written = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        for out in &mut quiet_files {
+            let line = format!(
+                "2026-11-22T10:00:00.000000000Z stdout F request done QUIET@{};\n",
+                unix_micros()
+            );
+            std::io::Write::write_all(out, line.as_bytes()).unwrap();
+            quiet_written += 1;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let noisy_written = noisy.join().unwrap();
+    let wall = start.elapsed();
+    let indexed_during = counter.items.load(Ordering::Relaxed);
+    // The quiet lines written last arrive once what is ahead of them is indexed.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while (counter.quiet.lock().unwrap().len() as u64) < quiet_written && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let _ = child.wait();
+    let mut quiet = counter.quiet.lock().unwrap().clone();
+    quiet.sort_unstable();
+    let pct = |p: f64| quiet[((quiet.len() as f64 * p) as usize).min(quiet.len() - 1)] as f64 / 1e6;
+    println!(
+        "elasticsearch fairness: {seconds} s, noisy wrote {noisy_written} lines ({:.0} lines/s), {indexed_during} indexed while it wrote ({:.0}/s, the cluster's pace); quiet lines {} of {quiet_written} indexed, write to indexed p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        noisy_written as f64 / wall.as_secs_f64(),
+        indexed_during as f64 / wall.as_secs_f64(),
+        quiet.len(),
+        pct(0.50),
+        pct(0.99),
+        pct(1.0),
+    );
+}
+
 fn main() {
     // `cargo bench --bench elasticsearch -- NAME` runs the scenarios whose name contains NAME.
     let args: Vec<String> = std::env::args()
@@ -270,5 +418,10 @@ fn main() {
         if args.is_empty() || args.iter().any(|a| s.name.contains(a.as_str())) {
             run_scenario(s);
         }
+    }
+    if args.is_empty() || args.iter().any(|a| "fairness".contains(a.as_str())) {
+        // 20 µs per item: a cluster that indexes 50 k documents per second per request in
+        // flight, slower than the flooding container.
+        run_fairness(15, Duration::from_micros(20));
     }
 }
