@@ -261,11 +261,13 @@ fn run_scenario(s: &Scenario) {
     }
 }
 
-/// One container writes flat out into a cluster slower than it (`delay_per_item`), while
-/// `QUIET_FILES` containers write a line every 100 ms. Prints the quiet lines' write-to-indexed
-/// latency (p50, p99, max) and the noisy container's throughput. No limit is configured.
+/// One container writes flat out (up to `NOISY_RATE`) into a cluster much slower than it
+/// (`delay_per_item`), while `QUIET_FILES` containers write a line every 100 ms. Prints the
+/// quiet lines' write-to-indexed latency (p50, p99, max) and the cluster's pace. No limit is
+/// configured.
 fn run_fairness(seconds: u64, delay_per_item: Duration) {
     const QUIET_FILES: usize = 5;
+    const NOISY_RATE: u64 = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
@@ -312,7 +314,14 @@ fn run_fairness(seconds: u64, delay_per_item: Duration) {
         std::thread::spawn(move || {
             let mut line = Vec::with_capacity(LINE_BYTES);
             let mut written = 0u64;
+            let began = Instant::now();
             while !stop.load(Ordering::Relaxed) {
+                // At most NOISY_RATE lines/s: far more than the cluster takes, without filling
+                // the disk.
+                let due = Duration::from_secs_f64(written as f64 / NOISY_RATE as f64);
+                if let Some(ahead) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(ahead);
+                }
                 for _ in 0..1000 {
                     line.clear();
                     let head = format!("2026-11-22T10:00:00.000000000Z stdout F flood {written} ");
@@ -420,8 +429,8 @@ fn main() {
         }
     }
     if args.is_empty() || args.iter().any(|a| "fairness".contains(a.as_str())) {
-        // 20 µs per item: a cluster that indexes 50 k documents per second per request in
-        // flight, slower than the flooding container.
-        run_fairness(15, Duration::from_micros(20));
+        // 200 µs per item: a cluster that indexes 5 k documents per second per request in
+        // flight (20 k/s with the default 4 in flight), far slower than the flooding container.
+        run_fairness(20, Duration::from_micros(200));
     }
 }
