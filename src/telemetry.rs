@@ -274,6 +274,10 @@ metrics! {
     /// less after a 413 taught that the path to the cluster takes less.
     #[metric(Gauge "logship_elasticsearch_max_request_bytes")]
     pub es_max_request_bytes: AtomicU64,
+    /// The number of items at which bulk requests are closed now: `batch.max_events`, or less
+    /// while the cluster is slow, so that a request is answered within about 250 ms.
+    #[metric(Gauge "logship_elasticsearch_max_request_items")]
+    pub es_max_request_items: AtomicU64,
     /// Times the number of requests at once was halved after a 429.
     #[metric(Counter "logship_elasticsearch_concurrency_decreases")]
     pub es_concurrency_decreases: AtomicU64,

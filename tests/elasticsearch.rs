@@ -913,3 +913,48 @@ fn a_record_read_again_with_other_boundaries_is_not_swallowed_as_a_duplicate() {
     );
     assert!(agent.terminate().success());
 }
+
+/// One file's backlog does not hold back another file's new line on the way out: requests are
+/// filled with one batch of each file in turn, so the new line is indexed long before the
+/// backlog is, though the backlog was read (and queued for sending) first.
+#[test]
+fn a_flood_does_not_hold_back_another_files_line() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.set_delay(Duration::from_millis(200));
+    let fx = Fixture::new();
+    let noisy = fx.log("noisy.log");
+    let quiet = fx.log("quiet.log");
+    const BACKLOG: usize = 20_000;
+    let body: String = (0..BACKLOG)
+        .map(|i| cri("stdout", 'F', &format!("flood {i:05} {}", "x".repeat(150))))
+        .collect();
+    append(&noisy, body.as_bytes());
+    append(&quiet, b"");
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__MAX_BYTES", "128KiB")],
+    );
+    assert!(es.wait_for_doc_count(1, WAIT), "{}", agent.logs());
+    append(&quiet, cri("stdout", 'F', "quiet line").as_bytes());
+    assert!(
+        es.wait_for_doc_count(BACKLOG + 1, WAIT),
+        "{} documents\n{}",
+        es.doc_count(),
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    let order: Vec<String> = es
+        .documents_in_order(INDEX)
+        .iter()
+        .map(|d| d["message"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let at = order
+        .iter()
+        .position(|m| m == "quiet line")
+        .expect("indexed");
+    assert!(
+        at < BACKLOG / 2,
+        "the quiet line was indexed after {at} of the backlog's {BACKLOG} lines"
+    );
+}

@@ -9,9 +9,9 @@
 
 pub mod rate_limit;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A byte budget shared by the reader and everything downstream of it.
 #[derive(Clone, Debug)]
@@ -29,13 +29,35 @@ struct Inner {
     waiting: AtomicUsize,
     /// Woken when a reader starts waiting (see [`Budget::starved`]).
     starved: tokio::sync::Notify,
+    /// When a reader last held a file back for room (see [`Budget::held_back`]), in
+    /// microseconds since `born`; 0: never.
+    held_back_at: AtomicU64,
+    born: Instant,
 }
+
+/// For how long a file held back for room counts as a reader waiting for it.
+const HELD_BACK_FOR: Duration = Duration::from_millis(200);
 
 /// A share of the budget; returned when dropped.
 #[derive(Debug)]
 pub struct Permit {
     inner: Arc<Inner>,
     bytes: usize,
+    /// The holder it is counted for too, if any (see [`Holder`]).
+    holder: Option<Holder>,
+}
+
+/// What one holder (a file) has of the budget now: the bytes of the permits counted for it
+/// ([`Permit::held_by`]). Lets the reader give a file that holds a lot of it no more while others
+/// need room (docs/ARCHITECTURE.md, fair delivery).
+#[derive(Clone, Debug, Default)]
+pub struct Holder(Arc<AtomicUsize>);
+
+impl Holder {
+    /// Bytes held now.
+    pub fn held(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 /// Why [`Budget::acquire`] returned without a permit.
@@ -56,6 +78,8 @@ impl Budget {
                 freed: Condvar::new(),
                 waiting: AtomicUsize::new(0),
                 starved: tokio::sync::Notify::new(),
+                held_back_at: AtomicU64::new(0),
+                born: Instant::now(),
             }),
         }
     }
@@ -83,6 +107,7 @@ impl Budget {
         Ok(Permit {
             inner: Arc::clone(inner),
             bytes,
+            holder: None,
         })
     }
 
@@ -95,12 +120,27 @@ impl Budget {
         Permit {
             inner: Arc::clone(&self.inner),
             bytes,
+            holder: None,
         }
     }
 
-    /// Whether a reader is waiting for room now.
+    /// Whether a reader is waiting for room now, or held a file back for it lately.
     pub fn readers_waiting(&self) -> bool {
-        self.inner.waiting.load(Ordering::SeqCst) > 0
+        if self.inner.waiting.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        let at = self.inner.held_back_at.load(Ordering::Relaxed);
+        at > 0
+            && self.inner.born.elapsed().as_micros() as u64 - at < HELD_BACK_FOR.as_micros() as u64
+    }
+
+    /// A reader did not read a file because the budget is nearly spent (it waits for room
+    /// without blocking): counts as a reader waiting, for [`Budget::readers_waiting`] and
+    /// [`Budget::starved`].
+    pub fn held_back(&self) {
+        let now = (self.inner.born.elapsed().as_micros() as u64).max(1);
+        self.inner.held_back_at.store(now, Ordering::Relaxed);
+        self.inner.starved.notify_one();
     }
 
     /// Returns once a reader started waiting for room (possibly before this was called): the
@@ -124,11 +164,22 @@ impl Permit {
         self.bytes
     }
 
+    /// Counts the permit for `holder` too, until it is dropped.
+    pub fn held_by(mut self, holder: &Holder) -> Permit {
+        holder.0.fetch_add(self.bytes, Ordering::Relaxed);
+        self.holder = Some(holder.clone());
+        self
+    }
+
     /// Resizes the permit to `bytes` without waiting (see [`Budget::charge`]): a body being
     /// written holds what it has written so far.
     pub fn resize(&mut self, bytes: usize) {
         if bytes == self.bytes {
             return;
+        }
+        if let Some(holder) = &self.holder {
+            holder.0.fetch_add(bytes, Ordering::Relaxed);
+            holder.0.fetch_sub(self.bytes, Ordering::Relaxed);
         }
         let mut used = self.inner.used.lock().unwrap_or_else(|e| e.into_inner());
         *used = *used + bytes - self.bytes;
@@ -143,6 +194,9 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        if let Some(holder) = &self.holder {
+            holder.0.fetch_sub(self.bytes, Ordering::Relaxed);
+        }
         let mut used = self.inner.used.lock().unwrap_or_else(|e| e.into_inner());
         *used -= self.bytes;
         drop(used);
@@ -193,6 +247,23 @@ mod tests {
         assert!(budget.acquire(60, Duration::ZERO).is_ok());
         drop(body);
         assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_holder_counts_its_permits_until_they_are_returned() {
+        let budget = Budget::new(100);
+        let file = Holder::default();
+        let a = budget.acquire(30, Duration::ZERO).unwrap().held_by(&file);
+        let mut b = budget.acquire(20, Duration::ZERO).unwrap().held_by(&file);
+        let other = budget.acquire(10, Duration::ZERO).unwrap();
+        assert_eq!((file.held(), budget.used()), (50, 60));
+        b.resize(5);
+        assert_eq!(file.held(), 35);
+        drop(a);
+        drop(other);
+        assert_eq!((file.held(), budget.used()), (5, 5));
+        drop(b);
+        assert_eq!(file.held(), 0);
     }
 
     #[test]

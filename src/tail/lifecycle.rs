@@ -272,7 +272,7 @@ impl Tailer {
             },
         );
         self.stages.prepare(&mut f, &mut batch, Origin::Held);
-        self.send(batch)?;
+        self.send(batch, None)?;
         self.positions.release(f.key, end);
         telemetry::add(&metrics().files_released, 1);
         tracing::info!(path = %f.path.display(), offset = f.read_offset, "Finished reading rotated or deleted log file.");

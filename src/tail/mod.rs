@@ -272,12 +272,17 @@ impl Tailer {
                     let wait = due.0.saturating_sub(Timestamp::now().0).max(0);
                     next_poll = next_poll.min(Duration::from_nanos(wait as u64));
                 }
+                let slept = Instant::now();
                 match self
                     .wake
                     .recv_timeout(next_poll.max(Duration::from_millis(1)))
                 {
                     Ok(()) | Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => std::thread::sleep(next_poll),
+                }
+                if round.held_back {
+                    // Waiting for room, as in `send`, without blocking the other files.
+                    telemetry::add_duration(&metrics().reader_wait, slept.elapsed());
                 }
             }
         }

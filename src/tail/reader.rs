@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::ack::FileKey;
+use crate::buffer::Holder;
 use crate::parse::{Line, LineParser, Piece};
 use crate::record::{Batch, IdPrefix};
 use crate::source::{FileIdentity, Source};
@@ -87,6 +88,8 @@ pub struct TailedFile {
     /// Found shorter than a fingerprint next to a file it could be a copy of (copytruncate):
     /// since when it waits for its first bytes to tell (see `Tailer::settle_copy`).
     pub copy_pending: Option<Instant>,
+    /// What its batches hold of the memory budget now (see `Tailer::over_fair_share`).
+    pub holder: Holder,
     pub source: Arc<Source>,
     pub parser: LineParser,
     /// Offset of the next byte to read.
@@ -169,6 +172,7 @@ impl TailedFile {
             born: 0,
             held: false,
             copy_pending: None,
+            holder: Holder::default(),
             source,
             parser,
             read_offset: offset,

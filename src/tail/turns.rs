@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc::error::TrySendError;
 
+use crate::buffer::Holder;
 use crate::enrich::Enricher;
 use crate::parse::multiline::Multiline;
 use crate::record::Batch;
@@ -18,10 +19,15 @@ use super::reader::TailedFile;
 use super::stages::Origin;
 use super::{fingerprint, Stopped, Tailer};
 
+/// How soon a file skipped for its share of the budget is looked at again.
+const FAIR_SHARE_RETRY: Duration = Duration::from_millis(20);
+
 /// What one round of reads found.
 pub(super) struct Round {
     /// Some file may have more to read right away.
     pub(super) more: bool,
+    /// A file was held back for its share of the budget (the reader waits for room).
+    pub(super) held_back: bool,
     /// The earliest time a file held back by its rate limit may be read again.
     pub(super) next_due: Option<Instant>,
 }
@@ -106,6 +112,7 @@ impl Tailer {
     pub(super) fn read_round(&mut self) -> Result<Round, Stopped> {
         let mut round = Round {
             more: false,
+            held_back: false,
             next_due: None,
         };
         let now = Instant::now();
@@ -142,6 +149,14 @@ impl Tailer {
         if let Some(until) = self.settle_copy(i) {
             // Maybe a copy still being written: not read until its first bytes tell.
             round.next_due = Some(round.next_due.map_or(until, |d| d.min(until)));
+            return Ok(());
+        }
+        if self.over_fair_share(i) {
+            // Holds plenty of the spent budget: waits for its next turn while others are read.
+            self.budget.held_back();
+            round.held_back = true;
+            let retry = now + FAIR_SHARE_RETRY;
+            round.next_due = Some(round.next_due.map_or(retry, |d| d.min(retry)));
             return Ok(());
         }
         let f = &mut self.files[i];
@@ -202,7 +217,20 @@ impl Tailer {
         let mut batch = turn.batch;
         self.stages
             .prepare(f, &mut batch, Origin::Read { bytes: turn.bytes });
-        self.send(batch)
+        let holder = f.holder.clone();
+        self.send(batch, Some(&holder))
+    }
+
+    /// Whether file `i` should not read now: the budget is nearly spent (less than an eighth of
+    /// it free) and the file holds at least an eighth of it already. Its turn is skipped instead
+    /// of waiting for room, so the room that frees up goes first to files that hold little, a
+    /// quiet container's new line among them, rather than to the file that floods (docs/
+    /// ARCHITECTURE.md, fair delivery). A file alone still uses the whole budget: it reads again
+    /// as soon as it holds less.
+    fn over_fair_share(&self, i: usize) -> bool {
+        let capacity = self.budget.capacity();
+        let reserve = capacity / 8;
+        self.files[i].holder.held() >= reserve && self.budget.used() + reserve > capacity
     }
 
     /// Ships the multiline records of idle files (read to their end, not grown since) that
@@ -242,7 +270,7 @@ impl Tailer {
         }
         let mut batch = f.expire(now);
         self.stages.prepare(f, &mut batch, Origin::Held);
-        self.send(batch)
+        self.send(batch, None)
     }
 
     /// Drop mode: ships the summary of lines dropped from a file that went quiet since.
@@ -271,7 +299,7 @@ impl Tailer {
             }
         }
         for batch in summaries {
-            self.send(batch)?;
+            self.send(batch, None)?;
         }
         Ok(())
     }
@@ -285,7 +313,12 @@ impl Tailer {
     /// deleted-file limits), for as long as an outage lasts. Every batch is charged at least
     /// `min_charge`, so the budget is spent before the channel to the sink can fill; should the
     /// channel be full all the same, the reader waits for it the same way.
-    pub(super) fn send(&mut self, mut batch: Batch) -> Result<(), Stopped> {
+    /// `holder`: the file the batch's permit is counted for (see `fair_share`).
+    pub(super) fn send(
+        &mut self,
+        mut batch: Batch,
+        holder: Option<&Holder>,
+    ) -> Result<(), Stopped> {
         if batch.records.is_empty() {
             if batch.ack.end > batch.ack.start {
                 self.positions.ack(batch.ack);
@@ -305,7 +338,10 @@ impl Tailer {
             }
             self.housekeeping();
         };
-        batch.permit = Some(permit);
+        batch.permit = Some(match holder {
+            Some(holder) => permit.held_by(holder),
+            None => permit,
+        });
         loop {
             match self.out.try_send(batch) {
                 Ok(()) => break,

@@ -39,6 +39,7 @@ pub mod replay;
 pub mod retry;
 pub mod size;
 pub mod template;
+pub mod turnaround;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -50,7 +51,7 @@ use tokio::sync::mpsc::Receiver;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::ack::Acks;
+use crate::ack::{Acks, FileKey};
 use crate::buffer::{Budget, Permit};
 use crate::document::Encoder;
 use crate::record::{Batch, Record};
@@ -63,6 +64,7 @@ use index::IndexTemplate;
 use pace::{SendLimit, Window};
 use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
 use size::{BodyCap, Learned};
+use turnaround::ItemCap;
 
 /// Everything the sink needs, validated.
 #[derive(Clone, Debug, PartialEq)]
@@ -157,6 +159,7 @@ impl ElasticsearchSink {
             )),
             send_limit: SendLimit::new(self.settings.rate_limit),
             body_cap: BodyCap::new(self.settings.batch_max_bytes),
+            item_cap: ItemCap::new(self.settings.batch_max_events),
             send_wait: None,
             settings: self.settings,
             client: self.client,
@@ -166,6 +169,8 @@ impl ElasticsearchSink {
             node_name: self.node_name,
             pending: Vec::new(),
             free: Vec::new(),
+            queued: HashMap::new(),
+            turns: VecDeque::new(),
             builder: None,
             ready: VecDeque::new(),
             retries: BinaryHeap::new(),
@@ -254,6 +259,8 @@ struct Delivery {
     body: BulkBody<ItemRef>,
     outcome: Final,
     charge: Permit,
+    /// How long the attempt that ended it took to be answered, if it was.
+    took: Option<Duration>,
 }
 
 /// What a request task ends with.
@@ -276,12 +283,19 @@ struct Driver {
     send_limit: Option<SendLimit>,
     /// The size requests are closed at: `batch.max_bytes`, lowered by 413s (see [`size`]).
     body_cap: BodyCap,
+    /// The number of items requests are closed at: `batch.max_events`, lowered while the cluster
+    /// is slow (see [`turnaround`]).
+    item_cap: ItemCap,
     /// The send limit holds the next body back until then.
     send_wait: Option<Instant>,
     node_name: String,
     /// Batches by slot; `None` slots are in `free`.
     pending: Vec<Option<Pending>>,
     free: Vec<u32>,
+    /// Batches taken in and not written into a request yet, by file, oldest first...
+    queued: HashMap<FileKey, VecDeque<u32>>,
+    /// ...and the files that have some, in the order their next batch is written (see `fill`).
+    turns: VecDeque<FileKey>,
     builder: Option<Open>,
     /// Bodies written and waiting for a request slot.
     ready: VecDeque<Ready>,
@@ -315,6 +329,7 @@ impl Driver {
         loop {
             telemetry::beat(telemetry::Loop::Sink);
             self.release_due_retries(Instant::now());
+            self.fill();
             // A reader waiting for room while nothing is being sent waits for this open request:
             // no more batches can come to fill it, so it goes now rather than at its timeout.
             let starved =
@@ -326,13 +341,16 @@ impl Driver {
                 && self.ready.is_empty()
                 && self.retries.is_empty()
                 && self.builder.is_none()
+                && self.turns.is_empty()
             {
                 debug_assert!(self.pending.iter().all(Option::is_none));
                 return;
             }
-            // Take new batches only when nothing written is waiting for a request slot: the
-            // bodies in memory stay bounded, and a slow cluster slows the readers.
-            let accept = input_open && self.ready.is_empty();
+            // Batches are taken in as they come (their memory is counted already: they hold
+            // their permits), so that the next request can be filled fairly from all files
+            // (`fill`); requests are written only while none waits for a slot, so the bodies in
+            // memory stay bounded, and a slow cluster slows the readers through the budget.
+            let accept = input_open;
             // Turn at least every heartbeat period, idle or not, to show the sink is alive.
             let heartbeat = Instant::now() + telemetry::HEARTBEAT_PERIOD;
             let deadline = Some(self.next_deadline().map_or(heartbeat, |d| d.min(heartbeat)));
@@ -369,13 +387,14 @@ impl Driver {
         [close, retry, self.send_wait].into_iter().flatten().min()
     }
 
-    /// Takes a new batch: every record becomes an item.
+    /// Takes a new batch in: queued behind its file's earlier ones, written into a request
+    /// when its file's turn comes (`fill`).
     fn add(&mut self, batch: Batch) {
-        let records = batch.records.len();
-        if records == 0 {
+        if batch.records.is_empty() {
             self.acks.ack(batch.ack);
             return;
         }
+        let file = batch.ack.file;
         let slot = match self.free.pop() {
             Some(s) => s,
             None => {
@@ -383,19 +402,49 @@ impl Driver {
                 (self.pending.len() - 1) as u32
             }
         };
-        self.pending[slot as usize] = Some(Pending {
-            batch,
-            unresolved: records,
-        });
-        let since = Instant::now();
-        for record in 0..records as u32 {
-            self.push(ItemRef {
-                slot,
-                record,
-                attempts: 0,
-                since,
-                dead: false,
-            });
+        let unresolved = batch.records.len();
+        self.pending[slot as usize] = Some(Pending { batch, unresolved });
+        let queue = self.queued.entry(file).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(file);
+        }
+        queue.push_back(slot);
+    }
+
+    /// Writes queued batches into the open request while no written request waits for a slot:
+    /// one batch of each file in turn, so a quiet file's new lines go into the next request
+    /// instead of waiting behind everything a busy file has queued (docs/ARCHITECTURE.md, fair
+    /// delivery). Every record of a batch becomes an item.
+    fn fill(&mut self) {
+        while self.ready.is_empty() {
+            let Some(file) = self.turns.pop_front() else {
+                return;
+            };
+            let Some(queue) = self.queued.get_mut(&file) else {
+                continue;
+            };
+            let Some(slot) = queue.pop_front() else {
+                self.queued.remove(&file);
+                continue;
+            };
+            if queue.is_empty() {
+                self.queued.remove(&file);
+            } else {
+                self.turns.push_back(file);
+            }
+            let records = self.pending[slot as usize]
+                .as_ref()
+                .map_or(0, |p| p.batch.records.len());
+            let since = Instant::now();
+            for record in 0..records as u32 {
+                self.push(ItemRef {
+                    slot,
+                    record,
+                    attempts: 0,
+                    since,
+                    dead: false,
+                });
+            }
         }
     }
 
@@ -449,7 +498,7 @@ impl Driver {
         }
         open.charge.resize(open.builder.held_bytes());
         if open.builder.raw_bytes() >= self.body_cap.get()
-            || open.builder.len() >= self.settings.batch_max_events
+            || open.builder.len() >= self.item_cap.get()
         {
             self.close();
         }
@@ -534,12 +583,16 @@ impl Driver {
             body,
             outcome,
             charge: _charge,
+            took,
         } = delivery;
         let raw_bytes = body.raw_bytes;
         let items = body.items;
         match outcome {
             Final::Items(outcomes) => {
                 let now = Instant::now();
+                if let Some(took) = took {
+                    self.item_cap.answered(items.len(), took);
+                }
                 if self.body_cap.accepted(raw_bytes, now) && self.body_cap_learned {
                     self.body_cap_learned = false;
                     tracing::info!(
@@ -843,6 +896,7 @@ async fn deliver(
             }
         };
         let sent_at = Instant::now();
+        let mut took = None;
         let verdict = match client.bulk(index, &body).await {
             Ok(answer) => {
                 let verdict = retry::classify(
@@ -851,6 +905,7 @@ async fn deliver(
                     body.items.len(),
                     settings.op_type,
                 );
+                took = Some(sent_at.elapsed());
                 telemetry::observe_bulk(answer.status, sent_at.elapsed());
                 // Items refused for access are, for readiness, what a whole-request 401 or 403
                 // is: records cannot leave until an operator acts.
@@ -901,6 +956,7 @@ async fn deliver(
                             body,
                             outcome: Final::GaveUp { reason },
                             charge,
+                            took: None,
                         };
                     }
                 }
@@ -921,6 +977,7 @@ async fn deliver(
             body,
             outcome,
             charge,
+            took,
         };
     }
 }
