@@ -958,3 +958,86 @@ fn a_flood_does_not_hold_back_another_files_line() {
         "the quiet line was indexed after {at} of the backlog's {BACKLOG} lines"
     );
 }
+
+/// Several agents share a cluster that writes fewer documents per second than they are offered:
+/// the items past its capacity are refused with 429 one by one. Every line arrives exactly once;
+/// the share of items refused and the drain time against the ideal (lines / capacity) are
+/// printed, not asserted (they depend on the machine). `LOGSHIP_TEST_FLEET=agents,lines_per_s,
+/// seconds,capacity` sizes it (default `3,400,5,600`; the case is `10,400,10,2000`).
+#[test]
+fn a_fleet_sharing_a_full_cluster_loses_and_doubles_nothing() {
+    let (agents, rate, seconds, capacity) = std::env::var("LOGSHIP_TEST_FLEET")
+        .ok()
+        .and_then(|v| {
+            let n: Vec<u64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+            (n.len() == 4).then(|| (n[0] as usize, n[1], n[2], n[3]))
+        })
+        .unwrap_or((3, 400, 5, 600));
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.set_write_capacity(Some(capacity));
+    let url = es.url();
+    let fixtures: Vec<Fixture> = (0..agents).map(|_| Fixture::new()).collect();
+    let mut running: Vec<_> = fixtures
+        .iter()
+        .map(|fx| {
+            append(&fx.log("app.log"), b"");
+            fx.spawn(&[
+                ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+                ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
+            ])
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let start = std::time::Instant::now();
+    let per_tick = (rate / 10).max(1);
+    let writers: Vec<_> = fixtures
+        .iter()
+        .enumerate()
+        .map(|(a, fx)| {
+            let path = fx.log("app.log");
+            std::thread::spawn(move || {
+                let mut written = Vec::new();
+                for tick in 0..seconds * 10 {
+                    let mut body = String::new();
+                    for i in 0..per_tick {
+                        let m = format!("agent {a} line {:06}", tick * per_tick + i);
+                        body.push_str(&cri("stdout", 'F', &m));
+                        written.push(m);
+                    }
+                    append(&path, body.as_bytes());
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                written
+            })
+        })
+        .collect();
+    let expected: Vec<String> = writers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect();
+    let ideal = expected.len() as f64 / capacity as f64;
+    assert!(
+        es.wait_for_doc_count(
+            expected.len(),
+            Duration::from_secs((ideal * 10.0) as u64 + 60)
+        ),
+        "{} of {} documents",
+        es.doc_count(),
+        expected.len()
+    );
+    let drain = start.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(300));
+    for agent in &mut running {
+        assert!(agent.terminate().success(), "{}", agent.logs());
+    }
+    assert_each_once(&es, &expected);
+    let counts = es.item_status_counts();
+    let refused = counts.get(&429).copied().unwrap_or(0);
+    let submitted: u64 = counts.values().sum();
+    eprintln!(
+        "fleet: {agents} agents x {rate} lines/s x {seconds} s = {} lines into a cluster of {capacity} docs/s: {refused} of {submitted} items refused with 429 ({:.0}%), {:.2} submissions per document; drain {drain:.1} s (ideal {ideal:.1} s)",
+        expected.len(),
+        100.0 * refused as f64 / submitted.max(1) as f64,
+        submitted as f64 / expected.len() as f64,
+    );
+}

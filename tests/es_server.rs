@@ -701,6 +701,53 @@ fn logs_data_streams_take_only_creates_with_a_timestamp() {
     assert!(os.data_streams().is_empty());
 }
 
+/// A write capacity: a second's worth is taken at once, the rest of the items are refused with
+/// 429 one by one, and the capacity comes back with time.
+#[test]
+fn a_write_capacity_refuses_items_past_it_with_429() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    es.set_write_capacity(Some(100));
+    let body = |from: usize| {
+        let mut lines = Vec::new();
+        for i in from..from + 150 {
+            lines.push(json!({"create": {"_index": "logs", "_id": i.to_string()}}));
+            lines.push(json!({"i": i}));
+        }
+        ndjson(&lines)
+    };
+    let statuses = |v: &Value| -> Vec<u64> {
+        (0..150)
+            .map(|i| item(v, i)["status"].as_u64().unwrap())
+            .collect()
+    };
+    let v = bulk(&es, "/_bulk", &body(0)).json();
+    assert_eq!(v["errors"], true);
+    let got = statuses(&v);
+    let first = got.iter().filter(|s| **s == 201).count();
+    assert!((100..=101).contains(&first), "{first} created");
+    assert!(
+        got[..100].iter().all(|s| *s == 201),
+        "the first ones are taken"
+    );
+    assert_eq!(
+        item(&v, 149)["error"]["type"],
+        "es_rejected_execution_exception"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let v = bulk(&es, "/_bulk", &body(150)).json();
+    let second = statuses(&v).iter().filter(|s| **s == 201).count();
+    assert!(
+        (45..=70).contains(&second),
+        "about half a second's worth comes back: {second}"
+    );
+    es.set_write_capacity(None);
+    let v = bulk(&es, "/_bulk", &body(300)).json();
+    assert_eq!(v["errors"], false, "no limit any more");
+    let refused = es.item_status_counts().get(&429).copied().unwrap_or(0);
+    assert_eq!(refused as usize, 300 - first - second);
+    assert_eq!(es.doc_count(), first + second + 150);
+}
+
 #[test]
 fn chosen_items_are_rejected_with_429_and_the_rest_are_stored() {
     let es = TestEs::start(Flavor::Elasticsearch8);

@@ -239,6 +239,14 @@ impl TestEs {
         self.state().faults.clear_item_faults();
     }
 
+    /// A cluster that writes at most `per_sec` documents per second, over every connection (a
+    /// second's worth may come at once): items past it are refused one by one with 429
+    /// `es_rejected_execution_exception`, the request itself answered 200 with `errors: true`,
+    /// as a cluster whose write queues are full answers. `None` lifts it.
+    pub fn set_write_capacity(&self, per_sec: Option<u64>) {
+        self.state().faults.set_write_capacity(per_sec);
+    }
+
     /// The next `n` requests get no answer: their connections are closed, before or after the
     /// request is served.
     pub fn drop_connections(&self, n: usize, point: DropPoint) {

@@ -101,6 +101,17 @@ pub struct Faults {
     requests: Vec<RequestFault>,
     items: Vec<ItemFault>,
     drops: Vec<DropPoint>,
+    capacity: Option<Capacity>,
+}
+
+/// A cluster that indexes at most `per_sec` documents per second, over all connections: a
+/// bucket of one second's worth, refilled as time passes. An item finding it empty is refused
+/// with 429, as a full write thread pool refuses it.
+#[derive(Debug)]
+struct Capacity {
+    per_sec: f64,
+    tokens: f64,
+    at: Instant,
 }
 
 impl Faults {
@@ -123,6 +134,15 @@ impl Faults {
 
     pub fn clear_item_faults(&mut self) {
         self.items.clear();
+    }
+
+    /// At most `per_sec` items written per second from now on; `None`: no limit.
+    pub fn set_write_capacity(&mut self, per_sec: Option<u64>) {
+        self.capacity = per_sec.map(|n| Capacity {
+            per_sec: n as f64,
+            tokens: n as f64,
+            at: Instant::now(),
+        });
     }
 
     pub fn drop_connections(&mut self, n: usize, point: DropPoint) {
@@ -184,6 +204,19 @@ impl Faults {
             };
             if hit && verdict.is_none() {
                 verdict = Some(fault.status);
+            }
+        }
+        if verdict.is_none() {
+            if let Some(c) = &mut self.capacity {
+                let now = Instant::now();
+                let refill = now.duration_since(c.at).as_secs_f64() * c.per_sec;
+                c.tokens = (c.tokens + refill).min(c.per_sec);
+                c.at = now;
+                if c.tokens >= 1.0 {
+                    c.tokens -= 1.0;
+                } else {
+                    verdict = Some(429);
+                }
             }
         }
         verdict
