@@ -962,11 +962,11 @@ fn a_flood_does_not_hold_back_another_files_line() {
 /// Several agents share a cluster that writes fewer documents per second than they are offered:
 /// the items past its capacity are refused with 429 one by one. Every line arrives exactly once;
 /// the share of items refused and the drain time against the ideal (lines / capacity) are
-/// printed, not asserted (they depend on the machine). `LOGSHIP_TEST_FLEET=agents,lines_per_s,
+/// printed, not asserted (they depend on the machine). `TEST_FLEET=agents,lines_per_s,
 /// seconds,capacity` sizes it (default `3,400,5,600`; the case is `10,400,10,2000`).
 #[test]
 fn a_fleet_sharing_a_full_cluster_loses_and_doubles_nothing() {
-    let (agents, rate, seconds, capacity) = std::env::var("LOGSHIP_TEST_FLEET")
+    let (agents, rate, seconds, capacity) = std::env::var("TEST_FLEET")
         .ok()
         .and_then(|v| {
             let n: Vec<u64> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
