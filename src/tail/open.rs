@@ -383,7 +383,12 @@ impl Tailer {
         let dir = std::fs::canonicalize(path)
             .ok()
             .and_then(|t| t.parent().map(Path::to_path_buf));
+        if dir.is_none() {
+            return Vec::new();
+        }
         let now = Instant::now();
+        // Files elsewhere are passed over before their acknowledged prefix is asked for: with
+        // thousands of files followed, opening one asks about its neighbours only.
         self.files
             .iter()
             .filter(|f| {
@@ -391,6 +396,8 @@ impl Tailer {
                     && !f.content.is_gzip()
                     && f.copy_pending.is_none()
                     && Some(f.key) != except
+                    && f.identity.fingerprint.len >= fingerprint::FINGERPRINT_BYTES
+                    && dir_of(f) == dir
             })
             .map(|f| Truncated::of(f, self.positions.acked(f.key).unwrap_or(0), now))
             .chain(self.truncated_lately.iter().cloned())
