@@ -49,7 +49,7 @@ pub struct Permit {
 
 /// What one holder (a file) has of the budget now: the bytes of the permits counted for it
 /// ([`Permit::held_by`]). Lets the reader give a file that holds a lot of it no more while others
-/// need room (docs/ARCHITECTURE.md, fair delivery).
+/// need room (docs/ARCHITECTURE.md, fair reading and delivery).
 #[derive(Clone, Debug, Default)]
 pub struct Holder(Arc<AtomicUsize>);
 

@@ -224,9 +224,9 @@ impl Tailer {
     /// Whether file `i` should not read now: the budget is nearly spent (less than an eighth of
     /// it free) and the file holds at least an eighth of it already. Its turn is skipped instead
     /// of waiting for room, so the room that frees up goes first to files that hold little, a
-    /// quiet container's new line among them, rather than to the file that floods (docs/
-    /// ARCHITECTURE.md, fair delivery). A file alone still uses the whole budget: it reads again
-    /// as soon as it holds less.
+    /// quiet container's new line among them, rather than to the file that floods
+    /// (docs/ARCHITECTURE.md, fair reading and delivery). A file alone still uses the whole
+    /// budget: it reads again as soon as it holds less.
     fn over_fair_share(&self, i: usize) -> bool {
         let capacity = self.budget.capacity();
         let reserve = capacity / 8;
@@ -313,7 +313,7 @@ impl Tailer {
     /// deleted-file limits), for as long as an outage lasts. Every batch is charged at least
     /// `min_charge`, so the budget is spent before the channel to the sink can fill; should the
     /// channel be full all the same, the reader waits for it the same way.
-    /// `holder`: the file the batch's permit is counted for (see `fair_share`).
+    /// `holder`: the file the batch's permit is counted for (see `over_fair_share`).
     pub(super) fn send(
         &mut self,
         mut batch: Batch,

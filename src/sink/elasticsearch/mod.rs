@@ -414,7 +414,7 @@ impl Driver {
     /// Writes queued batches into the open request while no written request waits for a slot:
     /// one batch of each file in turn, so a quiet file's new lines go into the next request
     /// instead of waiting behind everything a busy file has queued (docs/ARCHITECTURE.md, fair
-    /// delivery). Every record of a batch becomes an item.
+    /// reading and delivery). Every record of a batch becomes an item.
     fn fill(&mut self) {
         while self.ready.is_empty() {
             let Some(file) = self.turns.pop_front() else {

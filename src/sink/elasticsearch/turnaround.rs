@@ -1,6 +1,6 @@
 //! How many items a request may carry so that it is answered quickly: with a slow cluster, a
 //! request of `batch.max_bytes` takes seconds, and every record in it, a quiet container's new
-//! line too, waits for all of it (docs/ARCHITECTURE.md, fair delivery).
+//! line too, waits for all of it (docs/ARCHITECTURE.md, fair reading and delivery).
 //!
 //! The driver learns how long the cluster takes per item from the requests it answers (an
 //! exponentially weighted mean of seconds per item, the request's fixed cost included) and closes
