@@ -27,8 +27,9 @@
 //! Requests are built in the driver task (encoding and gzip), and sent by one task each, which
 //! retries whole-request failures itself (connection errors, timeouts, 429, 5xx, with backoff and
 //! host failover) and hands back the final per-item outcomes. While Elasticsearch is down, every
-//! request task waits, the driver stops taking batches, the channel and the memory budget fill
-//! up, and the readers wait: the log files are the buffer.
+//! request task waits, the driver stops writing requests and only queues the batches that come
+//! (they hold their share of the memory budget), the budget fills up, and the readers wait: the
+//! log files are the buffer.
 
 pub mod bulk;
 pub mod client;

@@ -13,8 +13,8 @@
 //!   comma). A body waits until the buckets can pay for it; a body larger than one second's worth
 //!   pays in several turns, so it is never refused.
 //!
-//! Neither ever drops anything: bodies wait, the driver stops taking batches, and the readers wait
-//! on the memory budget (docs/ARCHITECTURE.md, bounded memory).
+//! Neither ever drops anything: bodies wait, the driver stops writing requests, and the readers
+//! wait on the memory budget (docs/ARCHITECTURE.md, bounded memory).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
