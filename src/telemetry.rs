@@ -278,6 +278,13 @@ metrics! {
     /// while the cluster is slow, so that a request is answered within about 250 ms.
     #[metric(Gauge "logship_elasticsearch_max_request_items")]
     pub es_max_request_items: AtomicU64,
+    /// Documents per second this agent sends while Elasticsearch refuses items with 429 (its
+    /// share of a full cluster, learned); 0 while not limited.
+    #[metric(Gauge "logship_elasticsearch_share_docs_per_second")]
+    pub es_share_rate: AtomicU64,
+    /// Times that rate was lowered after items were refused with 429.
+    #[metric(Counter "logship_elasticsearch_share_decreases")]
+    pub es_share_decreases: AtomicU64,
     /// Times the number of requests at once was halved after a 429.
     #[metric(Counter "logship_elasticsearch_concurrency_decreases")]
     pub es_concurrency_decreases: AtomicU64,

@@ -247,6 +247,11 @@ impl TestEs {
         self.state().faults.set_write_capacity(per_sec);
     }
 
+    /// Items the write capacity accepted and refused, by second since it was set.
+    pub fn capacity_seconds(&self) -> Vec<(u64, u64)> {
+        self.state().faults.capacity_seconds()
+    }
+
     /// The next `n` requests get no answer: their connections are closed, before or after the
     /// request is served.
     pub fn drop_connections(&self, n: usize, point: DropPoint) {

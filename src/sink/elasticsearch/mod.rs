@@ -38,6 +38,7 @@ pub mod index;
 pub mod pace;
 pub mod replay;
 pub mod retry;
+pub mod share;
 pub mod size;
 pub mod template;
 pub mod turnaround;
@@ -64,6 +65,7 @@ use dead_letter::{DeadLetter, DeadLetterSettings, DeadLetters};
 use index::IndexTemplate;
 use pace::{SendLimit, Window};
 use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
+use share::Share;
 use size::{BodyCap, Learned};
 use turnaround::ItemCap;
 
@@ -158,6 +160,7 @@ impl ElasticsearchSink {
                 self.settings.max_in_flight,
                 self.settings.adaptive_concurrency,
             )),
+            share: Arc::new(Share::new(self.settings.adaptive_concurrency)),
             send_limit: SendLimit::new(self.settings.rate_limit),
             body_cap: BodyCap::new(self.settings.batch_max_bytes),
             item_cap: ItemCap::new(self.settings.batch_max_events),
@@ -173,6 +176,7 @@ impl ElasticsearchSink {
             queued: HashMap::new(),
             turns: VecDeque::new(),
             builder: None,
+            unwritten: VecDeque::new(),
             ready: VecDeque::new(),
             retries: BinaryHeap::new(),
             in_flight: JoinSet::new(),
@@ -281,6 +285,8 @@ struct Driver {
     budget: Budget,
     /// Requests allowed at once, adapted to 429s.
     window: Arc<Window>,
+    /// Documents per second while the cluster refuses items with 429 (see [`share`]).
+    share: Arc<Share>,
     send_limit: Option<SendLimit>,
     /// The size requests are closed at: `batch.max_bytes`, lowered by 413s (see [`size`]).
     body_cap: BodyCap,
@@ -298,6 +304,9 @@ struct Driver {
     /// ...and the files that have some, in the order their next batch is written (see `fill`).
     turns: VecDeque<FileKey>,
     builder: Option<Open>,
+    /// Items to be written into a request again (retries whose backoff passed, the items of a
+    /// body too large for the share), written by `fill` before new batches.
+    unwritten: VecDeque<ItemRef>,
     /// Bodies written and waiting for a request slot.
     ready: VecDeque<Ready>,
     retries: BinaryHeap<Reverse<Delayed>>,
@@ -343,6 +352,7 @@ impl Driver {
                 && self.retries.is_empty()
                 && self.builder.is_none()
                 && self.turns.is_empty()
+                && self.unwritten.is_empty()
             {
                 debug_assert!(self.pending.iter().all(Option::is_none));
                 return;
@@ -418,6 +428,11 @@ impl Driver {
     /// reading and delivery). Every record of a batch becomes an item.
     fn fill(&mut self) {
         while self.ready.is_empty() {
+            // Items to send again go first: they are the oldest.
+            if let Some(item) = self.unwritten.pop_front() {
+                self.push(item);
+                continue;
+            }
             let Some(file) = self.turns.pop_front() else {
                 return;
             };
@@ -498,9 +513,11 @@ impl Driver {
             }),
         }
         open.charge.resize(open.builder.held_bytes());
-        if open.builder.raw_bytes() >= self.body_cap.get()
-            || open.builder.len() >= self.item_cap.get()
-        {
+        let items = match self.share.items() {
+            Some(share) => share.min(self.item_cap.get()),
+            None => self.item_cap.get(),
+        };
+        if open.builder.raw_bytes() >= self.body_cap.get() || open.builder.len() >= items {
             self.close();
         }
     }
@@ -530,7 +547,7 @@ impl Driver {
         }
     }
 
-    /// Moves retried items whose backoff has passed into the open request.
+    /// Moves retried items whose backoff has passed to those written next (`fill`).
     fn release_due_retries(&mut self, now: Instant) {
         while let Some(Reverse(next)) = self.retries.peek() {
             if next.ready_at > now {
@@ -539,7 +556,7 @@ impl Driver {
             let Some(Reverse(due)) = self.retries.pop() else {
                 break;
             };
-            self.push(due.item);
+            self.unwritten.push_back(due.item);
         }
     }
 
@@ -550,19 +567,35 @@ impl Driver {
             let Some(head) = self.ready.front() else {
                 return;
             };
+            let now = Instant::now();
+            if self.send_wait.is_some_and(|t| t > now) {
+                return;
+            }
+            // The send limit first: what it was paid for the head body stays paid; the share
+            // charges nothing for a body that must wait.
             if let Some(limit) = self.send_limit.as_mut() {
-                let now = Instant::now();
-                if self.send_wait.is_some_and(|t| t > now) {
+                if let Err(wait) = limit.admit(head.body.bytes.len()) {
+                    self.send_wait = Some(now + wait);
                     return;
                 }
-                match limit.admit(head.body.bytes.len()) {
-                    Ok(()) => self.send_wait = None,
-                    Err(wait) => {
-                        self.send_wait = Some(now + wait);
-                        return;
+            }
+            // A body written before the cluster started refusing is far larger than the share
+            // lets out at once: its items are written again, into bodies of the share's size as
+            // the queue empties (`fill`), so that the agent slows down now rather than after it.
+            if let Some(share_items) = self.share.items() {
+                if head.body.items.len() > share_items.saturating_mul(2) {
+                    if let Some(Ready { body, .. }) = self.ready.pop_front() {
+                        self.unwritten.extend(body.items);
                     }
+                    self.fill();
+                    continue;
                 }
             }
+            if let Err(wait) = self.share.admit(head.body.items.len(), now.into_std()) {
+                self.send_wait = Some(now + wait);
+                return;
+            }
+            self.send_wait = None;
             let Some(Ready { body, charge }) = self.ready.pop_front() else {
                 return;
             };
@@ -571,6 +604,7 @@ impl Driver {
                 Arc::clone(&self.client),
                 Arc::clone(&self.settings),
                 Arc::clone(&self.window),
+                Arc::clone(&self.share),
                 body,
                 charge,
             ));
@@ -698,7 +732,10 @@ impl Driver {
                 return;
             }
         }
-        let wait = self.settings.retry.delay(item.attempts);
+        let mut wait = self.settings.retry.delay(item.attempts);
+        if status == 429 {
+            wait = self.share.retry_wait(wait);
+        }
         item.attempts = item.attempts.saturating_add(1);
         self.retries.push(Reverse(Delayed {
             ready_at: now + wait,
@@ -870,6 +907,7 @@ async fn deliver(
     client: Arc<Client>,
     settings: Arc<ElasticsearchSettings>,
     window: Arc<Window>,
+    share: Arc<Share>,
     body: BulkBody<ItemRef>,
     charge: Permit,
 ) -> Delivery {
@@ -915,11 +953,22 @@ async fn deliver(
                 )) {
                     telemetry::set_cluster_reachable(false);
                 }
-                let too_many = answer.status == 429
-                    || matches!(&verdict, Verdict::Items(items) if items.iter().any(
-                        |i| matches!(i, ItemOutcome::Retry { status: 429, .. })
-                    ));
-                if too_many {
+                let refused = match &verdict {
+                    Verdict::Items(items) => items
+                        .iter()
+                        .filter(|i| matches!(i, ItemOutcome::Retry { status: 429, .. }))
+                        .count(),
+                    _ => 0,
+                };
+                if matches!(verdict, Verdict::Items(_)) {
+                    share.answered(
+                        sent_at.into_std(),
+                        body.items.len(),
+                        refused,
+                        std::time::Instant::now(),
+                    );
+                }
+                if answer.status == 429 || refused > 0 {
                     window.congested(std::time::Instant::now());
                 } else if (200..300).contains(&answer.status) {
                     window.passed();

@@ -112,6 +112,9 @@ struct Capacity {
     per_sec: f64,
     tokens: f64,
     at: Instant,
+    since: Instant,
+    /// (accepted, refused) by second since the capacity was set.
+    seconds: Vec<(u64, u64)>,
 }
 
 impl Faults {
@@ -142,7 +145,16 @@ impl Faults {
             per_sec: n as f64,
             tokens: n as f64,
             at: Instant::now(),
+            since: Instant::now(),
+            seconds: Vec::new(),
         });
+    }
+
+    /// Items accepted and refused by the write capacity, by second since it was set.
+    pub fn capacity_seconds(&self) -> Vec<(u64, u64)> {
+        self.capacity
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.seconds.clone())
     }
 
     pub fn drop_connections(&mut self, n: usize, point: DropPoint) {
@@ -212,10 +224,16 @@ impl Faults {
                 let refill = now.duration_since(c.at).as_secs_f64() * c.per_sec;
                 c.tokens = (c.tokens + refill).min(c.per_sec);
                 c.at = now;
+                let second = now.duration_since(c.since).as_secs() as usize;
+                if c.seconds.len() <= second {
+                    c.seconds.resize(second + 1, (0, 0));
+                }
                 if c.tokens >= 1.0 {
                     c.tokens -= 1.0;
+                    c.seconds[second].0 += 1;
                 } else {
                     verdict = Some(429);
+                    c.seconds[second].1 += 1;
                 }
             }
         }
