@@ -248,7 +248,7 @@ pub struct RawBuffer {
 impl Default for RawBuffer {
     fn default() -> Self {
         RawBuffer {
-            max_bytes: Size::mib(32),
+            max_bytes: Size::mib(16),
         }
     }
 }
