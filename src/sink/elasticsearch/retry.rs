@@ -23,6 +23,7 @@
 
 use std::time::Duration;
 
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
 /// The bulk action logship writes with.
@@ -85,7 +86,7 @@ pub enum Verdict {
 /// Classifies an HTTP answer to a bulk request of `items` items sent with `op`.
 pub fn classify(status: u16, body: &[u8], items: usize, op: OpType) -> Verdict {
     match status {
-        200..=299 => match parse_items(body, op) {
+        200..=299 => match parse_items(body, op, items) {
             Ok(outcomes) if outcomes.len() == items => Verdict::Items(outcomes),
             Ok(outcomes) => Verdict::RetryRequest {
                 reason: format!(
@@ -138,12 +139,6 @@ pub fn classify_item(status: u16, error: ItemError, op: OpType) -> ItemOutcome {
     }
 }
 
-#[derive(Deserialize)]
-struct BulkResponse {
-    #[serde(default)]
-    items: Vec<Action>,
-}
-
 /// One item of the answer: an object with one key, the action. Named fields instead of a map, so
 /// that reading an answer of ten thousand items allocates nothing per item.
 #[derive(Deserialize)]
@@ -185,33 +180,101 @@ impl ErrorBody {
     }
 }
 
-fn parse_items(body: &[u8], op: OpType) -> Result<Vec<ItemOutcome>, serde_json::Error> {
-    let response: BulkResponse = serde_json::from_slice(body)?;
-    Ok(response
-        .items
-        .into_iter()
-        .map(|action| {
-            let Some(item) = action
-                .create
-                .or(action.index)
-                .or(action.update)
-                .or(action.delete)
-            else {
-                return ItemOutcome::Retry {
-                    status: 0,
-                    error: ItemError {
-                        kind: "empty_item".into(),
-                        reason: "bulk response item without an action".into(),
-                    },
-                };
-            };
-            let error = item
-                .error
-                .map(ErrorBody::into_item_error)
-                .unwrap_or_default();
-            classify_item(item.status, error, op)
-        })
-        .collect())
+/// Reads a bulk answer's items into their outcomes one by one, as the answer is parsed: an
+/// answer of ten thousand items never exists as ten thousand parsed actions (several MiB per
+/// answer in flight), only as their outcomes.
+fn parse_items(
+    body: &[u8],
+    op: OpType,
+    items: usize,
+) -> Result<Vec<ItemOutcome>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let outcomes = de.deserialize_map(Answer { op, items })?;
+    de.end()?;
+    Ok(outcomes)
+}
+
+/// The answer object: its `items` are read by [`Outcomes`]; the rest is skipped.
+struct Answer {
+    op: OpType,
+    items: usize,
+}
+
+impl<'de> Visitor<'de> for Answer {
+    type Value = Vec<ItemOutcome>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a bulk response object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut outcomes = Vec::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "items" {
+                outcomes = map.next_value_seed(Outcomes {
+                    op: self.op,
+                    items: self.items,
+                })?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The `items` array, read into outcomes.
+struct Outcomes {
+    op: OpType,
+    /// Items sent: the outcomes' capacity.
+    items: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Outcomes {
+    type Value = Vec<ItemOutcome>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Outcomes {
+    type Value = Vec<ItemOutcome>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of bulk response items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // At most what was sent up front: a longer answer is refused by the caller anyway.
+        let mut out = Vec::with_capacity(self.items.min(seq.size_hint().unwrap_or(self.items)));
+        while let Some(action) = seq.next_element::<Action>()? {
+            out.push(outcome(action, self.op));
+        }
+        Ok(out)
+    }
+}
+
+fn outcome(action: Action, op: OpType) -> ItemOutcome {
+    let Some(item) = action
+        .create
+        .or(action.index)
+        .or(action.update)
+        .or(action.delete)
+    else {
+        return ItemOutcome::Retry {
+            status: 0,
+            error: ItemError {
+                kind: "empty_item".into(),
+                reason: "bulk response item without an action".into(),
+            },
+        };
+    };
+    let error = item
+        .error
+        .map(ErrorBody::into_item_error)
+        .unwrap_or_default();
+    classify_item(item.status, error, op)
 }
 
 /// A short, single-line description of an error body, for logs and dead letters.
