@@ -19,6 +19,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 
+/// The test Kubernetes API server of the integration tests, for the `pods10_metadata` scenario.
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 const FILES: usize = 4;
 const LINES_PER_FILE: usize = 250_000;
 const LINE_BYTES: usize = 200;
@@ -169,13 +173,64 @@ struct Scenario {
     lines_per_file: usize,
     delay: Duration,
     runs: usize,
+    /// Files named after pods of the test Kubernetes API server, and metadata on: each record
+    /// carries its pod's (`pods10_metadata`), as a DaemonSet's do.
+    metadata: Metadata,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Metadata {
+    /// Files of made-up pods, metadata off.
+    Off,
+    /// Files of the test API server's pods, metadata off: the same input as `On`.
+    Pods,
+    /// Files of the test API server's pods, metadata on.
+    On,
+}
+
+/// The name of pod `f` in the `pods10` scenarios: a Deployment's pod, whose one container is
+/// named after its app (`web{f}`).
+fn pod_name(f: usize) -> String {
+    format!("web{f}-7d4b9-x2x9k")
+}
+
+/// The test Kubernetes API server with the `pods10` scenarios' pods on node `bench`: labels,
+/// annotations and an owner as a Deployment's pods have, in a labelled namespace.
+fn start_kube(pods: usize) -> support::kubernetes::TestKube {
+    use support::kubernetes::{namespace, pod, TestKube};
+    let kube = TestKube::start();
+    kube.create_namespace(
+        namespace("shop")
+            .label("team", "payments")
+            .label("environment", "production")
+            .build(),
+    );
+    for f in 0..pods {
+        let name = pod_name(f);
+        kube.create_pod(
+            pod("shop", &name, "bench")
+                .replica_set(&format!("web{f}-7d4b9"))
+                .label("pod-template-hash", "7d4b9")
+                .label("tier", "frontend")
+                .label("version", "1.4.2")
+                .annotation("prometheus.io/scrape", "true")
+                .annotation("prometheus.io/port", "9090")
+                .build(),
+        );
+    }
+    kube
 }
 
 /// Writes `files` kubelet-named CRI files of `lines` 200-byte lines each; returns the bytes.
-fn write_files(dir: &Path, files: usize, lines: usize) -> u64 {
+fn write_files(dir: &Path, files: usize, lines: usize, metadata: Metadata) -> u64 {
     let mut total = 0;
     for f in 0..files {
-        let name = format!("web-{f}_shop_nginx-{:064x}.log", f + 1);
+        let name = match metadata {
+            Metadata::Off => format!("web-{f}_shop_nginx-{:064x}.log", f + 1),
+            Metadata::Pods | Metadata::On => {
+                support::kubernetes::file_name("shop", &pod_name(f), &format!("web{f}"))
+            }
+        };
         let mut out = std::io::BufWriter::with_capacity(
             1 << 20,
             std::fs::File::create(dir.join(name)).unwrap(),
@@ -201,8 +256,15 @@ fn run_scenario(s: &Scenario) {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let total_bytes = write_files(&logs, s.files, s.lines_per_file);
+    let total_bytes = write_files(&logs, s.files, s.lines_per_file, s.metadata);
     let lines = (s.files * s.lines_per_file) as u64;
+    let kube = (s.metadata != Metadata::Off).then(|| start_kube(s.files));
+    let kube_url = kube.as_ref().map(|k| k.url()).unwrap_or_default();
+    let kubernetes = if s.metadata == Metadata::On {
+        "true"
+    } else {
+        "false"
+    };
     for run in 0..s.runs {
         let counter = Arc::new(Counter::default());
         counter
@@ -219,7 +281,8 @@ fn run_scenario(s: &Scenario) {
             .env("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", &url)
             .env("LOGSHIP_NODE_NAME", "bench")
             .env("LOGSHIP_LOG__LEVEL", "warn")
-            .env("LOGSHIP_KUBERNETES__ENABLED", "false")
+            .env("LOGSHIP_KUBERNETES__ENABLED", kubernetes)
+            .env("LOGSHIP_KUBERNETES__API_URL", &kube_url)
             .env("LOGSHIP_SERVER__LISTEN", "127.0.0.1:0")
             // The bench's own setting is not the agent's (it rejects unknown LOGSHIP_ names).
             .env_remove("LOGSHIP_BENCH_BACKLOG_GB")
@@ -400,6 +463,7 @@ fn main() {
             lines_per_file: LINES_PER_FILE,
             delay: Duration::ZERO,
             runs: RUNS,
+            metadata: Metadata::Off,
         },
         Scenario {
             name: "slow_es_1s",
@@ -407,6 +471,7 @@ fn main() {
             lines_per_file: LINES_PER_FILE / 4,
             delay: Duration::from_secs(1),
             runs: 1,
+            metadata: Metadata::Off,
         },
         Scenario {
             name: "files_2000",
@@ -414,6 +479,7 @@ fn main() {
             lines_per_file: 500,
             delay: Duration::ZERO,
             runs: 1,
+            metadata: Metadata::Off,
         },
         Scenario {
             name: "backlog",
@@ -421,6 +487,25 @@ fn main() {
             lines_per_file: backlog_gb * 5_000_000,
             delay: Duration::ZERO,
             runs: 1,
+            metadata: Metadata::Off,
+        },
+        // Ten pods' files of 20 MB, the same input without and with Kubernetes metadata from
+        // the test API server: `-- pods10` runs both, for the cost of the metadata.
+        Scenario {
+            name: "pods10_plain",
+            files: 10,
+            lines_per_file: 100_000,
+            delay: Duration::ZERO,
+            runs: RUNS,
+            metadata: Metadata::Pods,
+        },
+        Scenario {
+            name: "pods10_metadata",
+            files: 10,
+            lines_per_file: 100_000,
+            delay: Duration::ZERO,
+            runs: RUNS,
+            metadata: Metadata::On,
         },
     ];
     for s in &scenarios {
