@@ -571,14 +571,6 @@ impl Driver {
             if self.send_wait.is_some_and(|t| t > now) {
                 return;
             }
-            // The send limit first: what it was paid for the head body stays paid; the share
-            // charges nothing for a body that must wait.
-            if let Some(limit) = self.send_limit.as_mut() {
-                if let Err(wait) = limit.admit(head.body.bytes.len()) {
-                    self.send_wait = Some(now + wait);
-                    return;
-                }
-            }
             // A body written before the cluster started refusing is far larger than the share
             // lets out at once: its items are written again, into bodies of the share's size as
             // the queue empties (`fill`), so that the agent slows down now rather than after it.
@@ -591,10 +583,20 @@ impl Driver {
                     continue;
                 }
             }
-            if let Err(wait) = self.share.admit(head.body.items.len(), now.into_std()) {
+            // The share is asked first and paid last, the send limit in between (what it was
+            // paid for the head body stays paid): a body held back by either is paid by neither.
+            let items = head.body.items.len();
+            if let Err(wait) = self.share.check(items, now.into_std()) {
                 self.send_wait = Some(now + wait);
                 return;
             }
+            if let Some(limit) = self.send_limit.as_mut() {
+                if let Err(wait) = limit.admit(head.body.bytes.len()) {
+                    self.send_wait = Some(now + wait);
+                    return;
+                }
+            }
+            self.share.spend(items);
             self.send_wait = None;
             let Some(Ready { body, charge }) = self.ready.pop_front() else {
                 return;

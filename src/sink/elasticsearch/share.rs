@@ -86,7 +86,7 @@ pub const JITTER: f64 = 0.25;
 
 /// The learned share, shared by the driver (asks before sending a body) and the request tasks
 /// (report each answer).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Share {
     /// `adaptive_concurrency`: without it, refusals set no rate.
     adaptive: bool,
@@ -149,6 +149,14 @@ impl Share {
     /// Whether a body of `items` may leave now; if not, how long until it should be asked again.
     /// Nothing is charged for a body that must wait.
     pub fn admit(&self, items: usize, now: Instant) -> Result<(), Duration> {
+        self.check(items, now)?;
+        self.spend(items);
+        Ok(())
+    }
+
+    /// [`Share::admit`] without paying: the driver asks the send limit between the two, so
+    /// that a body one of them holds back is paid for by neither.
+    pub fn check(&self, items: usize, now: Instant) -> Result<(), Duration> {
         let mut s = self.lock();
         s.advance(now);
         let Some(rate) = s.rate else {
@@ -156,7 +164,6 @@ impl Share {
         };
         let need = (items as f64).min(bucket(rate));
         if s.tokens >= need {
-            s.tokens = (s.tokens - items as f64).max(-rate * MAX_DEBT.as_secs_f64());
             return Ok(());
         }
         s.last_held = Some(now);
@@ -164,6 +171,14 @@ impl Share {
         Err(Duration::from_secs_f64(
             wait * (1.0 + JITTER * fastrand::f64()),
         ))
+    }
+
+    /// Pays for a body of `items` that [`Share::check`] let go.
+    pub fn spend(&self, items: usize) {
+        let mut s = self.lock();
+        if let Some(rate) = s.rate {
+            s.tokens = (s.tokens - items as f64).max(-rate * MAX_DEBT.as_secs_f64());
+        }
     }
 
     /// A request sent at `sent_at` with `items` items was answered item by item at `now`,
