@@ -357,6 +357,32 @@ mod tests {
     }
 
     #[test]
+    fn the_answers_other_members_are_skipped_wherever_they_are() {
+        let items = format!(
+            "[{},{}]",
+            item(201, None),
+            item(429, Some("es_rejected_execution_exception"))
+        );
+        let body = format!(
+            r#"{{"items":{items},"took":3,"ingest_took":{{"nested":[1,{{"a":"items"}}]}},"errors":true,"\u0069tems_not":0}}"#
+        );
+        let Verdict::Items(outcomes) = classify(200, body.as_bytes(), 2, OpType::Create) else {
+            panic!("items expected");
+        };
+        assert_eq!(outcomes[0], ItemOutcome::Delivered);
+        assert!(matches!(
+            outcomes[1],
+            ItemOutcome::Retry { status: 429, .. }
+        ));
+        // Trailing bytes after the object make the answer unreadable, as before.
+        let bad = format!(r#"{{"items":{items}}} x"#);
+        assert!(matches!(
+            classify(200, bad.as_bytes(), 2, OpType::Create),
+            Verdict::RetryRequest { .. }
+        ));
+    }
+
+    #[test]
     fn item_outcomes() {
         let b = body(&[
             item(201, None),
