@@ -209,17 +209,55 @@ impl<'de> Visitor<'de> for Answer {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut outcomes = Vec::new();
+        // `errors: false`, which Elasticsearch writes before the items, says that every item
+        // succeeded: they are counted, not read.
+        let mut errors = None;
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == "items" {
-                outcomes = map.next_value_seed(Outcomes {
-                    op: self.op,
-                    items: self.items,
-                })?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match key.as_ref() {
+                "items" if errors == Some(false) => {
+                    let count = map.next_value_seed(Count)?;
+                    outcomes = vec![ItemOutcome::Delivered; count];
+                }
+                "items" => {
+                    outcomes = map.next_value_seed(Outcomes {
+                        op: self.op,
+                        items: self.items,
+                    })?;
+                }
+                "errors" => errors = Some(map.next_value::<bool>()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
         Ok(outcomes)
+    }
+}
+
+/// The number of members of an array, skipped.
+struct Count;
+
+impl<'de> DeserializeSeed<'de> for Count {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Count {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of bulk response items")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut count = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        Ok(count)
     }
 }
 
@@ -374,6 +412,23 @@ mod tests {
             outcomes[1],
             ItemOutcome::Retry { status: 429, .. }
         ));
+        // `errors: false` before the items: they are counted, every one delivered.
+        let clean = format!(
+            r#"{{"took":1,"errors":false,"items":[{},{}]}}"#,
+            item(201, None),
+            item(201, None)
+        );
+        assert_eq!(
+            classify(200, clean.as_bytes(), 2, OpType::Create),
+            Verdict::Items(vec![ItemOutcome::Delivered; 2])
+        );
+        assert!(
+            matches!(
+                classify(200, clean.as_bytes(), 3, OpType::Create),
+                Verdict::RetryRequest { .. }
+            ),
+            "a count that does not match is still caught"
+        );
         // Trailing bytes after the object make the answer unreadable, as before.
         let bad = format!(r#"{{"items":{items}}} x"#);
         assert!(matches!(
