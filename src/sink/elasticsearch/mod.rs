@@ -251,6 +251,8 @@ struct Open {
     opened_at: Instant,
     /// The memory the body holds so far, charged to the budget.
     charge: Permit,
+    /// The number of items it is closed at: the learned caps when it was opened.
+    max_items: usize,
 }
 
 /// A finished request body and its charge on the budget, returned when its request is settled.
@@ -489,10 +491,15 @@ impl Driver {
         };
         let batch = &pending.batch;
         let budget = &self.budget;
-        let open = self.builder.get_or_insert_with(|| Open {
-            builder: BulkBuilder::new(self.settings.op_type, self.settings.gzip),
-            opened_at: Instant::now(),
-            charge: budget.charge(0),
+        let (item_cap, share) = (&self.item_cap, &self.share);
+        let open = self.builder.get_or_insert_with(|| {
+            let cap = item_cap.get();
+            Open {
+                builder: BulkBuilder::new(self.settings.op_type, self.settings.gzip),
+                opened_at: Instant::now(),
+                charge: budget.charge(0),
+                max_items: share.items().map_or(cap, |items| items.min(cap)),
+            }
         });
         let encoder = &self.encoder;
         match (
@@ -513,11 +520,7 @@ impl Driver {
             }),
         }
         open.charge.resize(open.builder.held_bytes());
-        let items = match self.share.items() {
-            Some(share) => share.min(self.item_cap.get()),
-            None => self.item_cap.get(),
-        };
-        if open.builder.raw_bytes() >= self.body_cap.get() || open.builder.len() >= items {
+        if open.builder.raw_bytes() >= self.body_cap.get() || open.builder.len() >= open.max_items {
             self.close();
         }
     }

@@ -126,6 +126,7 @@ impl Share {
     }
 
     /// The documents per second this agent sends now; `None` when not limited.
+    #[cfg(test)]
     pub fn rate(&self) -> Option<f64> {
         self.lock().rate
     }
@@ -146,8 +147,9 @@ impl Share {
             .map(|r| ((r * SPAN.as_secs_f64()) as usize).max(MIN_ITEMS))
     }
 
-    /// Whether a body of `items` may leave now; if not, how long until it should be asked again.
-    /// Nothing is charged for a body that must wait.
+    /// Whether a body of `items` may leave now, paying for it; if not, how long until it should
+    /// be asked again. Nothing is charged for a body that must wait.
+    #[cfg(test)]
     pub fn admit(&self, items: usize, now: Instant) -> Result<(), Duration> {
         self.check(items, now)?;
         self.spend(items);
@@ -338,6 +340,15 @@ mod tests {
         Duration::from_millis(n)
     }
 
+    /// A second of requests every 100 ms, 100 documents each, nothing refused; returns its end.
+    fn a_clean_second(share: &Share, t0: Instant) -> Instant {
+        for i in 0..10 {
+            let t = t0 + ms(100 * i);
+            share.answered(t, 100, 0, t + ms(10));
+        }
+        t0 + ms(1_000)
+    }
+
     #[test]
     fn a_cluster_that_keeps_up_sets_no_limit() {
         let share = Share::new(true);
@@ -356,11 +367,7 @@ mod tests {
         let share = Share::new(true);
         let t0 = Instant::now();
         // 1,000 documents per second accepted for a second, then most of a request refused.
-        for i in 0..10 {
-            let t = t0 + ms(100 * i);
-            share.answered(t, 100, 0, t + ms(10));
-        }
-        let t = t0 + ms(1_000);
+        let t = a_clean_second(&share, t0);
         share.answered(t, 100, 90, t + ms(10));
         let rate = share.rate().expect("limited after a 429");
         // Half of the 1,100 sent over the last second, times BETA.
@@ -438,11 +445,7 @@ mod tests {
     fn a_rate_that_holds_back_grows_and_one_that_does_not_is_lifted() {
         let share = Share::new(true);
         let t0 = Instant::now();
-        for i in 0..10 {
-            let t = t0 + ms(100 * i);
-            share.answered(t, 100, 0, t + ms(10));
-        }
-        let t = t0 + ms(1_000);
+        let t = a_clean_second(&share, t0);
         share.answered(t, 100, 100, t + ms(10));
         let start = share.rate().unwrap();
         // Bodies wait on the rate for 10 s: it grows by GROWTH a second at first, twice that
