@@ -962,8 +962,9 @@ fn a_flood_does_not_hold_back_another_files_line() {
 /// Several agents share a cluster that writes fewer documents per second than they are offered:
 /// the items past its capacity are refused with 429 one by one. Every line arrives exactly once;
 /// the share of items refused and the drain time against the ideal (lines / capacity) are
-/// printed, not asserted (they depend on the machine). `TEST_FLEET=agents,lines_per_s,
-/// seconds,capacity` sizes it (default `3,400,5,600`; the case is `10,400,10,2000`).
+/// printed, and the share refused is checked loosely (the figures depend on the machine).
+/// `TEST_FLEET=agents,lines_per_s,seconds,capacity` sizes it (default `3,400,5,600`; the issue's
+/// case is `10,400,10,2000`); `TEST_FLEET_TENTHS=1` prints the capacity's timeline by tenths.
 #[test]
 fn a_fleet_sharing_a_full_cluster_loses_and_doubles_nothing() {
     let (agents, rate, seconds, capacity) = std::env::var("TEST_FLEET")
@@ -1039,16 +1040,25 @@ fn a_fleet_sharing_a_full_cluster_loses_and_doubles_nothing() {
         .map(|(ok, no)| format!("{ok}/{no}"))
         .collect();
     eprintln!("fleet: accepted/refused by second: {}", timeline.join(" "));
+    if std::env::var_os("TEST_FLEET_TENTHS").is_some() {
+        let tenths: Vec<String> = es
+            .capacity_tenths()
+            .iter()
+            .map(|(ok, no)| format!("{ok}/{no}"))
+            .collect();
+        eprintln!("fleet: by tenth of a second: {}", tenths.join(" "));
+    }
     let submitted: u64 = counts.values().sum();
     eprintln!(
-        "fleet: {agents} agents x {rate} lines/s x {seconds} s = {} lines into a cluster of {capacity} docs/s: {refused} of {submitted} items refused with 429 ({:.0}%), {:.2} submissions per document; drain {drain:.1} s (ideal {ideal:.1} s)",
+        "fleet: {agents} agents x {rate} lines/s x {seconds} s = {} lines into a cluster of {capacity} docs/s: {refused} of {submitted} items refused with 429 ({:.1}%), {:.2} submissions per document; drain {drain:.1} s (ideal {ideal:.1} s)",
         expected.len(),
         100.0 * refused as f64 / submitted.max(1) as f64,
         submitted as f64 / expected.len() as f64,
     );
-    // Without a learned share, 68-77% of the items were refused (3-4 submissions a document).
+    // Without a learned share, 68-77% of the items were refused (3-4 submissions a document);
+    // with it, 4-5%.
     assert!(
-        (refused as f64) < submitted as f64 / 3.0,
+        (refused as f64) < submitted as f64 / 6.0,
         "{refused} of {submitted} items refused with 429"
     );
 }

@@ -405,7 +405,7 @@ impl Default for RawBatch {
         RawBatch {
             max_bytes: Size::mib(5),
             max_events: 10_000,
-            timeout: HumanDuration::secs(1),
+            timeout: HumanDuration::millis(250),
         }
     }
 }

@@ -249,7 +249,15 @@ impl TestEs {
 
     /// Items the write capacity accepted and refused, by second since it was set.
     pub fn capacity_seconds(&self) -> Vec<(u64, u64)> {
-        self.state().faults.capacity_seconds()
+        self.capacity_tenths()
+            .chunks(10)
+            .map(|c| c.iter().fold((0, 0), |(a, r), &(x, y)| (a + x, r + y)))
+            .collect()
+    }
+
+    /// The same by tenth of a second.
+    pub fn capacity_tenths(&self) -> Vec<(u64, u64)> {
+        self.state().faults.capacity_tenths()
     }
 
     /// The next `n` requests get no answer: their connections are closed, before or after the

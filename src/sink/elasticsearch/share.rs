@@ -27,8 +27,11 @@
 //!   queue, which the window and the request's own backoff answer.
 //! - **Growth**: while the rate holds bodies back, it grows by [`GROWTH`] a second just after a
 //!   decrease, twice that after each [`DOUBLING`] without one, at most [`MAX_GROWTH`]: slow
-//!   near the capacity just found, fast onto capacity that other agents freed. A rate that held
-//!   nothing back for [`RELEASE_AFTER`] (the agent sends less than it, or nothing) is lifted.
+//!   near the capacity just found, fast onto capacity that other agents freed. Past the rate it
+//!   had before the last decrease it grows by at least half of [`MAX_GROWTH`]: the cluster takes
+//!   more than when it refused, so other agents have left (a fleet's tail drains at the
+//!   cluster's pace, not at the last agent's share). A rate that held nothing back for
+//!   [`RELEASE_AFTER`] (the agent sends less than it, or nothing) is lifted.
 //! - **Pacing**: a token bucket of [`BURST`] at the rate; a body waits until the bucket can pay
 //!   for it (a body larger than the bucket waits for a full one and leaves a debt of at most
 //!   [`MAX_DEBT`]), and each wait is stretched by a random 0-[`JITTER`] so that agents refused
@@ -50,7 +53,7 @@ use std::time::{Duration, Instant};
 use crate::telemetry::{self, metrics};
 
 /// A decrease leaves this much below what the cluster took.
-pub const BETA: f64 = 0.95;
+pub const BETA: f64 = 0.9;
 /// Decreases are at least this far apart: the refused share is measured over it.
 pub const HOLD: Duration = Duration::from_millis(250);
 /// A body larger than the bucket leaves a debt of at most this long at the rate (a body built
@@ -58,11 +61,11 @@ pub const HOLD: Duration = Duration::from_millis(250);
 pub const MAX_DEBT: Duration = Duration::from_millis(250);
 /// Growth per second while the rate holds bodies back, at the rate the cluster last refused at
 /// (in log: `rate *= e^(GROWTH t)`).
-pub const GROWTH: f64 = 0.05;
+pub const GROWTH: f64 = 0.025;
 /// What the cluster accepted over this long is the base of a decrease.
 pub const WINDOW: Duration = Duration::from_secs(1);
 /// Growth doubles every this long without a decrease...
-pub const DOUBLING: Duration = Duration::from_secs(4);
+pub const DOUBLING: Duration = Duration::from_millis(1500);
 /// ...up to this much per second (doubling in about a second and a half).
 pub const MAX_GROWTH: f64 = 0.5;
 /// The rate is lifted after holding nothing back for this long.
@@ -112,6 +115,8 @@ struct State {
     since: Option<Instant>,
     /// When the rate was last cut, or a cut was found useless, and the share refused then.
     last_cut: Option<(Instant, f64)>,
+    /// The rate just before the last decrease (`None` after the first).
+    peak: Option<f64>,
     /// Recent answers: (answered at, items).
     answers: VecDeque<(Instant, u64)>,
 }
@@ -259,6 +264,7 @@ impl Share {
         s.since_refused = 0;
         s.since = Some(now);
         let was = s.rate;
+        s.peak = was;
         s.rate = Some(rate);
         s.tokens = s.tokens.min(bucket(rate));
         s.last_decrease = Some(now);
@@ -317,7 +323,11 @@ impl State {
             let quiet = self
                 .last_decrease
                 .map_or(0.0, |t| now.saturating_duration_since(t).as_secs_f64());
-            let growth = (GROWTH * (quiet / DOUBLING.as_secs_f64()).exp2()).min(MAX_GROWTH);
+            let mut growth = (GROWTH * (quiet / DOUBLING.as_secs_f64()).exp2()).min(MAX_GROWTH);
+            // Past the rate the cluster last refused, without a refusal: others have left.
+            if self.peak.is_some_and(|p| rate > p) {
+                growth = growth.max(MAX_GROWTH / 2.0);
+            }
             rate *= (growth * dt).exp();
             self.rate = Some(rate);
             telemetry::set_gauge(&metrics().es_share_rate, rate.ceil() as u64);
@@ -449,7 +459,7 @@ mod tests {
         share.answered(t, 100, 100, t + ms(10));
         let start = share.rate().unwrap();
         // Bodies wait on the rate for 10 s: it grows by GROWTH a second at first, twice that
-        // after DOUBLING, and so on.
+        // after each DOUBLING, up to MAX_GROWTH.
         let mut now = t + ms(10);
         for _ in 0..100 {
             now += ms(100);
@@ -457,8 +467,10 @@ mod tests {
         }
         let grown = share.rate().unwrap();
         let doubling = DOUBLING.as_secs_f64();
-        let expected = start
-            * (GROWTH * doubling / std::f64::consts::LN_2 * ((10.0 / doubling).exp2() - 1.0)).exp();
+        let exponent: f64 = (0..10_000)
+            .map(|i| (GROWTH * (i as f64 / 1000.0 / doubling).exp2()).min(MAX_GROWTH) / 1000.0)
+            .sum();
+        let expected = start * exponent.exp();
         assert!(
             (grown - expected).abs() / expected < 0.05,
             "{start} -> {grown}, expected about {expected}"
@@ -466,6 +478,40 @@ mod tests {
         // Then nothing waits for RELEASE_AFTER: the limit is lifted.
         assert_eq!(share.admit(1, now + RELEASE_AFTER + ms(1)), Ok(()));
         assert_eq!(share.rate(), None);
+    }
+
+    #[test]
+    fn past_the_rate_last_refused_the_rate_grows_fast() {
+        let share = Share::new(true);
+        let t0 = Instant::now();
+        let t = a_clean_second(&share, t0);
+        share.answered(t, 100, 90, t + ms(10));
+        let before = share.rate().unwrap();
+        // A second decrease, a fifth refused: `before` is the rate the cluster last refused.
+        let sent = t + ms(300);
+        share.answered(sent, 100, 20, sent + ms(10));
+        // Bodies held back: the rate comes back to `before` slowly, at GROWTH a second and its
+        // doublings...
+        let mut now = sent + ms(10);
+        while share.rate().unwrap() <= before {
+            now += ms(50);
+            let _ = share.admit(100_000, now);
+            assert!(now < sent + ms(20_000), "never came back");
+        }
+        let back = now - sent;
+        assert!(back > ms(1_500), "back after {back:?}: too fast");
+        // ...and past it grows by at least MAX_GROWTH / 2 a second.
+        let from = share.rate().unwrap();
+        let at = now;
+        while now < at + ms(1_000) {
+            now += ms(50);
+            let _ = share.admit(100_000, now);
+        }
+        let grown = share.rate().unwrap();
+        assert!(
+            grown >= from * (MAX_GROWTH / 2.0).exp() * 0.99,
+            "{from} -> {grown} after {back:?}"
+        );
     }
 
     #[test]

@@ -113,8 +113,8 @@ struct Capacity {
     tokens: f64,
     at: Instant,
     since: Instant,
-    /// (accepted, refused) by second since the capacity was set.
-    seconds: Vec<(u64, u64)>,
+    /// (accepted, refused) by tenth of a second since the capacity was set.
+    tenths: Vec<(u64, u64)>,
 }
 
 impl Faults {
@@ -146,15 +146,15 @@ impl Faults {
             tokens: n as f64,
             at: Instant::now(),
             since: Instant::now(),
-            seconds: Vec::new(),
+            tenths: Vec::new(),
         });
     }
 
-    /// Items accepted and refused by the write capacity, by second since it was set.
-    pub fn capacity_seconds(&self) -> Vec<(u64, u64)> {
+    /// Items accepted and refused by the write capacity, by tenth of a second since it was set.
+    pub fn capacity_tenths(&self) -> Vec<(u64, u64)> {
         self.capacity
             .as_ref()
-            .map_or_else(Vec::new, |c| c.seconds.clone())
+            .map_or_else(Vec::new, |c| c.tenths.clone())
     }
 
     pub fn drop_connections(&mut self, n: usize, point: DropPoint) {
@@ -224,16 +224,16 @@ impl Faults {
                 let refill = now.duration_since(c.at).as_secs_f64() * c.per_sec;
                 c.tokens = (c.tokens + refill).min(c.per_sec);
                 c.at = now;
-                let second = now.duration_since(c.since).as_secs() as usize;
-                if c.seconds.len() <= second {
-                    c.seconds.resize(second + 1, (0, 0));
+                let tenth = now.duration_since(c.since).as_millis() as usize / 100;
+                if c.tenths.len() <= tenth {
+                    c.tenths.resize(tenth + 1, (0, 0));
                 }
                 if c.tokens >= 1.0 {
                     c.tokens -= 1.0;
-                    c.seconds[second].0 += 1;
+                    c.tenths[tenth].0 += 1;
                 } else {
                     verdict = Some(429);
-                    c.seconds[second].1 += 1;
+                    c.tenths[tenth].1 += 1;
                 }
             }
         }
