@@ -29,7 +29,7 @@ use std::path::Path;
 use serde_json::json;
 
 use crate::enrich::metadata::{self, Schema};
-use crate::record::{Batch, FieldsOut, MessageOut};
+use crate::record::{Batch, FieldsOut, MessageOut, Processed};
 use crate::source::KubeletName;
 
 /// Renders documents. One per agent, shared by the tailer (fragments) and the sinks (records).
@@ -100,8 +100,46 @@ impl Encoder {
 
     /// Appends the document of the record at `index` of `batch` to `out`, without a newline.
     pub fn encode(&self, batch: &Batch, index: usize, out: &mut Vec<u8>) {
+        self.write(batch, index, None, out);
+    }
+
+    /// Appends the document a record becomes when the index's mapping refused it (see
+    /// `sink::elasticsearch::fallback`): the message as read, the time, stream and offset, the
+    /// file's metadata (without the pod's labels, annotations and namespace labels when
+    /// `without_labels`), the static fields, and `reason` as `logship.mapping_fallback` when
+    /// given; no parsed fields and no parsed level.
+    pub fn encode_fallback(
+        &self,
+        batch: &Batch,
+        index: usize,
+        without_labels: bool,
+        reason: Option<&str>,
+        out: &mut Vec<u8>,
+    ) {
+        self.write(
+            batch,
+            index,
+            Some(Stripped {
+                without_labels,
+                reason,
+            }),
+            out,
+        );
+    }
+
+    fn write(
+        &self,
+        batch: &Batch,
+        index: usize,
+        stripped: Option<Stripped<'_>>,
+        out: &mut Vec<u8>,
+    ) {
         let record = &batch.records[index];
-        let processed = batch.processed(index);
+        let processed = if stripped.is_some() {
+            Processed::default()
+        } else {
+            batch.processed(index)
+        };
         out.extend_from_slice(b"{\"@timestamp\":\"");
         record.timestamp.write_rfc3339(out);
         out.push(b'"');
@@ -141,7 +179,13 @@ impl Encoder {
             out.extend_from_slice(batch.fields[processed.level.range()].as_bytes());
             out.push(b',');
         }
-        out.extend_from_slice(batch.fragment.as_bytes());
+        match stripped {
+            Some(Stripped {
+                without_labels: true,
+                ..
+            }) => out.extend_from_slice(self.without_labels(&batch.fragment).as_bytes()),
+            _ => out.extend_from_slice(batch.fragment.as_bytes()),
+        }
         match processed.fields {
             FieldsOut::None => {}
             FieldsOut::Inline => {
@@ -154,8 +198,64 @@ impl Encoder {
             }
         }
         out.extend_from_slice(self.statics.as_bytes());
+        if let Some(reason) = stripped.and_then(|s| s.reason) {
+            out.extend_from_slice(b"\"logship\":{\"mapping_fallback\":");
+            write_json_str(out, reason);
+            out.extend_from_slice(b"},");
+        }
         out.extend_from_slice(self.host.as_bytes());
     }
+
+    /// A file's fragment without the pod's labels, annotations and namespace labels, the parts
+    /// whose keys come from users (rare: only for a document whose fallback was refused too).
+    fn without_labels(&self, fragment: &str) -> String {
+        // The fragment is a run of members, each followed by a comma; for ECS it starts inside
+        // `log` and closes it. Wrapped into an object, it is edited as JSON.
+        let text = match self.schema {
+            Schema::Ecs => format!("{{\"log\":{{\"offset\":0,{fragment}\"_\":0}}"),
+            Schema::Fluentd => format!("{{{fragment}\"_\":0}}"),
+        };
+        let Ok(serde_json::Value::Object(mut root)) = serde_json::from_str(&text) else {
+            return fragment.to_owned();
+        };
+        root.remove("_");
+        if let Some(serde_json::Value::Object(k)) = root.get_mut("kubernetes") {
+            for key in ["labels", "annotations", "namespace_labels"] {
+                k.remove(key);
+            }
+        }
+        let mut out = String::with_capacity(fragment.len());
+        let member = |out: &mut String, key: &str, value: &serde_json::Value| {
+            out.push_str(&json!(key).to_string());
+            out.push(':');
+            out.push_str(&value.to_string());
+        };
+        if self.schema == Schema::Ecs {
+            if let Some(serde_json::Value::Object(log)) = root.remove("log") {
+                let mut first = true;
+                for (key, value) in log.iter().filter(|(k, _)| k.as_str() != "offset") {
+                    if !first {
+                        out.push(',');
+                    }
+                    first = false;
+                    member(&mut out, key, value);
+                }
+                out.push_str("},");
+            }
+        }
+        for (key, value) in &root {
+            member(&mut out, key, value);
+            out.push(',');
+        }
+        out
+    }
+}
+
+/// What a fallback document leaves out (see [`Encoder::encode_fallback`]).
+#[derive(Clone, Copy)]
+struct Stripped<'a> {
+    without_labels: bool,
+    reason: Option<&'a str>,
 }
 
 /// Appends `s` as a JSON string literal, with serde_json's escaping (a table lookup per byte;

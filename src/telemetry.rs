@@ -182,6 +182,19 @@ metrics! {
     /// those for any of its items clears it: records cannot leave).
     #[metric(Gauge "logship_elasticsearch_reachable")]
     pub es_cluster_reachable: AtomicU64,
+    /// Documents sent again without their parsed fields (and, the second time, without the
+    /// pod's labels) because the index's mapping refused them, by reason (README.md, mapping
+    /// limits).
+    #[metric(Counter "logship_elasticsearch_mapping_fallbacks", reason = "total_fields_limit")]
+    pub es_fallback_total_fields: AtomicU64,
+    #[metric(Counter "logship_elasticsearch_mapping_fallbacks", reason = "depth_limit")]
+    pub es_fallback_depth: AtomicU64,
+    #[metric(Counter "logship_elasticsearch_mapping_fallbacks", reason = "nested_limit")]
+    pub es_fallback_nested: AtomicU64,
+    #[metric(Counter "logship_elasticsearch_mapping_fallbacks", reason = "field_type")]
+    pub es_fallback_field_type: AtomicU64,
+    #[metric(Counter "logship_elasticsearch_mapping_fallbacks", reason = "mapping")]
+    pub es_fallback_mapping: AtomicU64,
     /// Records written to the dead letters.
     #[metric(Counter "logship_dead_lettered_records")]
     pub dead_lettered: AtomicU64,

@@ -1062,3 +1062,230 @@ fn a_fleet_sharing_a_full_cluster_loses_and_doubles_nothing() {
         "{refused} of {submitted} items refused with 429"
     );
 }
+
+/// The ids of the documents the index refused with 400, and the error type of each.
+fn refused_ids(es: &TestEs) -> Vec<(String, String)> {
+    es.refused_items()
+        .iter()
+        .filter_map(|item| {
+            let (_, answer) = item.as_object()?.iter().next()?;
+            Some((
+                answer["_id"].as_str()?.to_string(),
+                answer["error"]["type"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// Mapping limits (issue: wide messages from many containers, deep ones, type conflicts): each
+/// refused document is indexed again at once without its parsed fields, under the same id, with
+/// `logship.mapping_fallback` saying why (logship's template maps it); nothing is dead-lettered.
+#[test]
+fn documents_the_mapping_refuses_are_indexed_without_their_parsed_fields() {
+    const APPS: &str = "apps";
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__INDEX", APPS),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__INSTALL_TEMPLATE", "true"),
+            ("LOGSHIP_PROCESSING__MAX_DEPTH", "32"),
+        ],
+    );
+    assert!(
+        wait_until(WAIT, || agent
+            .logs()
+            .contains("Installed the index template")),
+        "{}",
+        agent.logs()
+    );
+    let mut expected = Vec::new();
+    let mut write = |file: &str, lines: Vec<String>| {
+        let mut body = String::new();
+        for m in &lines {
+            body.push_str(&cri("stdout", 'F', m));
+        }
+        append(&fx.log(file), body.as_bytes());
+        expected.extend(lines);
+        expected.len()
+    };
+    // One container's `status` is a number, then another's is an object: a type conflict.
+    let n = write(
+        "numbers.log",
+        (0..5)
+            .map(|i| format!(r#"{{"status":200,"msg":"number {i}"}}"#))
+            .collect(),
+    );
+    assert!(es.wait_for_doc_count(n, WAIT), "{}", agent.logs());
+    write(
+        "objects.log",
+        (0..5)
+            .map(|i| format!(r#"{{"status":{{"code":500}},"msg":"object {i}"}}"#))
+            .collect(),
+    );
+    // Objects 25 deep: past the index's depth limit of 20.
+    let deep = |i: usize| format!("{}{{\"leaf\":{i}}}{}", "{\"a\":".repeat(25), "}".repeat(25));
+    write("deep.log", (0..3).map(deep).collect());
+    // Eight containers whose lines each bring 150 keys of their own: together far more than the
+    // index's 1,000 fields, though each line is within processing.max_fields.
+    for c in 0..8 {
+        write(
+            &format!("wide-{c}.log"),
+            (0..10)
+                .map(|i| {
+                    let keys: Vec<String> =
+                        (0..150).map(|k| format!("\"c{c}l{i}k{k}\":{k}")).collect();
+                    format!("{{{}}}", keys.join(","))
+                })
+                .collect(),
+        );
+    }
+    let n = write("plain.log", vec!["plain text stays plain".into()]);
+    assert!(
+        es.wait_for_doc_count(n, WAIT),
+        "{} of {n}\n{}",
+        es.doc_count(),
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let fallbacks = |reason: &str| {
+        metric(
+            &agent,
+            "logship_elasticsearch_mapping_fallbacks_total",
+            &[("reason", reason)],
+        )
+    };
+    let (field_type, depth, total) = (
+        fallbacks("field_type"),
+        fallbacks("depth_limit"),
+        fallbacks("total_fields_limit"),
+    );
+    assert!(agent.terminate().success(), "{}", agent.logs());
+
+    // Every line is there once, searchable by its message, and nothing was dead-lettered.
+    let counts = stored(&es, APPS);
+    for m in &expected {
+        assert_eq!(counts.get(m).copied(), Some(1), "{m:.80}");
+    }
+    assert_eq!(es.doc_count(), expected.len());
+    assert_eq!(dead_letter_lines(&fx), 0, "{}", agent.logs());
+    eprintln!(
+        "mapping limits: {} lines, {} mapped fields; fallbacks: {field_type} field_type, {depth} depth_limit, {total} total_fields_limit; 0 dead-lettered",
+        expected.len(),
+        es.field_count(APPS).unwrap_or(0)
+    );
+    assert_eq!((field_type, depth), (5.0, 3.0));
+    assert!(total >= 50.0, "{total} fallbacks for the field limit");
+    // A refused document was indexed again under its own id (retries stay idempotent).
+    let docs = es.documents(APPS);
+    let refused = refused_ids(&es);
+    assert_eq!(refused.len() as f64, field_type + depth + total);
+    for (id, kind) in &refused {
+        let doc = docs
+            .get(id)
+            .unwrap_or_else(|| panic!("{id} ({kind}) not indexed"));
+        let reason = doc["logship"]["mapping_fallback"].as_str().unwrap_or("");
+        assert!(
+            ["field_type", "depth_limit", "total_fields_limit"].contains(&reason),
+            "{doc}"
+        );
+        assert!(doc.get("json").is_none(), "no parsed fields: {doc}");
+        assert!(doc["message"].as_str().is_some_and(|m| m.starts_with('{')));
+    }
+    let object = docs
+        .values()
+        .find(|d| d["message"] == r#"{"status":{"code":500},"msg":"object 0"}"#)
+        .unwrap();
+    assert_eq!(object["logship"]["mapping_fallback"], "field_type");
+    let number = docs
+        .values()
+        .find(|d| d["message"] == r#"{"status":200,"msg":"number 0"}"#)
+        .unwrap();
+    assert_eq!(
+        number["json"]["status"], 200,
+        "accepted documents keep their fields"
+    );
+    assert!(number.get("logship").is_none());
+    assert!(es.field_count(APPS).unwrap() <= 1000);
+    assert_eq!(
+        es.field_type(APPS, "logship.mapping_fallback").as_deref(),
+        Some("keyword")
+    );
+}
+
+/// A label that is an object in the index (another agent wrote dotted label keys into it): the
+/// fallback without parsed fields is refused too, so the document goes without the pod's labels
+/// and annotations. The index does not map the reason field, so it is left out: a fallback adds
+/// no field to the index.
+#[test]
+fn a_label_the_mapping_refuses_is_left_out_and_no_field_is_added() {
+    use support::kubernetes::{file_name, pod, TestKube};
+    const SHARED: &str = "shared";
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let status = put_json(
+        &es,
+        "/_index_template/shared",
+        r#"{"index_patterns":["shared*"],"priority":300,"template":{"mappings":{"properties":{"kubernetes":{"properties":{"labels":{"properties":{"app":{"properties":{"kubernetes":{"properties":{"io/name":{"type":"keyword"}}}}}}}}}}}}}"#,
+    );
+    assert_eq!(status, 200);
+    let kube = TestKube::start();
+    kube.create_pod(pod("shop", "web-7d4b9-x2x9k", "test-node").build());
+    let fx = Fixture::new();
+    let path = fx.log(&file_name("shop", "web-7d4b9-x2x9k", "web"));
+    let lines: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"level":"info","msg":"labelled {i}"}}"#))
+        .collect();
+    let mut body = String::new();
+    for m in &lines {
+        body.push_str(&cri("stdout", 'F', m));
+    }
+    append(&path, body.as_bytes());
+    let kube_url = kube.url();
+    let mut agent = spawn(
+        &fx,
+        &es,
+        &[
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__INDEX", SHARED),
+            ("LOGSHIP_NODE_NAME", "test-node"),
+            ("LOGSHIP_KUBERNETES__ENABLED", "true"),
+            ("LOGSHIP_KUBERNETES__API_URL", kube_url.as_str()),
+        ],
+    );
+    assert!(es.wait_for_doc_count(lines.len(), WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    let field_type = metric(
+        &agent,
+        "logship_elasticsearch_mapping_fallbacks_total",
+        &[("reason", "field_type")],
+    );
+    assert!(agent.terminate().success(), "{}", agent.logs());
+    assert_eq!(dead_letter_lines(&fx), 0, "{}", agent.logs());
+    // Refused as sent, refused again without parsed fields, indexed without labels.
+    assert_eq!(field_type, 10.0);
+    let refused = refused_ids(&es);
+    assert_eq!(refused.len(), 10);
+    let docs = es.documents(SHARED);
+    for m in &lines {
+        let d = docs
+            .values()
+            .find(|d| d["message"] == m.as_str())
+            .unwrap_or_else(|| panic!("{m} not indexed"));
+        assert_eq!(d["kubernetes"]["pod"]["name"], "web-7d4b9-x2x9k", "{d}");
+        assert!(d["kubernetes"].get("labels").is_none(), "{d}");
+        assert!(
+            d.get("json").is_none() && d["log"].get("level").is_none(),
+            "{d}"
+        );
+        assert!(
+            d.get("logship").is_none(),
+            "the index has no such field: {d}"
+        );
+    }
+    for (id, _) in &refused {
+        assert!(docs.contains_key(id), "{id} indexed under its own id");
+    }
+    assert_eq!(es.field_type(SHARED, "logship.mapping_fallback"), None);
+    assert_eq!(es.field_type(SHARED, "logship"), None);
+}

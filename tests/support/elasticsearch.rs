@@ -412,6 +412,11 @@ impl TestEs {
         self.state().statuses.clone()
     }
 
+    /// The answers of the bulk items refused with 400, in order (`{"create":{"_id":…,"error":…}}`).
+    pub fn refused_items(&self) -> Vec<Value> {
+        self.state().refused_items.clone()
+    }
+
     /// Bulk items per status.
     pub fn item_status_counts(&self) -> BTreeMap<u16, u64> {
         self.state().item_statuses.clone()

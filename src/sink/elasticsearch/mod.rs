@@ -34,6 +34,7 @@
 pub mod bulk;
 pub mod client;
 pub mod dead_letter;
+pub mod fallback;
 pub mod index;
 pub mod pace;
 pub mod replay;
@@ -62,6 +63,7 @@ use crate::telemetry::{self, metrics, Throttle};
 use bulk::{doc_id, BulkBody, BulkBuilder, ID_LEN};
 use client::{Client, ClientSettings, Pick};
 use dead_letter::{DeadLetter, DeadLetterSettings, DeadLetters};
+use fallback::Fallback;
 use index::IndexTemplate;
 use pace::{SendLimit, Window};
 use retry::{Backoff, ItemError, ItemOutcome, OpType, Verdict};
@@ -188,6 +190,10 @@ impl ElasticsearchSink {
             access_errors: Throttle::new(Duration::from_secs(10)),
             split_warnings: Throttle::new(Duration::from_secs(10)),
             body_cap_learned: false,
+            fallback_fields: HashMap::new(),
+            fallback_waiting: HashMap::new(),
+            lookups: JoinSet::new(),
+            fallback_warnings: Throttle::new(Duration::from_secs(10)),
         };
         driver.run(batches).await;
         startup.abort();
@@ -211,6 +217,8 @@ struct ItemRef {
     since: Instant,
     /// The record was refused and now goes to the dead-letter index, wrapped.
     dead: bool,
+    /// The index's mapping refused the document: it goes without what the mapping refused.
+    fallback: Option<Fallback>,
 }
 
 /// Why a record is on its way to the dead-letter index.
@@ -326,6 +334,14 @@ struct Driver {
     split_warnings: Throttle,
     /// The body cap is below `batch.max_bytes` since a 413 (logged when it is back).
     body_cap_learned: bool,
+    /// Whether each index maps `logship.mapping_fallback`, and since when that is known.
+    fallback_fields: HashMap<Arc<str>, (bool, Instant)>,
+    /// Fallback documents waiting for their index's answer, by index.
+    fallback_waiting: HashMap<Arc<str>, Vec<ItemRef>>,
+    /// Those questions: the index, and whether it maps the field.
+    lookups: JoinSet<(Arc<str>, bool)>,
+    /// Mapping fallbacks are logged at most this often.
+    fallback_warnings: Throttle,
 }
 
 /// Rendered index names by (source address, time bucket, stream); each entry keeps its source
@@ -355,6 +371,7 @@ impl Driver {
                 && self.builder.is_none()
                 && self.turns.is_empty()
                 && self.unwritten.is_empty()
+                && self.fallback_waiting.is_empty()
             {
                 debug_assert!(self.pending.iter().all(Option::is_none));
                 return;
@@ -378,6 +395,11 @@ impl Driver {
                             // positions never move; they are read again at the next start.
                             tracing::error!(error = %e, "An Elasticsearch request task failed; its records will be sent again after a restart.");
                         }
+                    }
+                }
+                Some(answer) = self.lookups.join_next(), if !self.lookups.is_empty() => {
+                    if let Ok((index, mapped)) = answer {
+                        self.field_known(index, mapped);
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {}
@@ -461,6 +483,7 @@ impl Driver {
                     attempts: 0,
                     since,
                     dead: false,
+                    fallback: None,
                 });
             }
         }
@@ -502,17 +525,35 @@ impl Driver {
             }
         });
         let encoder = &self.encoder;
+        let fallback = item.fallback.filter(|_| !item.dead);
         match (
             item.dead,
             &self.settings.dead_letter_index,
             self.refusals.get(&(item.slot, item.record)),
+            fallback,
         ) {
-            (true, Some(dl_index), Some(refusal)) => {
+            (true, Some(dl_index), Some(refusal), _) => {
                 let doc = &mut self.doc;
                 doc.clear();
                 encoder.encode(batch, item.record as usize, doc);
                 open.builder.push(dl_index, &id, item, |out| {
                     wrap_dead_letter(out, refusal, &index, &id, doc)
+                });
+            }
+            (_, _, _, Some(fallback)) => {
+                let reason = self
+                    .fallback_fields
+                    .get(&index)
+                    .is_some_and(|&(mapped, _)| mapped)
+                    .then_some(fallback.reason.as_str());
+                open.builder.push(&index, &id, item, |out| {
+                    encoder.encode_fallback(
+                        batch,
+                        item.record as usize,
+                        fallback.without_labels,
+                        reason,
+                        out,
+                    )
                 });
             }
             _ => open.builder.push(&index, &id, item, |out| {
@@ -674,7 +715,13 @@ impl Driver {
                             self.retry_item(item, status, &error, now);
                         }
                         ItemOutcome::Reject { status, error } => {
-                            self.dead_letter(item, status, &error.kind, &error.reason);
+                            let next = fallback::mapping_reason(status, &error)
+                                .filter(|_| !item.dead)
+                                .and_then(|reason| Fallback::next(item.fallback, reason));
+                            match next {
+                                Some(next) => self.fall_back(item, next, &error, now),
+                                None => self.dead_letter(item, status, &error.kind, &error.reason),
+                            }
                         }
                     }
                 }
@@ -746,6 +793,49 @@ impl Driver {
             ready_at: now + wait,
             item,
         }));
+    }
+
+    /// Sends a document the index's mapping refused again at once, as `next` says (see
+    /// [`fallback`]), once it is known whether its index maps the reason field.
+    fn fall_back(&mut self, mut item: ItemRef, next: Fallback, error: &ItemError, now: Instant) {
+        let Some((index, _)) = self.address(item) else {
+            return;
+        };
+        if let Some(suppressed) = self.fallback_warnings.admit() {
+            tracing::warn!(index = %index, reason = next.reason.as_str(), without_labels = next.without_labels, error = %error.kind, detail = %error.reason, suppressed, "The index's mapping refused a document; sending it again without its parsed fields (the message keeps the line).");
+        }
+        item.fallback = Some(next);
+        match self.fallback_fields.get(&index) {
+            Some(&(_, since)) if now.duration_since(since) < fallback::KNOWN_FOR => {
+                self.unwritten.push_back(item);
+            }
+            _ => {
+                let waiting = self.fallback_waiting.entry(Arc::clone(&index)).or_default();
+                waiting.push(item);
+                if waiting.len() == 1 {
+                    let client = Arc::clone(&self.client);
+                    self.lookups.spawn(async move {
+                        let mapped = maps_fallback_field(&client, &index).await;
+                        (index, mapped)
+                    });
+                }
+            }
+        }
+    }
+
+    /// The answer about an index's reason field came: its fallback documents go now.
+    fn field_known(&mut self, index: Arc<str>, mapped: bool) {
+        if !mapped {
+            tracing::info!(index = %index, field = fallback::FIELD, "The index does not map the fallback reason field (logship's index template defines it); fallback documents go without it.");
+        }
+        self.fallback_fields
+            .insert(Arc::clone(&index), (mapped, Instant::now()));
+        if let Some(items) = self.fallback_waiting.remove(&index) {
+            self.unwritten.extend(items);
+        }
+        if self.fallback_fields.len() > INDEX_CACHE_MAX {
+            self.fallback_fields.clear();
+        }
     }
 
     /// Writes a record to the dead letters and resolves it. If the store cannot be written, the
@@ -878,6 +968,29 @@ fn index_name(
     }
     cache.insert(key, (Arc::clone(&batch.source), Arc::clone(&name)));
     name
+}
+
+/// Whether `index` maps the fallback reason field: asked of each host in turn until one answers;
+/// no answer counts as not mapped (the field is then left out, which is always safe).
+async fn maps_fallback_field(client: &Client, index: &str) -> bool {
+    let path = format!("{index}/_mapping/field/{}", fallback::FIELD);
+    for host in 0..client.hosts.len() {
+        match client.get(host, &path).await {
+            Ok(answer) if (200..300).contains(&answer.status) => {
+                return fallback::field_is_mapped(&answer.body);
+            }
+            Ok(answer) if answer.status == 404 => return false,
+            Ok(answer) => {
+                tracing::debug!(
+                    status = answer.status,
+                    index,
+                    "Cannot ask the index's mapping."
+                );
+            }
+            Err(e) => tracing::debug!(error = %e, index, "Cannot ask the index's mapping."),
+        }
+    }
+    false
 }
 
 /// The document a refused record becomes in the dead-letter index: the refusal, where the record

@@ -122,7 +122,10 @@ pub fn template_request(info: &ClusterInfo, pattern: &str) -> (String, Value) {
                 "namespace": { "type": "keyword" },
                 "pod": { "properties": { "name": { "type": "keyword" }, "uid": { "type": "keyword" } } },
                 "container": { "properties": { "name": { "type": "keyword" } } }
-            } }
+            } },
+            // Why a document was sent without its parsed fields (see `fallback`): a document
+            // the mapping refused may add no field, so this one must be mapped beforehand.
+            "logship": { "properties": { "mapping_fallback": { "type": "keyword" } } }
         }
     });
     if composable {
@@ -175,6 +178,11 @@ mod tests {
         assert_eq!(
             body["template"]["mappings"]["properties"]["message"]["type"],
             "match_only_text"
+        );
+        assert_eq!(
+            body["template"]["mappings"]["properties"]["logship"]["properties"]["mapping_fallback"]
+                ["type"],
+            "keyword"
         );
         let (_, body) = template_request(&info("elasticsearch", "7.17.3"), "logs-logship-*");
         assert_eq!(body["data_stream"], json!({}));

@@ -209,3 +209,46 @@ pub async fn get_pipeline(
         None => render.json(404, &json!({})),
     }
 }
+
+/// `GET /{index}/_mapping/field/{fields}`: the mapping of each named field that the index maps,
+/// keyed by concrete index (a data stream answers for its backing index), as the field mapping
+/// API answers; an unknown index is a 404.
+pub async fn get_field_mapping(
+    State(shared): State<Arc<Shared>>,
+    Path((index, fields)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let flavor = shared.flavor;
+    let render = Render::of(flavor, &query_params(req.uri().query()), req.headers());
+    let st = shared.lock();
+    let Some(found) = st.cluster.index(&index) else {
+        let e = EsError::new(
+            404,
+            "index_not_found_exception",
+            format!("no such index [{index}]"),
+        )
+        .with("resource.type", "index_or_alias")
+        .with("resource.id", index.as_str())
+        .with("index_uuid", "_na_")
+        .with("index", index.as_str());
+        return render.error(&e);
+    };
+    let mut mappings = serde_json::Map::new();
+    for field in fields.split(',') {
+        let Some(kind) = found.mapping.type_of(field) else {
+            continue;
+        };
+        if kind == "object" {
+            continue;
+        }
+        let leaf = field.rsplit('.').next().unwrap_or(field);
+        mappings.insert(
+            field.to_string(),
+            json!({ "full_name": field, "mapping": { leaf: { "type": kind } } }),
+        );
+    }
+    render.json(
+        200,
+        &json!({ found.name.clone(): { "mappings": mappings } }),
+    )
+}

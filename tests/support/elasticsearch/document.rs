@@ -44,9 +44,19 @@ impl Mapping {
         let added_fields: usize = parser.added.iter().map(|(_, n)| n).sum();
         let result = result.and_then(|value| {
             if self.fields + added_fields > self.total_fields_limit {
-                Err(self.limit_error(flavor, added_fields))
-            } else {
-                Ok(value)
+                return Err(self.limit_error(flavor, added_fields));
+            }
+            // As `MappingLookup.checkDepthLimit`: an object at `a.b` holds fields at depth 3.
+            let too_deep = parser.added.iter().find(|(path, _)| {
+                path.len() + 1 > self.depth_limit && self.type_of(&path.join(".")) == Some("object")
+            });
+            match too_deep {
+                Some((path, _)) => Err(errors::illegal_argument(format!(
+                    "Limit of mapping depth [{}] has been exceeded due to object field [{}]",
+                    self.depth_limit,
+                    path.join(".")
+                ))),
+                None => Ok(value),
             }
         });
         match result {

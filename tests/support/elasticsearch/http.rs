@@ -66,6 +66,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
                 .post(put_legacy_template),
         )
         .route(
+            "/{index}/_mapping/field/{fields}",
+            get(super::admin::get_field_mapping),
+        )
+        .route(
             "/_ingest/pipeline/{id}",
             get(get_pipeline).put(put_pipeline),
         )
@@ -482,6 +486,9 @@ async fn bulk(shared: Arc<Shared>, index: Option<String>, req: Request) -> Respo
         for op in &ops {
             let outcome = st.cluster.execute(op, refresh, &mut st.faults);
             *st.item_statuses.entry(outcome.status).or_insert(0) += 1;
+            if outcome.status == 400 {
+                st.refused_items.push(outcome.json.clone());
+            }
             errors |= outcome.failed;
             items.push(outcome.json);
         }

@@ -147,6 +147,8 @@ pub struct Mapping {
     pub ignore_malformed: bool,
     /// `index.mapping.total_fields.limit`.
     pub total_fields_limit: usize,
+    /// `index.mapping.depth.limit`: objects nest at most this deep (a root field is at depth 1).
+    pub depth_limit: usize,
     /// `index.mapping.total_fields.ignore_dynamic_beyond_limit`.
     pub ignore_dynamic_beyond_limit: bool,
     /// A data stream's backing index: every document needs one `@timestamp`.
@@ -166,6 +168,7 @@ impl Mapping {
             logs_templates: false,
             ignore_malformed: false,
             total_fields_limit,
+            depth_limit: 20,
             ignore_dynamic_beyond_limit: false,
             data_stream: false,
             fields: 0,

@@ -44,6 +44,8 @@ pub struct State {
     pub statuses: BTreeMap<u16, u64>,
     /// Bulk items per status.
     pub item_statuses: BTreeMap<u16, u64>,
+    /// The answers of items refused with 400 (the document itself was refused), in order.
+    pub refused_items: Vec<serde_json::Value>,
     /// `http.max_content_length`, measured after decompression.
     pub max_content_length: usize,
     /// Held before each request is handled.
@@ -136,6 +138,7 @@ impl Shared {
                 next_request: 0,
                 statuses: BTreeMap::new(),
                 item_statuses: BTreeMap::new(),
+                refused_items: Vec::new(),
                 max_content_length: DEFAULT_MAX_CONTENT_LENGTH,
                 delay: Duration::ZERO,
             }),
