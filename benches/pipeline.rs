@@ -7,8 +7,9 @@
 //! prints CPU seconds, lines per CPU second and heap allocations per line for one run.
 //!
 //! Multiline variants: the same input with `multiline.default_rule = "java"` (ordinary lines
-//! under a rule), and an input where a fifth of the lines are 20-line Java stack traces, with and
-//! without the rule (joining against shipping every line).
+//! under a rule) and under the list `java+python+go+nodejs` (every line asked of four rules),
+//! and an input where a fifth of the lines are 20-line Java stack traces, without a rule, with
+//! `java` and with the list (joining against shipping every line).
 //!
 //! Allocations are counted by a wrapping global allocator: benches are the one place where that
 //! needs `unsafe` (GlobalAlloc is an unsafe trait); it only forwards to the system allocator.
@@ -209,6 +210,13 @@ fn pipeline(c: &mut Criterion) {
             "auto",
         ),
         (
+            "cri_200b_lines_multiline_4_rules_to_blackhole",
+            &plain,
+            plain_bytes,
+            "java+python+go+nodejs",
+            "auto",
+        ),
+        (
             "cri_200b_traces_to_blackhole",
             &traces,
             trace_bytes,
@@ -220,6 +228,13 @@ fn pipeline(c: &mut Criterion) {
             &traces,
             trace_bytes,
             "java",
+            "auto",
+        ),
+        (
+            "cri_200b_traces_multiline_4_rules_to_blackhole",
+            &traces,
+            trace_bytes,
+            "java+python+go+nodejs",
             "auto",
         ),
         ("json_300b_parser_none", &json, json_bytes, "none", "none"),

@@ -116,6 +116,68 @@ fn interleaved_stdout_and_stderr_are_not_mixed() {
     );
 }
 
+const GO: &[&str] = &[
+    "panic: runtime error: index out of range [3] with length 3",
+    "",
+    "goroutine 1 [running]:",
+    "main.main()",
+    "\t/src/main.go:9 +0x1d",
+    "exit status 2",
+];
+
+#[test]
+fn a_list_of_rules_joins_java_python_and_go_traces_on_both_streams() {
+    // Each stream carries all three languages' traces between ordinary lines, and the two
+    // streams are written line by line in turn.
+    let fx = Fixture::new();
+    let path = fx.log("polyglot.log");
+    let err: Vec<&str> = [&["starting"], JAVA, &["ready"], PYTHON, GO, &["done"]].concat();
+    let out: Vec<&str> = [&["GET / 200"], GO, PYTHON, &["GET /x 404"], JAVA].concat();
+    let mut body = String::new();
+    for i in 0..err.len().max(out.len()) {
+        if let Some(l) = err.get(i) {
+            body.push_str(&cri("stderr", 'F', l));
+        }
+        if let Some(l) = out.get(i) {
+            body.push_str(&cri("stdout", 'F', l));
+        }
+    }
+    append(&path, body.as_bytes());
+    let mut agent = fx.spawn(&[("LOGSHIP_MULTILINE__DEFAULT_RULE", "java+python+go")]);
+    assert!(fx.wait_for_records(11, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    let by_stream = |s: &str| -> Vec<String> {
+        fx.records()
+            .iter()
+            .filter(|r| r["stream"] == s)
+            .map(|r| r["message"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (java, python, go) = (JAVA.join("\n"), PYTHON.join("\n"), GO.join("\n"));
+    assert_eq!(
+        by_stream("stderr"),
+        [
+            "starting".to_string(),
+            java.clone(),
+            "ready".into(),
+            python.clone(),
+            go.clone(),
+            "done".into()
+        ]
+    );
+    assert_eq!(
+        by_stream("stdout"),
+        [
+            "GET / 200".to_string(),
+            go,
+            python,
+            "GET /x 404".into(),
+            java
+        ]
+    );
+}
+
 #[test]
 fn a_trace_with_nothing_after_it_ships_after_flush_timeout() {
     let fx = Fixture::new();

@@ -180,7 +180,7 @@ fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs(
         pod("shop", "web-0", NODE)
             .label("app", "web")
             .annotation("logship.io/parser", "app=logfmt,sidecar=none")
-            .annotation("logship.io/multiline", "java")
+            .annotation("logship.io/multiline", "java+python")
             .build(),
     );
     kube.create_pod(pod("batch", "job-0", NODE).build());
@@ -235,6 +235,15 @@ fn pod_annotations_choose_the_parser_per_container_and_can_change_while_it_runs(
             == 2),
         "the app and the sidecar join"
     );
+    // The hint is a list: the app's Python traceback is one record too.
+    let traceback = [
+        "Traceback (most recent call last):",
+        "  File \"/app/orders.py\", line 42, in place",
+        "ValueError: boom",
+    ];
+    let body: String = traceback.iter().map(|l| cri("stdout", 'F', l)).collect();
+    append(&app, body.as_bytes());
+    fx.wait_record(&agent, &traceback.join("\n"));
     let job_path = job.display().to_string();
     assert!(fx
         .records()

@@ -7,7 +7,7 @@ use super::error::ConfigError;
 use super::raw::RawMultiline;
 use super::units::{HumanDuration, Size};
 use super::validate::{duration_in, size_in};
-use crate::parse::multiline::{Builtin, Limits, Multiline, MultilineRule};
+use crate::parse::multiline::{Builtin, Limits, Multiline, MultilineRule, MAX_LIST};
 
 /// Checks the section. `max_line_bytes` is `tail.max_line_bytes`, if valid: a joined record is
 /// not longer than a line may be.
@@ -73,13 +73,19 @@ pub fn validate(
         }
     }
 
+    // A list (`java+python`, or an array in the file) names each of its rules.
     let default = raw.default_rule.trim();
-    let known = default == "none"
-        || Builtin::ALL.iter().any(|b| b.name() == default)
-        || raw.rules.iter().any(|r| r.name.trim() == default);
-    let default = if known {
-        default
-    } else {
+    let parts: Vec<&str> = default.split('+').map(str::trim).collect();
+    let unknown: Vec<&str> = parts
+        .iter()
+        .copied()
+        .filter(|part| {
+            !(*part == "none"
+                || Builtin::ALL.iter().any(|b| b.name() == *part)
+                || raw.rules.iter().any(|r| r.name.trim() == *part))
+        })
+        .collect();
+    let default = if !unknown.is_empty() {
         let mut names: Vec<&str> = vec!["none"];
         names.extend(Builtin::ALL.iter().map(|b| b.name()));
         for name in raw.rules.iter().map(|r| r.name.trim()) {
@@ -90,11 +96,31 @@ pub fn validate(
         e.push(ConfigError::invalid(
             "multiline.default_rule",
             format!(
-                "{default:?} is not a rule: one of {} (or add it to multiline.rules)",
+                "{} not a rule: one of {} (or add it to multiline.rules)",
+                unknown
+                    .iter()
+                    .map(|u| format!("{u:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + if unknown.len() == 1 { " is" } else { " are" },
                 names.join(", ")
             ),
         ));
         "none"
+    } else if parts.len() > 1 && parts.contains(&"none") {
+        e.push(ConfigError::invalid(
+            "multiline.default_rule",
+            format!("{default:?}: \"none\" joins nothing and cannot be in a list of rules"),
+        ));
+        "none"
+    } else if parts.len() > MAX_LIST {
+        e.push(ConfigError::invalid(
+            "multiline.default_rule",
+            format!("{default:?}: at most {MAX_LIST} rules in a list"),
+        ));
+        "none"
+    } else {
+        default
     };
     // A default naming a custom rule that had an error is reported with that rule; the agent
     // does not start either way.

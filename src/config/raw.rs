@@ -172,7 +172,10 @@ pub struct RawMultiline {
     /// default, since joining changes what a record is), a built-in rule (`java` for JVM stack
     /// traces, `python` for tracebacks, `go` for panics and goroutine dumps, `nodejs` for
     /// Node.js errors) or the name of one of `rules`. Works per stream, on the message after CRI
-    /// partials and docker splits are reassembled.
+    /// partials and docker splits are reassembled. A list (`["java", "python", "go"]`, or
+    /// `"java+python+go"`) joins by all of them: a line that starts a record under one rule (the
+    /// first in the list, where several would) opens it under that rule.
+    #[serde(deserialize_with = "rule_names")]
     pub default_rule: String,
     /// A record that gets no new line for this long is shipped as it is. 10ms to 1m.
     pub flush_timeout: HumanDuration,
@@ -649,4 +652,33 @@ impl Default for RawProcessing {
             rules: Vec::new(),
         }
     }
+}
+
+/// A multiline rule name, or a list of them (an array, or names joined by `+`), as one string
+/// joined by `+`.
+fn rule_names<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    struct Names;
+    impl<'de> serde::de::Visitor<'de> for Names {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a rule name or a list of rule names")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<String, A::Error> {
+            let mut names: Vec<String> = Vec::new();
+            while let Some(name) = seq.next_element::<String>()? {
+                names.push(name);
+            }
+            if names.is_empty() {
+                return Err(serde::de::Error::invalid_length(
+                    0,
+                    &"at least one rule name",
+                ));
+            }
+            Ok(names.join("+"))
+        }
+    }
+    d.deserialize_any(Names)
 }

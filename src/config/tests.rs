@@ -430,6 +430,55 @@ x = 1
 }
 
 #[test]
+fn a_list_of_multiline_rules_from_the_file_the_environment_and_with_mistakes() {
+    let text = r#"
+[multiline]
+default_rule = ["java", "python", "timestamped"]
+[[multiline.rules]]
+name = "timestamped"
+start = '^\d{4}-\d{2}-\d{2}'
+"#;
+    let (dir, path) = file("logship.toml", text);
+    let loaded = load(&options(Some(&path), &[])).unwrap();
+    assert_eq!(
+        loaded.settings.multiline.default_rule().unwrap().name(),
+        "java+python+timestamped"
+    );
+    // Written back as the `+` form, which loads to the same.
+    let effective = loaded.effective_toml();
+    assert!(
+        effective.contains("default_rule = \"java+python+timestamped\""),
+        "{effective}"
+    );
+    let again = dir.path().join("effective.toml");
+    std::fs::write(&again, &effective).unwrap();
+    assert_eq!(
+        load(&options(Some(&again), &[])).unwrap().effective_toml(),
+        effective
+    );
+    let env = [("LOGSHIP_MULTILINE__DEFAULT_RULE", "go+nodejs")];
+    let loaded = load(&options(None, &env)).unwrap();
+    assert_eq!(
+        loaded.settings.multiline.default_rule().unwrap().name(),
+        "go+nodejs"
+    );
+    for (value, expected) in [
+        (
+            "java+ruby+perl",
+            "multiline.default_rule: \"ruby\", \"perl\" are not a rule: one of none, java, python, go, nodejs",
+        ),
+        (
+            "java+none",
+            "multiline.default_rule: \"java+none\": \"none\" joins nothing and cannot be in a list of rules",
+        ),
+    ] {
+        let env = [("LOGSHIP_MULTILINE__DEFAULT_RULE", value)];
+        let error = load(&options(None, &env)).unwrap_err().to_string();
+        assert!(error.contains(expected), "{error}");
+    }
+}
+
+#[test]
 fn multiline_rules_from_the_file_and_the_environment() {
     let text = r#"
 [multiline]

@@ -80,9 +80,9 @@ fn nanos(d: Duration) -> i64 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Begin {
     /// The first line of an event: held, in this state, for the lines that continue it.
-    Start(u8),
+    Start(u16),
     /// A continuation whose start was not seen (or was cut off): held like a start.
-    Headless(u8),
+    Headless(u16),
     /// An ordinary line: a record of its own, shipped at once.
     Single,
 }
@@ -100,7 +100,15 @@ struct Patterns {
 enum Kind {
     Builtin(Builtin),
     Custom(Patterns),
+    /// Several rules on one stream (`java+python`): a line that starts a record under one of
+    /// them (the first, where several would) opens it under that rule, which alone decides the
+    /// record's continuation lines; the record's state is the member's index in the high byte
+    /// and the member's own state in the low one.
+    List(Vec<Arc<MultilineRule>>),
 }
+
+/// Members a list of rules may have (the member's index is a byte of the state).
+pub const MAX_LIST: usize = 16;
 
 /// A way of joining lines, with the limits: what a parser is given to join with.
 #[derive(Clone, Debug)]
@@ -194,6 +202,19 @@ impl MultilineRule {
     fn begins(&self, line: &[u8]) -> Begin {
         match &self.kind {
             Kind::Builtin(b) => b.begins(line),
+            Kind::List(members) => {
+                let mut headless = None;
+                for (i, member) in members.iter().enumerate() {
+                    match member.begins(line) {
+                        Begin::Start(state) => return Begin::Start(pack(i, state)),
+                        Begin::Headless(state) if headless.is_none() => {
+                            headless = Some(pack(i, state));
+                        }
+                        _ => {}
+                    }
+                }
+                headless.map_or(Begin::Single, Begin::Headless)
+            }
             Kind::Custom(p) => match (&p.start, &p.continuation) {
                 (Some(start), _) if start.is_match(line) => Begin::Start(0),
                 (_, Some(cont)) if cont.is_match(line) => Begin::Headless(0),
@@ -204,9 +225,16 @@ impl MultilineRule {
         }
     }
 
-    fn continues(&self, state: u8, line: &[u8]) -> Option<u8> {
+    fn continues(&self, state: u16, line: &[u8]) -> Option<u16> {
         match &self.kind {
             Kind::Builtin(b) => b.continues(state, line),
+            Kind::List(members) => {
+                let i = usize::from(state >> 8);
+                members
+                    .get(i)?
+                    .continues(state & 0xff, line)
+                    .map(|s| pack(i, s))
+            }
             Kind::Custom(p) => {
                 let starts = p.start.as_ref().is_some_and(|r| r.is_match(line));
                 let continues = match &p.continuation {
@@ -219,12 +247,20 @@ impl MultilineRule {
     }
 }
 
-/// A rule name that is neither a built-in rule, a configured one, nor `none`.
+/// A list member's index and its state, as the list's state.
+fn pack(member: usize, state: u16) -> u16 {
+    ((member as u16) << 8) | (state & 0xff)
+}
+
+/// A rule name that names no rule.
 #[derive(Debug, thiserror::Error)]
-#[error("no multiline rule is named {name:?} (known: none, {known})")]
-pub struct UnknownRule {
-    pub name: String,
-    pub known: String,
+pub enum UnknownRule {
+    /// Neither a built-in rule, a configured one, nor `none`.
+    #[error("no multiline rule is named {name:?} (known: none, {known})")]
+    Unknown { name: String, known: String },
+    /// A list (`java+python`) with `none` in it, or too long.
+    #[error("{name:?} is not a list of rules: {why}")]
+    List { name: String, why: String },
 }
 
 /// The `[multiline]` section as the agent uses it: every rule by name, and the default.
@@ -235,6 +271,9 @@ pub struct Multiline {
     /// What files join with unless told otherwise; `None`: no joining.
     default: Option<Arc<MultilineRule>>,
     limits: Limits,
+    /// Lists of rules built so far, by name (`java+python`): the same list is the same rule, so
+    /// choosing it again for a file does not close the file's open records.
+    lists: Arc<std::sync::Mutex<Vec<Arc<MultilineRule>>>>,
 }
 
 impl Default for Multiline {
@@ -264,6 +303,7 @@ impl Multiline {
             rules,
             default: None,
             limits,
+            lists: Arc::default(),
         };
         multiline.default = multiline.resolve(default)?;
         Ok(multiline)
@@ -276,16 +316,58 @@ impl Multiline {
         self.rules.iter().find(|r| r.name == name).cloned()
     }
 
-    /// `Ok(None)` for `none` (no joining), `Ok(Some(rule))` for a known rule, an error naming
-    /// the known rules otherwise.
+    /// `Ok(None)` for `none` (no joining), `Ok(Some(rule))` for a known rule or a list of them
+    /// joined by `+` (`java+python`), an error naming the known rules otherwise.
     pub fn resolve(&self, name: &str) -> Result<Option<Arc<MultilineRule>>, UnknownRule> {
         if name == "none" {
             return Ok(None);
         }
-        self.rule(name).map(Some).ok_or_else(|| UnknownRule {
+        let unknown = |name: &str| UnknownRule::Unknown {
             name: name.to_owned(),
             known: self.names().collect::<Vec<_>>().join(", "),
-        })
+        };
+        if !name.contains('+') {
+            return self.rule(name).map(Some).ok_or_else(|| unknown(name));
+        }
+        let parts: Vec<&str> = name.split('+').map(str::trim).collect();
+        let mut members = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            if *part == "none" {
+                return Err(UnknownRule::List {
+                    name: name.to_owned(),
+                    why: "`none` joins nothing and cannot be one of them".into(),
+                });
+            }
+            if parts[..i].contains(part) {
+                continue;
+            }
+            members.push(self.rule(part).ok_or_else(|| unknown(part))?);
+        }
+        let name = members
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect::<Vec<_>>()
+            .join("+");
+        if members.len() == 1 {
+            return Ok(members.pop());
+        }
+        if members.len() > MAX_LIST {
+            return Err(UnknownRule::List {
+                name,
+                why: format!("at most {MAX_LIST} rules"),
+            });
+        }
+        let mut lists = self.lists.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(list) = lists.iter().find(|l| l.name == name) {
+            return Ok(Some(Arc::clone(list)));
+        }
+        let list = Arc::new(MultilineRule {
+            name,
+            kind: Kind::List(members),
+            limits: self.limits,
+        });
+        lists.push(Arc::clone(&list));
+        Ok(Some(list))
     }
 
     /// What new files join with: `multiline.default_rule`.
@@ -357,7 +439,7 @@ pub(super) struct Join {
     /// Blank lines taken after the last line in `buf`, not in it yet.
     blanks: usize,
     /// The rule's state.
-    state: u8,
+    state: u16,
     /// The last line's timestamp (when it was written).
     last_ts: Timestamp,
     /// When the last line was read.
@@ -496,7 +578,7 @@ impl Join {
         }
     }
 
-    fn open(&mut self, message: Message<'_>, state: u8, now: Timestamp) {
+    fn open(&mut self, message: Message<'_>, state: u16, now: Timestamp) {
         debug_assert!(!self.open && self.buf.is_empty());
         self.buf.extend_from_slice(message.bytes);
         self.open = true;

@@ -5,8 +5,8 @@
 //! Annotations (read from the metadata cache, like `logship.io/rate-limit`):
 //!
 //! - `logship.io/parser`: `json`, `logfmt`, `auto` or `none`;
-//! - `logship.io/multiline`: `java`, `python`, `go`, `nodejs`, a rule named in the configuration, or
-//!   `none`.
+//! - `logship.io/multiline`: `java`, `python`, `go`, `nodejs`, a rule named in the configuration,
+//!   several of them joined by `+` (`java+python`), or `none`.
 //!
 //! A value applies to every container of the pod; `<container>=<value>` items, comma-separated,
 //! name containers, and a bare value among them is for the others:
@@ -73,22 +73,25 @@ impl ParserChoice {
     }
 }
 
-/// A multiline rule name: `none`, a built-in (`java`, `python`, `go`) or a rule named in the
-/// configuration. Only its spelling is checked here (1 to 63 of `a-z`, `0-9`, `-`, `_`,
-/// starting with a letter or digit); the multiline engine knows which rules exist.
+/// A multiline rule name: `none`, a built-in (`java`, `python`, `go`, `nodejs`) or a rule named
+/// in the configuration, or several joined by `+` (`java+python`: the comma already separates
+/// an annotation's items). Only the spelling is checked here (each name 1 to 63 of `a-z`, `0-9`,
+/// `-`, `_`, starting with a letter or digit); the multiline engine knows which rules exist.
 pub fn multiline_name(text: &str) -> Result<Arc<str>, String> {
     let name = text.trim();
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok {
+    let spelled = |part: &str| {
+        !part.is_empty()
+            && part.len() <= 63
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && part.as_bytes()[0].is_ascii_alphanumeric()
+    };
+    if name.split('+').all(spelled) {
         Ok(Arc::from(name))
     } else {
         Err(format!(
-            "{name:?} is not a multiline rule name (java, python, go, none, or a configured rule: a-z, 0-9, - and _)"
+            "{name:?} is not a multiline rule name (java, python, go, nodejs, none, a configured rule: a-z, 0-9, - and _; several joined by +)"
         ))
     }
 }
@@ -365,6 +368,13 @@ mod tests {
         assert!(ParserChoice::parse("xml").is_err());
         assert_eq!(multiline_name("java").unwrap().as_ref(), "java");
         assert!(multiline_name("my_rule-2").is_ok());
+        assert_eq!(
+            multiline_name("java+python").unwrap().as_ref(),
+            "java+python"
+        );
+        for bad in ["java+", "+java", "java++go", "java+Go"] {
+            assert!(multiline_name(bad).is_err(), "{bad:?}");
+        }
         for bad in ["", "Java", "-x", "a b", &"x".repeat(64)] {
             assert!(multiline_name(bad).is_err(), "{bad:?}");
         }

@@ -5,7 +5,7 @@
 //! [`Builtin::begins`] asks what a line is when no record is open (the start of an event, a
 //! continuation whose start was not seen, or an ordinary line that goes out alone), and
 //! [`Builtin::continues`] asks whether a line belongs to the open record, in the state the
-//! record's earlier lines left. The state is a `u8` that only means something while a record is
+//! record's earlier lines left. The state is a `u16` that only means something while a record is
 //! open; every record starts from [`Builtin::begins`], never from a state carried over, so the
 //! grouping from any record's first line is the same on every read (a restart re-reads from
 //! there and must rebuild the same records).
@@ -59,7 +59,7 @@ impl Builtin {
     }
 
     /// Whether `line` continues the open record, which is in `state`; the state after it.
-    pub(super) fn continues(self, state: u8, line: &[u8]) -> Option<u8> {
+    pub(super) fn continues(self, state: u16, line: &[u8]) -> Option<u16> {
         match self {
             Builtin::Java => java::continues(line).then_some(0),
             Builtin::Python => python::continues(state, line),
@@ -158,11 +158,11 @@ mod python {
     use super::*;
 
     /// In the frames: `  File "...", line N, in f` and the source lines under them.
-    const FRAMES: u8 = 1;
+    const FRAMES: u16 = 1;
     /// After the exception line (`ValueError: bad`): only a chained traceback may follow.
-    const RAISED: u8 = 2;
+    const RAISED: u16 = 2;
     /// After the text that chains two tracebacks: the next traceback follows.
-    const CHAINED: u8 = 3;
+    const CHAINED: u16 = 3;
 
     const TRACEBACK: &[u8] = b"Traceback (most recent call last):";
     /// Python 3.11's exception groups: `  + Exception Group Traceback (most recent call last):`.
@@ -186,7 +186,7 @@ mod python {
         }
     }
 
-    pub(super) fn continues(state: u8, line: &[u8]) -> Option<u8> {
+    pub(super) fn continues(state: u16, line: &[u8]) -> Option<u16> {
         match state {
             FRAMES if line.starts_with(TRACEBACK) => None,
             FRAMES if line.is_empty() || indented(line) => Some(FRAMES),
@@ -205,7 +205,7 @@ mod go {
     use super::*;
 
     /// Inside a panic or a dump.
-    pub(super) const TRACE: u8 = 1;
+    pub(super) const TRACE: u16 = 1;
 
     /// What a Go program prints first when it dies: a panic, a runtime fatal error, or the
     /// signal that made it dump its goroutines.
@@ -289,11 +289,11 @@ mod node {
     use super::*;
 
     /// After the error line: `    at` frames and inspected properties until a `}` at the margin.
-    pub(super) const ERROR: u8 = 1;
+    pub(super) const ERROR: u16 = 1;
     /// After an uncaught exception's `/app/server.js:42`: the source line follows, as written.
-    const SOURCE: u8 = 2;
+    const SOURCE: u16 = 2;
     /// After the source line: the caret line, blank lines, then the error.
-    const CARET: u8 = 3;
+    const CARET: u16 = 3;
 
     pub(super) fn begins(line: &[u8]) -> Begin {
         if error_line(line) {
@@ -307,7 +307,7 @@ mod node {
         }
     }
 
-    pub(super) fn continues(state: u8, line: &[u8]) -> Option<u8> {
+    pub(super) fn continues(state: u16, line: &[u8]) -> Option<u16> {
         match state {
             SOURCE => Some(CARET),
             CARET

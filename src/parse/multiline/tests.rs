@@ -874,3 +874,136 @@ mod model {
         }
     }
 }
+
+/// The list `names` (`java+python`), as configuration and hints name it.
+fn list(names: &str) -> Arc<MultilineRule> {
+    Multiline::default()
+        .resolve(names)
+        .unwrap()
+        .expect("a list is a rule")
+}
+
+#[test]
+fn a_list_of_rules_joins_each_languages_traces_with_streams_kept_apart() {
+    let access = "10.1.2.3 - - [22/Nov/2026:10:00:00 +0000] \"GET /healthz HTTP/1.1\" 200 2";
+    // stderr: Java, Python and Go traces between ordinary lines; stdout: Python and Node.js
+    // traces and ordinary lines, interleaved line by line with stderr.
+    let err: Vec<&str> = [
+        &["Starting ShopApplication v1.4.2"],
+        JAVA_SPRING,
+        &[access],
+        PYTHON_DURING,
+        GO_PANIC,
+        &["ERROR:root:job 42 failed"],
+        JAVA_NPE,
+        PYTHON_CAUSE,
+    ]
+    .concat();
+    let out: Vec<&str> = [
+        &["Server listening on :3000"],
+        NODE_TYPE,
+        &[access],
+        GO_SIGQUIT,
+        &["{\"level\":\"info\",\"msg\":\"restarted\"}"],
+        // (Last: the first line at the margin after a group is taken for its exception, as
+        // with the Python rule alone.)
+        PYTHON_GROUP,
+    ]
+    .concat();
+    let mut lines = Vec::new();
+    for i in 0..err.len().max(out.len()) {
+        if let Some(l) = err.get(i) {
+            lines.push((Stream::Stderr, *l));
+        }
+        if let Some(l) = out.get(i) {
+            lines.push((Stream::Stdout, *l));
+        }
+    }
+    let mut p = joining(FormatChoice::Cri, Some(list("java+python+go+nodejs")));
+    let got = run(&mut p, &cri_file(&lines));
+    assert_eq!(
+        messages(&got, Stream::Stderr),
+        vec![
+            "Starting ShopApplication v1.4.2".to_string(),
+            joined(JAVA_SPRING),
+            access.into(),
+            joined(PYTHON_DURING),
+            joined(GO_PANIC),
+            "ERROR:root:job 42 failed".into(),
+            joined(JAVA_NPE),
+            joined(PYTHON_CAUSE),
+        ]
+    );
+    assert_eq!(
+        messages(&got, Stream::Stdout),
+        vec![
+            "Server listening on :3000".to_string(),
+            joined(NODE_TYPE),
+            access.into(),
+            joined(GO_SIGQUIT),
+            "{\"level\":\"info\",\"msg\":\"restarted\"}".into(),
+            joined(PYTHON_GROUP),
+        ]
+    );
+    assert_eq!(p.pending_start(), None);
+}
+
+#[test]
+fn in_a_list_the_first_rule_whose_start_matches_wins() {
+    // `Error: ...` starts a record under both the Java and the Node.js rule. Under Java first,
+    // the record ends at the first line Java does not continue: the `}` closing Node's
+    // inspected properties is a record of its own.
+    let mut p = joining(FormatChoice::Cri, Some(list("java+nodejs")));
+    let got = run(&mut p, &cri_file(&on(Stream::Stderr, NODE_PROPS)));
+    let (frames, brace) = NODE_PROPS.split_at(NODE_PROPS.len() - 1);
+    assert_eq!(
+        messages(&got, Stream::Stderr),
+        vec![joined(frames), brace[0].to_string()]
+    );
+    // Under Node.js first, the whole error is one record...
+    let mut p = joining(FormatChoice::Cri, Some(list("nodejs+java")));
+    let got = run(&mut p, &cri_file(&on(Stream::Stderr, NODE_PROPS)));
+    assert_eq!(messages(&got, Stream::Stderr), vec![joined(NODE_PROPS)]);
+    // ...and a JVM trace's header starts a Node.js record too: its `Caused by:` line, which
+    // Node does not continue, begins the next record, which Java then owns.
+    let mut p = joining(FormatChoice::Cri, Some(list("nodejs+java")));
+    let got = run(&mut p, &cri_file(&on(Stream::Stderr, JAVA_SPRING)));
+    let cause = JAVA_SPRING
+        .iter()
+        .position(|l| l.starts_with("Caused by:"))
+        .unwrap();
+    assert_eq!(
+        messages(&got, Stream::Stderr),
+        vec![joined(&JAVA_SPRING[..cause]), joined(&JAVA_SPRING[cause..])]
+    );
+    // Node's frames alone (`TypeError` and `    at` lines) are joined whichever comes first.
+    for names in ["java+nodejs", "nodejs+java"] {
+        let mut p = joining(FormatChoice::Cri, Some(list(names)));
+        let got = run(&mut p, &cri_file(&on(Stream::Stderr, NODE_TYPE)));
+        assert_eq!(
+            messages(&got, Stream::Stderr),
+            vec![joined(NODE_TYPE)],
+            "{names}"
+        );
+    }
+}
+
+#[test]
+fn a_list_is_named_by_its_members_and_built_once() {
+    let m = Multiline::default();
+    let a = m.resolve("java+python").unwrap().unwrap();
+    let b = m.resolve(" java + python ").unwrap().unwrap();
+    assert_eq!(a.name(), "java+python");
+    assert!(Arc::ptr_eq(&a, &b), "the same list is the same rule");
+    // A repeated member counts once; one member is that rule.
+    let one = m.resolve("go+go").unwrap().unwrap();
+    assert!(Arc::ptr_eq(&one, &m.rule("go").unwrap()));
+    assert_eq!(
+        m.resolve("java+ruby").unwrap_err().to_string(),
+        "no multiline rule is named \"ruby\" (known: none, java, python, go, nodejs)"
+    );
+    assert_eq!(
+        m.resolve("java+none").unwrap_err().to_string(),
+        "\"java+none\" is not a list of rules: `none` joins nothing and cannot be one of them"
+    );
+}
