@@ -1,14 +1,34 @@
-//! End to end into Elasticsearch's wire format: pre-written CRI files of 200-byte lines -> the
-//! real `logship` binary (a child process, default settings: gzip level 1, 5 MiB batches, 4 in
-//! flight) -> a local `_bulk` endpoint that gunzips, counts the items and answers 201 for each.
+//! End to end into Elasticsearch's wire format: pre-written CRI files -> the real `logship`
+//! binary (a child process, default settings: gzip level 1, 5 MiB batches, 4 in flight) -> a
+//! local `_bulk` endpoint that gunzips, counts the items and answers 201 for each.
 //!
 //! Prints, per run: lines/s, MB/s of input, the agent's CPU seconds per GB of input (from
 //! /proc/<pid>/stat, so the counting server's work is not included) and its peak RSS (VmHWM).
-//! Not a criterion bench: one run moves 200 MB, and the figures wanted are per process.
+//! Not a criterion bench: one run moves 200-300 MB, and the figures wanted are per process.
+//!
+//! Inputs: most scenarios write 200-byte lines, an id padded with 'x' (which gzip compresses far
+//! better than real logs). `pods10_kubelet` writes what the kubelet writes for ten real pods
+//! (300 MB, Kubernetes metadata on): CRI lines with increasing timestamps on stdout and stderr;
+//! JSON application logs, ingress-nginx access logs, plain text (Spring Boot, klog, Python,
+//! nginx errors) and Java stack traces, one CRI line per line of a trace; most lines 80-400
+//! bytes, some of a few KB, and one record in 20,000 over 16 KiB, split by the runtime into
+//! 16 KiB `P` chunks and an `F`. A seeded PRNG picks from vocabularies, skewed as real ones are,
+//! so the input is the same on every run and gzip finds in it what it finds in real logs (the
+//! bench prints the input's gzip ratio). Completion counts records (`P` chunks joined).
+//!
+//! Peer mode: with `LOGSHIP_BENCH_FLUENT_BIT=<fluent-bit binary>` (never needed: without it only
+//! logship runs), every scenario with metadata on (`pods10_metadata`, `pods10_kubelet`) also runs
+//! Fluent Bit, each run after logship's, on the same files, into the same kind of counting
+//! endpoint, with metadata from the same test API server, configured as most clusters run it:
+//! `tail` (CRI multiline parser, a DB, `Mem_Buf_Limit`) -> `kubernetes` filter (`Merge_Log`) ->
+//! `es` (gzip, `Generate_ID`, `Replace_Dots`). Its figures are printed on the same line
+//! labelled `fluent-bit`, then a line comparing the medians. A run that stalls (no item for
+//! 2 minutes), exits or takes over 30 minutes is stopped and its log's path printed, as it is
+//! when not every record arrived with the pod's metadata.
 
 use std::io::Read;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,7 +39,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::Router;
 
-/// The test Kubernetes API server of the integration tests, for the `pods10_metadata` scenario.
+/// The `pods10_kubelet` input.
+#[path = "input/kubelet.rs"]
+mod kubelet;
+use kubelet::{kubelet_file, CriFile};
+
+/// The test Kubernetes API server of the integration tests, for the `pods10` scenarios.
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -39,6 +64,8 @@ struct Counter {
     /// Write-to-indexed latencies of the quiet lines (`fairness`), in microseconds.
     quiet: std::sync::Mutex<Vec<u64>>,
     items: AtomicU64,
+    /// Items whose document has a `kubernetes` object (the pod's metadata).
+    with_kubernetes: AtomicU64,
     requests: AtomicU64,
     wire_bytes: AtomicU64,
 }
@@ -76,6 +103,10 @@ async fn bulk(
         tokio::time::sleep(Duration::from_micros(per_item * items as u64)).await;
     }
     record_quiet_latencies(&counter, &raw);
+    let with_kubernetes = memchr::memmem::find_iter(&raw, b"\"kubernetes\":{").count();
+    counter
+        .with_kubernetes
+        .fetch_add(with_kubernetes as u64, Ordering::Relaxed);
     counter.items.fetch_add(items as u64, Ordering::Relaxed);
     counter.requests.fetch_add(1, Ordering::Relaxed);
     counter
@@ -147,34 +178,30 @@ fn start_server(counter: Arc<Counter>) -> String {
     format!("http://{addr}")
 }
 
-/// (utime + stime in seconds, VmHWM in KiB) of a process.
-fn usage(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+/// (utime + stime in seconds, VmHWM in KiB) of a process; None once it is gone. Counts all its
+/// threads.
+fn usage(pid: u32) -> Option<(f64, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hwm = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0);
-    (ticks / 100.0, hwm)
+    Some((ticks / 100.0, hwm))
 }
 
 /// One input and one endpoint behaviour.
 struct Scenario {
     name: &'static str,
     files: usize,
-    lines_per_file: usize,
+    input: Input,
     delay: Duration,
     runs: usize,
     /// Files named after pods of the test Kubernetes API server, and metadata on: each record
-    /// carries its pod's (`pods10_metadata`), as a DaemonSet's do.
+    /// carries its pod's (`pods10_metadata`, `pods10_kubelet`), as a DaemonSet's do.
     metadata: Metadata,
 }
 
@@ -186,6 +213,16 @@ enum Metadata {
     Pods,
     /// Files of the test API server's pods, metadata on.
     On,
+}
+
+/// What the files hold.
+#[derive(Clone, Copy)]
+enum Input {
+    /// This many 200-byte CRI lines per file, an id and padding with 'x'.
+    Padded { lines: usize },
+    /// About this many bytes per file of what the kubelet writes for real pods: see
+    /// [`kubelet_file`].
+    Kubelet { bytes: usize },
 }
 
 /// The name of pod `f` in the `pods10` scenarios: a Deployment's pod, whose one container is
@@ -221,9 +258,28 @@ fn start_kube(pods: usize) -> support::kubernetes::TestKube {
     kube
 }
 
-/// Writes `files` kubelet-named CRI files of `lines` 200-byte lines each; returns the bytes.
-fn write_files(dir: &Path, files: usize, lines: usize, metadata: Metadata) -> u64 {
-    let mut total = 0;
+/// What [`write_files`] wrote.
+struct Written {
+    bytes: u64,
+    /// Records, as an agent counts them: `P` chunks joined to their `F` line.
+    records: u64,
+    /// Physical CRI lines.
+    lines: u64,
+    /// `P` lines among them.
+    partial: u64,
+    /// gzip (level 6) ratio of the first 4 MB of the first file: how repetitive the input is.
+    gzip_ratio: f64,
+}
+
+/// Writes `files` kubelet-named CRI files of `input`.
+fn write_files(dir: &Path, files: usize, input: Input, metadata: Metadata) -> Written {
+    let mut written = Written {
+        bytes: 0,
+        records: 0,
+        lines: 0,
+        partial: 0,
+        gzip_ratio: 0.0,
+    };
     for f in 0..files {
         let name = match metadata {
             Metadata::Off => format!("web-{f}_shop_nginx-{:064x}.log", f + 1),
@@ -231,33 +287,197 @@ fn write_files(dir: &Path, files: usize, lines: usize, metadata: Metadata) -> u6
                 support::kubernetes::file_name("shop", &pod_name(f), &format!("web{f}"))
             }
         };
-        let mut out = std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(dir.join(name)).unwrap(),
-        );
-        let mut line = Vec::with_capacity(LINE_BYTES);
-        for i in 0..lines {
-            line.clear();
-            let head = format!(
-                "2026-11-22T10:00:00.{:09}Z stdout F GET /api/v1/items/{i} 200 ",
-                i % 1_000_000_000
-            );
-            line.extend_from_slice(head.as_bytes());
-            line.resize(LINE_BYTES - 1, b'x');
-            line.push(b'\n');
-            std::io::Write::write_all(&mut out, &line).unwrap();
+        let file = match input {
+            Input::Padded { lines } => padded_file(lines),
+            Input::Kubelet { bytes } => kubelet_file(f, bytes),
+        };
+        std::fs::write(dir.join(name), &file.out).unwrap();
+        if f == 0 {
+            written.gzip_ratio = gzip_ratio(&file.out[..file.out.len().min(4_000_000)]);
         }
-        total += (lines * LINE_BYTES) as u64;
+        written.bytes += file.out.len() as u64;
+        written.records += file.records;
+        written.lines += file.lines;
+        written.partial += file.partial;
     }
-    total
+    written
 }
 
-fn run_scenario(s: &Scenario) {
+fn gzip_ratio(data: &[u8]) -> f64 {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    std::io::Write::write_all(&mut gz, data).unwrap();
+    data.len() as f64 / gz.finish().unwrap().len().max(1) as f64
+}
+
+/// `lines` lines of 200 bytes: a request line and padding with 'x'.
+fn padded_file(lines: usize) -> CriFile {
+    let mut file = CriFile::with_capacity(lines * LINE_BYTES);
+    let mut line = Vec::with_capacity(LINE_BYTES);
+    for i in 0..lines {
+        line.clear();
+        let head = format!(
+            "2026-11-22T10:00:00.{:09}Z stdout F GET /api/v1/items/{i} 200 ",
+            i % 1_000_000_000
+        );
+        line.extend_from_slice(head.as_bytes());
+        line.resize(LINE_BYTES - 1, b'x');
+        line.push(b'\n');
+        file.out.extend_from_slice(&line);
+        file.records += 1;
+        file.lines += 1;
+    }
+    file
+}
+
+// ---- running an agent ----
+
+/// What one agent's run measured.
+struct Figures {
+    wall: Duration,
+    /// CPU seconds (user + system).
+    cpu: f64,
+    /// Peak RSS, KiB.
+    hwm: u64,
+    items: u64,
+    requests: u64,
+    wire_bytes: u64,
+    with_kubernetes: u64,
+}
+
+/// Samples the agent's usage until the endpoint has counted `lines` items. Err(why) if the agent
+/// exits, nothing arrives for `stall`, or it takes longer than `limit`.
+fn wait_for_items(
+    child: &mut Child,
+    counter: &Counter,
+    lines: u64,
+    start: Instant,
+    stall: Duration,
+    limit: Duration,
+) -> Result<Figures, String> {
+    let pid = child.id();
+    let mut peak = (0.0, 0);
+    let (mut last_items, mut last_change) = (0, Instant::now());
+    loop {
+        let items = counter.items.load(Ordering::Relaxed);
+        if items >= lines {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!(
+                "the agent exited ({status}) after {items} of {lines} items"
+            ));
+        }
+        if items != last_items {
+            (last_items, last_change) = (items, Instant::now());
+        } else if last_change.elapsed() > stall {
+            return Err(format!(
+                "no item for {:?}: {items} of {lines} arrived",
+                stall
+            ));
+        }
+        if start.elapsed() > limit {
+            return Err(format!(
+                "timed out after {limit:?}: {items} of {lines} items"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        if let Some(now) = usage(pid) {
+            peak = now;
+        }
+    }
+    let wall = start.elapsed();
+    let (cpu, hwm) = usage(pid).unwrap_or(peak);
+    Ok(Figures {
+        wall,
+        cpu,
+        hwm: hwm.max(peak.1),
+        items: 0,
+        requests: 0,
+        wire_bytes: 0,
+        with_kubernetes: 0,
+    })
+}
+
+/// SIGTERM, then SIGKILL if the agent is still there 15 s later.
+fn stop(child: &mut Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// What the endpoint counted, once the agent is stopped.
+fn counted(mut figures: Figures, counter: &Counter) -> Figures {
+    figures.items = counter.items.load(Ordering::Relaxed);
+    figures.requests = counter.requests.load(Ordering::Relaxed);
+    figures.wire_bytes = counter.wire_bytes.load(Ordering::Relaxed);
+    figures.with_kubernetes = counter.with_kubernetes.load(Ordering::Relaxed);
+    figures
+}
+
+fn print_figures(s: &Scenario, agent: &str, run: usize, input: &Written, f: &Figures) {
+    let gb = input.bytes as f64 / 1e9;
+    let lines = input.records;
+    println!(
+        "elasticsearch {}{agent} run {run}: {} files, {lines} lines, {:.0} MB in {:.3} s: {:.0} lines/s, {:.1} MB/s of input; agent CPU {:.2} s = {:.1} CPU s/GB ({:.1} MB/s per core); peak RSS {:.1} MiB; {} requests, {:.1} MB on the wire (gzip ratio {:.1})",
+        s.name,
+        s.files,
+        input.bytes as f64 / 1e6,
+        f.wall.as_secs_f64(),
+        lines as f64 / f.wall.as_secs_f64(),
+        input.bytes as f64 / 1e6 / f.wall.as_secs_f64(),
+        f.cpu,
+        f.cpu / gb,
+        input.bytes as f64 / 1e6 / f.cpu,
+        f.hwm as f64 / 1024.0,
+        f.requests,
+        f.wire_bytes as f64 / 1e6,
+        input.bytes as f64 / f.wire_bytes.max(1) as f64,
+    );
+    // Every record once, with its pod's metadata when it is on.
+    if f.items != lines {
+        println!(
+            "elasticsearch {}{agent} run {run}: {} items counted for {lines} records",
+            s.name, f.items
+        );
+    }
+    if s.metadata == Metadata::On && f.with_kubernetes < f.items {
+        println!(
+            "elasticsearch {}{agent} run {run}: only {} of {} items carry kubernetes metadata",
+            s.name, f.with_kubernetes, f.items
+        );
+    }
+}
+
+fn run_scenario(s: &Scenario, peer: Option<&Path>) {
     let dir = tempfile::tempdir().unwrap();
     let logs = dir.path().join("logs");
     std::fs::create_dir_all(&logs).unwrap();
-    let total_bytes = write_files(&logs, s.files, s.lines_per_file, s.metadata);
-    let lines = (s.files * s.lines_per_file) as u64;
+    let began = Instant::now();
+    let input = write_files(&logs, s.files, s.input, s.metadata);
+    if let Input::Kubelet { .. } = s.input {
+        println!(
+            "elasticsearch {} input: {} files, {:.0} MB, {} records in {} CRI lines ({} partial), written in {:.1} s; gzip -6 ratio of the first 4 MB: {:.1}",
+            s.name,
+            s.files,
+            input.bytes as f64 / 1e6,
+            input.records,
+            input.lines,
+            input.partial,
+            began.elapsed().as_secs_f64(),
+            input.gzip_ratio,
+        );
+    }
+    let lines = input.records;
     let kube = (s.metadata != Metadata::Off).then(|| start_kube(s.files));
     let kube_url = kube.as_ref().map(|k| k.url()).unwrap_or_default();
     let kubernetes = if s.metadata == Metadata::On {
@@ -265,6 +485,9 @@ fn run_scenario(s: &Scenario) {
     } else {
         "false"
     };
+    // The peer runs on the scenarios with metadata, interleaved with logship's.
+    let peer = peer.filter(|_| s.metadata == Metadata::On);
+    let mut results: Vec<(Figures, Option<Figures>)> = Vec::new();
     for run in 0..s.runs {
         let counter = Arc::new(Counter::default());
         counter
@@ -284,44 +507,233 @@ fn run_scenario(s: &Scenario) {
             .env("LOGSHIP_KUBERNETES__ENABLED", kubernetes)
             .env("LOGSHIP_KUBERNETES__API_URL", &kube_url)
             .env("LOGSHIP_SERVER__LISTEN", "127.0.0.1:0")
-            // The bench's own setting is not the agent's (it rejects unknown LOGSHIP_ names).
+            // The bench's own settings are not the agent's (it rejects unknown LOGSHIP_ names).
             .env_remove("LOGSHIP_BENCH_BACKLOG_GB")
+            .env_remove(FLUENT_BIT_VAR)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let pid = child.id();
-        let mut peak = (0.0, 0);
-        while counter.items.load(Ordering::Relaxed) < lines {
-            std::thread::sleep(Duration::from_millis(5));
-            peak = usage(pid);
-            assert!(start.elapsed() < Duration::from_secs(3600), "timed out");
+        let figures = wait_for_items(
+            &mut child,
+            &counter,
+            lines,
+            start,
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        );
+        stop(&mut child);
+        let figures = counted(
+            figures.unwrap_or_else(|why| panic!("logship: {why}")),
+            &counter,
+        );
+        print_figures(s, "", run, &input, &figures);
+        let peer_figures = peer.and_then(|bin| {
+            let kube = kube.as_ref().expect("metadata on");
+            run_fluent_bit(s, run, bin, dir.path(), &logs, kube, &input)
+        });
+        results.push((figures, peer_figures));
+    }
+    if let Some(bin) = peer {
+        compare(s, &input, &results, bin);
+    }
+}
+
+/// The environment variable that names a fluent-bit binary to run side by side.
+const FLUENT_BIT_VAR: &str = "LOGSHIP_BENCH_FLUENT_BIT";
+
+/// How long the peer may go without delivering an item before it is given up.
+const PEER_STALL: Duration = Duration::from_secs(120);
+
+/// Runs Fluent Bit as most clusters do (tail with the CRI multiline parser and a DB, the
+/// kubernetes filter, es with gzip) over the same files, into a fresh counting endpoint, with
+/// metadata from the same API server. None (and says why) if it fails.
+fn run_fluent_bit(
+    s: &Scenario,
+    run: usize,
+    bin: &Path,
+    dir: &Path,
+    logs: &Path,
+    kube: &support::kubernetes::TestKube,
+    input: &Written,
+) -> Option<Figures> {
+    let lines = input.records;
+    let work = dir.join(format!("fluent-bit-{run}"));
+    std::fs::create_dir_all(&work).unwrap();
+    let counter = Arc::new(Counter::default());
+    let url = start_server(Arc::clone(&counter));
+    let port = url.rsplit(':').next().unwrap();
+    let log = work.join("fluent-bit.log");
+    // The test API server takes any token while authentication is off; the filter reads one
+    // from a file and will not ask without it.
+    let token = work.join("token");
+    std::fs::write(&token, "bench-token\n").unwrap();
+    let config = format!(
+        "[SERVICE]
+    Flush        1
+    Grace        1
+    Log_Level    info
+    Log_File     {log}
+    HTTP_Server  Off
+
+[INPUT]
+    Name              tail
+    Path              {logs}/*.log
+    Tag               kube.*
+    multiline.parser  cri
+    DB                {db}
+    Mem_Buf_Limit     50MB
+    Buffer_Max_Size   64k
+    Read_from_Head    On
+    Refresh_Interval  1
+
+[FILTER]
+    Name             kubernetes
+    Match            kube.*
+    Kube_URL         {kube_url}
+    Kube_Tag_Prefix  {prefix}
+    Kube_Token_File  {token}
+    Merge_Log        On
+
+[OUTPUT]
+    Name               es
+    Match              kube.*
+    Host               127.0.0.1
+    Port               {port}
+    Generate_ID        On
+    Suppress_Type_Name On
+    Replace_Dots       On
+    Compress           gzip
+    Retry_Limit        False
+",
+        log = log.display(),
+        logs = logs.display(),
+        db = work.join("flb.db").display(),
+        kube_url = kube.url(),
+        prefix = fluent_bit_tag_prefix(logs),
+        token = token.display(),
+    );
+    let config_path = work.join("fluent-bit.conf");
+    std::fs::write(&config_path, config).unwrap();
+    kube.clear_requests();
+    let start = Instant::now();
+    let mut child = Command::new(bin)
+        .arg("-c")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(work.join("fluent-bit.stderr")).unwrap())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+    let figures = wait_for_items(
+        &mut child,
+        &counter,
+        lines,
+        start,
+        PEER_STALL,
+        Duration::from_secs(1800),
+    );
+    stop(&mut child);
+    let agent = " fluent-bit";
+    let figures = match figures {
+        Ok(f) => counted(f, &counter),
+        Err(why) => {
+            println!(
+                "elasticsearch {}{agent} run {run}: stopped: {why}; its log: {}",
+                s.name,
+                keep_log(s, run, &log).display()
+            );
+            return None;
         }
-        let wall = start.elapsed();
-        let (cpu, hwm) = usage(pid);
-        let hwm = hwm.max(peak.1);
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(pid.to_string())
-            .status();
-        let _ = child.wait();
-        let gb = total_bytes as f64 / 1e9;
+    };
+    print_figures(s, agent, run, input, &figures);
+    let pod_gets = kube
+        .get_requests()
+        .iter()
+        .filter(|r| r.path.contains("/pods/"))
+        .count();
+    let errors = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("[error]"))
+        .count();
+    if pod_gets == 0 || figures.with_kubernetes < lines || figures.items != lines || errors > 0 {
         println!(
-            "elasticsearch {} run {run}: {} files, {lines} lines, {:.0} MB in {:.3} s: {:.0} lines/s, {:.1} MB/s of input; agent CPU {:.2} s = {:.1} CPU s/GB ({:.1} MB/s per core); peak RSS {:.1} MiB; {} requests, {:.1} MB on the wire (gzip ratio {:.1})",
+            "elasticsearch {}{agent} run {run}: {pod_gets} pod GETs from the API server, {} of {} items with metadata, {errors} errors logged; its log: {}",
             s.name,
-            s.files,
-            total_bytes as f64 / 1e6,
-            wall.as_secs_f64(),
-            lines as f64 / wall.as_secs_f64(),
-            total_bytes as f64 / 1e6 / wall.as_secs_f64(),
-            cpu,
-            cpu / gb,
-            total_bytes as f64 / 1e6 / cpu,
-            hwm as f64 / 1024.0,
-            counter.requests.load(Ordering::Relaxed),
-            counter.wire_bytes.load(Ordering::Relaxed) as f64 / 1e6,
-            total_bytes as f64 / counter.wire_bytes.load(Ordering::Relaxed).max(1) as f64,
+            figures.with_kubernetes,
+            figures.items,
+            keep_log(s, run, &log).display()
         );
     }
+    Some(figures)
+}
+
+/// in_tail's tag for a file: `kube.*` with `*` the file's path, `/` made `.` and runs of `.`
+/// made one. The kubernetes filter strips this prefix before it reads the kubelet's file name.
+fn fluent_bit_tag_prefix(logs: &Path) -> String {
+    let mut prefix = String::new();
+    for c in format!("kube.{}/", logs.display()).chars() {
+        let c = if matches!(c, '/' | '\\' | ':') {
+            '.'
+        } else {
+            c
+        };
+        if c == '*' || (c == '.' && prefix.ends_with('.')) {
+            continue;
+        }
+        prefix.push(c);
+    }
+    prefix
+}
+
+/// Copies the peer's log out of the temporary directory, which goes with the scenario.
+fn keep_log(s: &Scenario, run: usize, log: &Path) -> PathBuf {
+    let kept =
+        std::env::temp_dir().join(format!("logship-bench-fluent-bit-{}-run{run}.log", s.name));
+    if std::fs::copy(log, &kept).is_err() {
+        return log.to_path_buf();
+    }
+    kept
+}
+
+/// The peer against logship: medians over the runs that both finished.
+fn compare(s: &Scenario, input: &Written, results: &[(Figures, Option<Figures>)], bin: &Path) {
+    let both: Vec<(&Figures, &Figures)> = results
+        .iter()
+        .filter_map(|(ours, peer)| peer.as_ref().map(|p| (ours, p)))
+        .collect();
+    if both.is_empty() {
+        println!(
+            "elasticsearch {} fluent-bit: no run finished ({})",
+            s.name,
+            bin.display()
+        );
+        return;
+    }
+    let gb = input.bytes as f64 / 1e9;
+    let median = |f: &dyn Fn(&Figures) -> f64, peer: bool| {
+        let mut v: Vec<f64> = both
+            .iter()
+            .map(|(o, p)| f(if peer { p } else { o }))
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let cpu = |f: &Figures| f.cpu / gb;
+    let rate = |f: &Figures| input.records as f64 / f.wall.as_secs_f64();
+    let rss = |f: &Figures| f.hwm as f64 / 1024.0;
+    println!(
+        "elasticsearch {} fluent-bit vs logship ({} runs, medians): CPU s/GB {:.1} vs {:.1} = {:.1}x; lines/s {:.0} vs {:.0} = {:.2}x; peak RSS {:.1} MiB vs {:.1} MiB",
+        s.name,
+        both.len(),
+        median(&cpu, true),
+        median(&cpu, false),
+        median(&cpu, true) / median(&cpu, false),
+        median(&rate, true),
+        median(&rate, false),
+        median(&rate, true) / median(&rate, false),
+        median(&rss, true),
+        median(&rss, false),
+    );
 }
 
 /// One container writes flat out (up to `NOISY_RATE`) into a cluster much slower than it
@@ -366,6 +778,7 @@ fn run_fairness(seconds: u64, delay_per_item: Duration) {
         .env("LOGSHIP_KUBERNETES__ENABLED", "false")
         .env("LOGSHIP_SERVER__LISTEN", "127.0.0.1:0")
         .env_remove("LOGSHIP_BENCH_BACKLOG_GB")
+        .env_remove(FLUENT_BIT_VAR)
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -460,7 +873,9 @@ fn main() {
         Scenario {
             name: "default",
             files: FILES,
-            lines_per_file: LINES_PER_FILE,
+            input: Input::Padded {
+                lines: LINES_PER_FILE,
+            },
             delay: Duration::ZERO,
             runs: RUNS,
             metadata: Metadata::Off,
@@ -468,7 +883,9 @@ fn main() {
         Scenario {
             name: "slow_es_1s",
             files: FILES,
-            lines_per_file: LINES_PER_FILE / 4,
+            input: Input::Padded {
+                lines: LINES_PER_FILE / 4,
+            },
             delay: Duration::from_secs(1),
             runs: 1,
             metadata: Metadata::Off,
@@ -476,7 +893,7 @@ fn main() {
         Scenario {
             name: "files_2000",
             files: 2000,
-            lines_per_file: 500,
+            input: Input::Padded { lines: 500 },
             delay: Duration::ZERO,
             runs: 1,
             metadata: Metadata::Off,
@@ -484,7 +901,9 @@ fn main() {
         Scenario {
             name: "backlog",
             files: 1,
-            lines_per_file: backlog_gb * 5_000_000,
+            input: Input::Padded {
+                lines: backlog_gb * 5_000_000,
+            },
             delay: Duration::ZERO,
             runs: 1,
             metadata: Metadata::Off,
@@ -494,7 +913,7 @@ fn main() {
         Scenario {
             name: "pods10_plain",
             files: 10,
-            lines_per_file: 100_000,
+            input: Input::Padded { lines: 100_000 },
             delay: Duration::ZERO,
             runs: RUNS,
             metadata: Metadata::Pods,
@@ -502,15 +921,39 @@ fn main() {
         Scenario {
             name: "pods10_metadata",
             files: 10,
-            lines_per_file: 100_000,
+            input: Input::Padded { lines: 100_000 },
+            delay: Duration::ZERO,
+            runs: RUNS,
+            metadata: Metadata::On,
+        },
+        // The same pods writing what real applications do, as the kubelet writes it: 300 MB.
+        Scenario {
+            name: "pods10_kubelet",
+            files: 10,
+            input: Input::Kubelet { bytes: 30_000_000 },
             delay: Duration::ZERO,
             runs: RUNS,
             metadata: Metadata::On,
         },
     ];
+    // LOGSHIP_BENCH_FLUENT_BIT=<fluent-bit binary>: the scenarios with metadata run it too.
+    let peer = std::env::var_os(FLUENT_BIT_VAR).map(PathBuf::from);
+    if let Some(bin) = &peer {
+        match Command::new(bin).arg("--version").output() {
+            Ok(out) => println!(
+                "peer: {} ({})",
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .next()
+                    .unwrap_or("?"),
+                bin.display()
+            ),
+            Err(e) => panic!("{FLUENT_BIT_VAR}={}: {e}", bin.display()),
+        }
+    }
     for s in &scenarios {
         if args.is_empty() || args.iter().any(|a| s.name.contains(a.as_str())) {
-            run_scenario(s);
+            run_scenario(s, peer.as_deref());
         }
     }
     if args.is_empty() || args.iter().any(|a| "fairness".contains(a.as_str())) {

@@ -165,7 +165,7 @@ fn a_slow_elasticsearch_and_a_large_backlog_keep_memory_within_the_budget() {
     let waited = metric(&text, "logship_reader_wait_seconds_total");
     // The raw figure, for a person: the release build's is measured in benches/elasticsearch.rs.
     println!(
-        "peak RSS (debug build) with the default 16 MiB budget and a slow Elasticsearch: {} MiB; most buffer used {:.1} MiB",
+        "peak RSS (debug build) with the default 14 MiB budget and a slow Elasticsearch: {} MiB; most buffer used {:.1} MiB",
         peak_rss_kib(agent.child.id()) / 1024,
         most_used / f64::from(1 << 20)
     );
