@@ -394,6 +394,51 @@ fn a_record_shipped_by_flush_timeout_goes_through_the_filters() {
     assert!(agent.terminate().success());
 }
 
+/// A record let out by `flush_timeout` pays its container's rate limit like one read a moment
+/// earlier: with the limit spent, drop mode drops it, counts it and says so.
+#[test]
+fn a_record_shipped_by_flush_timeout_pays_the_rate_limit() {
+    let fx = Fixture::new();
+    let path = fx.log("limited.log");
+    append(&path, cri("stderr", 'F', "ready").as_bytes());
+    let mut agent = fx.spawn(&[
+        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "java"),
+        ("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "200ms"),
+        // One line a minute, a burst of one: "ready" spends it.
+        ("LOGSHIP_RATE_LIMIT__DEFAULT", "1/m"),
+        ("LOGSHIP_RATE_LIMIT__BURST", "1m"),
+        ("LOGSHIP_RATE_LIMIT__ACTION", "drop"),
+        ("LOGSHIP_RATE_LIMIT__SUMMARY_INTERVAL", "500ms"),
+    ]);
+    assert!(fx.wait_for_records(1, WAIT), "{}", agent.logs());
+    // A trace with nothing after it: only the timeout lets it out, past the limit.
+    append(&path, cri_lines("stderr", JAVA).as_bytes());
+    let summary = || {
+        fx.messages()
+            .into_iter()
+            .find(|m| m.starts_with("logship dropped"))
+    };
+    assert!(wait_until(WAIT, || summary().is_some()), "{}", agent.logs());
+    let (_, _, metrics) = support::agent::http_get(agent.server_addr(), "/metrics");
+    assert!(agent.terminate().success());
+    assert!(
+        !fx.messages()
+            .iter()
+            .any(|m| m.contains("IllegalStateException")),
+        "{:?}",
+        fx.messages()
+    );
+    assert!(
+        summary().is_some_and(|s| s.starts_with("logship dropped 1 ")),
+        "{:?}",
+        summary()
+    );
+    assert!(
+        metrics.contains("logship_dropped_records_total{reason=\"rate_limit\"} 1"),
+        "{metrics}"
+    );
+}
+
 /// Deleted files let go (past `tail.max_deleted_files`) while the reader waits to ship records
 /// of idle files let out by `flush_timeout`: the loop over the files follows the removals (it
 /// used to index past the end and abort), and every record of the files kept arrives once.
