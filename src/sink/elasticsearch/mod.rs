@@ -193,6 +193,7 @@ impl ElasticsearchSink {
             fallback_fields: HashMap::new(),
             fallback_waiting: HashMap::new(),
             lookups: JoinSet::new(),
+            lookup_ids: HashMap::new(),
             fallback_warnings: Throttle::new(Duration::from_secs(10)),
         };
         driver.run(batches).await;
@@ -338,8 +339,10 @@ struct Driver {
     fallback_fields: HashMap<Arc<str>, (bool, Instant)>,
     /// Fallback documents waiting for their index's answer, by index.
     fallback_waiting: HashMap<Arc<str>, Vec<ItemRef>>,
-    /// Those questions: the index, and whether it maps the field.
+    /// Those questions: the index, and whether it maps the field...
     lookups: JoinSet<(Arc<str>, bool)>,
+    /// ...and the index each one asks about.
+    lookup_ids: HashMap<tokio::task::Id, Arc<str>>,
     /// Mapping fallbacks are logged at most this often.
     fallback_warnings: Throttle,
 }
@@ -397,9 +400,22 @@ impl Driver {
                         }
                     }
                 }
-                Some(answer) = self.lookups.join_next(), if !self.lookups.is_empty() => {
-                    if let Ok((index, mapped)) = answer {
-                        self.field_known(index, mapped);
+                Some(answer) = self.lookups.join_next_with_id(), if !self.lookups.is_empty() => {
+                    match answer {
+                        Ok((id, (index, mapped))) => {
+                            self.lookup_ids.remove(&id);
+                            self.field_known(index, mapped);
+                        }
+                        // A question that never came back (its task failed): what waits goes
+                        // without the reason field, which is always safe, and no answer is kept.
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Asking an index's mapping failed; fallback documents go without the reason field.");
+                            if let Some(index) = self.lookup_ids.remove(&e.id()) {
+                                if let Some(items) = self.fallback_waiting.remove(&index) {
+                                    self.unwritten.extend(items);
+                                }
+                            }
+                        }
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {}
@@ -814,10 +830,12 @@ impl Driver {
                 waiting.push(item);
                 if waiting.len() == 1 {
                     let client = Arc::clone(&self.client);
-                    self.lookups.spawn(async move {
-                        let mapped = maps_fallback_field(&client, &index).await;
-                        (index, mapped)
+                    let asked = Arc::clone(&index);
+                    let task = self.lookups.spawn(async move {
+                        let mapped = maps_fallback_field(&client, &asked).await;
+                        (asked, mapped)
                     });
+                    self.lookup_ids.insert(task.id(), index);
                 }
             }
         }
