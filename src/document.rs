@@ -258,65 +258,12 @@ struct Stripped<'a> {
     reason: Option<&'a str>,
 }
 
-/// Appends `s` as a JSON string literal, escaped exactly as serde_json escapes it: `"`, the
-/// backslash and the control characters below 0x20 (`\b \f \n \r \t` short, the others `\u00XX`).
-/// Runs that need no escaping, nearly all of a log line, are found eight bytes at a time (one
-/// word test rather than a table lookup per byte) and copied in one go.
+/// Appends `s` as a JSON string literal, with serde_json's escaping (a table lookup per byte;
+/// runs that need no escaping, nearly all of a log line, are copied in one go).
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    out.reserve(bytes.len() + 2);
-    out.push(b'"');
-    let mut start = 0;
-    let mut i = 0;
-    while i < bytes.len() {
-        if let Some(word) = bytes.get(i..i + 8) {
-            let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-            if !needs_escape(word) {
-                i += 8;
-                continue;
-            }
-        }
-        let b = bytes[i];
-        if b >= 0x20 && b != b'"' && b != b'\\' {
-            i += 1;
-            continue;
-        }
-        out.extend_from_slice(&bytes[start..i]);
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            0x08 => out.extend_from_slice(b"\\b"),
-            0x0c => out.extend_from_slice(b"\\f"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            _ => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[usize::from(b >> 4)]);
-                out.push(HEX[usize::from(b & 0xf)]);
-            }
-        }
-        i += 1;
-        start = i;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// Whether any of the eight bytes of `word` needs escaping in a JSON string: one below 0x20, a
-/// `"` or a backslash. (Bytes of 0x80 and above, UTF-8 beyond ASCII, never do.)
-const fn needs_escape(word: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // A byte below n sets its high bit in (w - n) where it was clear in w; a borrow from a lower
-    // byte only ever follows a byte that was below n, so "any" is exact.
-    const fn any_below(w: u64, n: u64) -> bool {
-        w.wrapping_sub(ONES * n) & !w & HIGH != 0
-    }
-    any_below(word, 0x20)
-        || any_below(word ^ (ONES * b'"' as u64), 1)
-        || any_below(word ^ (ONES * b'\\' as u64), 1)
+    out.reserve(s.len() + 2);
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
 }
 
 /// Appends the decimal digits of `n`.
@@ -326,50 +273,6 @@ fn write_u64(out: &mut Vec<u8>, n: u64) {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    /// serde_json's escaping, which [`super::write_json_str`] must match byte for byte.
-    fn serde(s: &str) -> Vec<u8> {
-        serde_json::to_vec(s).unwrap()
-    }
-
-    fn ours(s: &str) -> Vec<u8> {
-        let mut out = b"prefix".to_vec();
-        super::write_json_str(&mut out, s);
-        out.split_off(6)
-    }
-
-    #[test]
-    fn strings_are_escaped_as_serde_json_escapes_them() {
-        let every_ascii: String = (0u8..=127).map(char::from).collect();
-        for s in [
-            "",
-            "plain",
-            "exactly8",
-            "sixteen bytes ok",
-            "\"quoted\" and \\ back",
-            "tab\tnew\nline\rret\u{8}bs\u{c}ff\u{1}\u{1f}\u{7f}",
-            "ünïcödé ✓ 日本語 \u{0} end",
-            "12345678\"",
-            "1234567\"8",
-            &every_ascii,
-        ] {
-            assert_eq!(ours(s), serde(s), "{s:?}");
-        }
-    }
-
-    proptest! {
-        #[test]
-        fn any_string_is_escaped_as_serde_json_escapes_it(s in any::<String>()) {
-            prop_assert_eq!(ours(&s), serde(&s));
-        }
-
-        #[test]
-        fn control_heavy_strings_too(s in "[\\x00-\\x21\"\\\\a-z\\x7f-\\u{ff}]{0,64}") {
-            prop_assert_eq!(ours(&s), serde(&s));
-        }
-    }
-
     use super::*;
     use crate::ack::FileKey;
     use crate::record::Stream;
