@@ -1034,19 +1034,19 @@ fn a_fleet_sharing_a_full_cluster_loses_and_doubles_nothing() {
     assert_each_once(&es, &expected);
     let counts = es.item_status_counts();
     let refused = counts.get(&429).copied().unwrap_or(0);
-    let timeline: Vec<String> = es
-        .capacity_seconds()
-        .iter()
-        .map(|(ok, no)| format!("{ok}/{no}"))
-        .collect();
-    eprintln!("fleet: accepted/refused by second: {}", timeline.join(" "));
+    let timeline = |counts: Vec<(u64, u64)>| -> String {
+        let cells: Vec<String> = counts.iter().map(|(ok, no)| format!("{ok}/{no}")).collect();
+        cells.join(" ")
+    };
+    eprintln!(
+        "fleet: accepted/refused by second: {}",
+        timeline(es.capacity_seconds())
+    );
     if std::env::var_os("TEST_FLEET_TENTHS").is_some() {
-        let tenths: Vec<String> = es
-            .capacity_tenths()
-            .iter()
-            .map(|(ok, no)| format!("{ok}/{no}"))
-            .collect();
-        eprintln!("fleet: by tenth of a second: {}", tenths.join(" "));
+        eprintln!(
+            "fleet: by tenth of a second: {}",
+            timeline(es.capacity_tenths())
+        );
     }
     let submitted: u64 = counts.values().sum();
     eprintln!(

@@ -40,6 +40,29 @@ fn cri_lines(stream: &str, lines: &[&str]) -> String {
     lines.iter().map(|l| cri(stream, 'F', l)).collect()
 }
 
+/// `err` on stderr and `out` on stdout as CRI lines, written line by line in turn.
+fn interleaved(err: &[&str], out: &[&str]) -> String {
+    let mut body = String::new();
+    for i in 0..err.len().max(out.len()) {
+        if let Some(l) = err.get(i) {
+            body.push_str(&cri("stderr", 'F', l));
+        }
+        if let Some(l) = out.get(i) {
+            body.push_str(&cri("stdout", 'F', l));
+        }
+    }
+    body
+}
+
+/// The messages of the fixture's records on `stream`, in order.
+fn messages_of(fx: &Fixture, stream: &str) -> Vec<String> {
+    fx.records()
+        .iter()
+        .filter(|r| r["stream"] == stream)
+        .map(|r| r["message"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn java_env() -> Vec<(&'static str, &'static str)> {
     vec![("LOGSHIP_MULTILINE__DEFAULT_RULE", "java")]
 }
@@ -77,15 +100,7 @@ fn interleaved_stdout_and_stderr_are_not_mixed() {
     // a custom rule joining both (a line at the margin that is not a frame starts a record).
     let fx = Fixture::new();
     let path = fx.log("both.log");
-    let mut body = String::new();
-    for i in 0..JAVA.len().max(PYTHON.len()) {
-        if let Some(l) = JAVA.get(i) {
-            body.push_str(&cri("stderr", 'F', l));
-        }
-        if let Some(l) = PYTHON.get(i) {
-            body.push_str(&cri("stdout", 'F', l));
-        }
-    }
+    let mut body = interleaved(JAVA, PYTHON);
     body.push_str(&cri("stdout", 'F', "next on stdout"));
     body.push_str(&cri("stderr", 'F', "next on stderr"));
     append(&path, body.as_bytes());
@@ -99,13 +114,7 @@ fn interleaved_stdout_and_stderr_are_not_mixed() {
     assert!(fx.wait_for_records(4, WAIT), "{}", agent.logs());
     std::thread::sleep(Duration::from_millis(300));
     assert!(agent.terminate().success());
-    let by_stream = |s: &str| -> Vec<String> {
-        fx.records()
-            .iter()
-            .filter(|r| r["stream"] == s)
-            .map(|r| r["message"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let by_stream = |s: &str| messages_of(&fx, s);
     assert_eq!(
         by_stream("stderr"),
         [JAVA.join("\n"), "next on stderr".into()]
@@ -133,27 +142,12 @@ fn a_list_of_rules_joins_java_python_and_go_traces_on_both_streams() {
     let path = fx.log("polyglot.log");
     let err: Vec<&str> = [&["starting"], JAVA, &["ready"], PYTHON, GO, &["done"]].concat();
     let out: Vec<&str> = [&["GET / 200"], GO, PYTHON, &["GET /x 404"], JAVA].concat();
-    let mut body = String::new();
-    for i in 0..err.len().max(out.len()) {
-        if let Some(l) = err.get(i) {
-            body.push_str(&cri("stderr", 'F', l));
-        }
-        if let Some(l) = out.get(i) {
-            body.push_str(&cri("stdout", 'F', l));
-        }
-    }
-    append(&path, body.as_bytes());
+    append(&path, interleaved(&err, &out).as_bytes());
     let mut agent = fx.spawn(&[("LOGSHIP_MULTILINE__DEFAULT_RULE", "java+python+go")]);
     assert!(fx.wait_for_records(11, WAIT), "{}", agent.logs());
     std::thread::sleep(Duration::from_millis(300));
     assert!(agent.terminate().success());
-    let by_stream = |s: &str| -> Vec<String> {
-        fx.records()
-            .iter()
-            .filter(|r| r["stream"] == s)
-            .map(|r| r["message"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let by_stream = |s: &str| messages_of(&fx, s);
     let (java, python, go) = (JAVA.join("\n"), PYTHON.join("\n"), GO.join("\n"));
     assert_eq!(
         by_stream("stderr"),
