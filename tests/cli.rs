@@ -90,7 +90,7 @@ fn check_without_a_file_prints_the_defaults() {
         stdout.contains("include = [\"/var/log/containers/*.log\"]"),
         "{stdout}"
     );
-    assert!(stdout.contains("max_bytes = \"14MiB\""), "{stdout}");
+    assert!(stdout.contains("max_bytes = \"12MiB\""), "{stdout}");
 }
 
 #[test]

@@ -93,7 +93,7 @@ fn metrics_are_prometheus_text_and_count_the_lines_written() {
     );
     assert_eq!(
         counter(&m, "logship_buffer_capacity_bytes"),
-        14.0 * 1024.0 * 1024.0
+        12.0 * 1024.0 * 1024.0
     );
     let latency = m
         .family("logship_elasticsearch_request_duration_seconds")
@@ -360,7 +360,7 @@ fn status_finds_the_agent_from_the_configuration() {
         "\n  live: loops turning (",
         "\n  files     1 followed\n",
         "\n  retries   0 requests, 0 records\n",
-        "\n  buffer    0 B of 14.0 MiB (0%)\n",
+        "\n  buffer    0 B of 12.0 MiB (0%)\n",
         "\n  bulk      no requests\n",
     ] {
         assert!(last.contains(line), "{line:?} not in:\n{last}");

@@ -113,7 +113,7 @@ mod tests {
             "[positions]",
             "gc_after = \"24h\"",
             "[buffer]",
-            "max_bytes = \"14MiB\"",
+            "max_bytes = \"12MiB\"",
             "[output]",
             "type = \"elasticsearch\"",
             "[output.file]",

@@ -251,7 +251,7 @@ pub struct RawBuffer {
 impl Default for RawBuffer {
     fn default() -> Self {
         RawBuffer {
-            max_bytes: Size::mib(14),
+            max_bytes: Size::mib(12),
         }
     }
 }

@@ -559,7 +559,7 @@ fn cross_key_errors_name_both_keys() {
         "buffer.max_bytes: must be at least 2 x max(tail.max_line_bytes, tail.read_budget) = 128MiB"
     ));
     assert!(
-        errors[0].ends_with("is 14MiB (from the default)"),
+        errors[0].ends_with("is 12MiB (from the default)"),
         "{errors:?}"
     );
 }

@@ -449,7 +449,7 @@ mod tests {
         assert_eq!(settings.tail.rotate_wait, Duration::from_secs(5));
         assert_eq!(settings.positions.flush_interval, Duration::from_secs(1));
         assert_eq!(settings.positions.gc_after, Duration::from_secs(86_400));
-        assert_eq!(settings.buffer.max_bytes, 14 << 20);
+        assert_eq!(settings.buffer.max_bytes, 12 << 20);
         let OutputSettings::Elasticsearch(es) = &settings.output else {
             panic!("the default output is elasticsearch: {:?}", settings.output)
         };

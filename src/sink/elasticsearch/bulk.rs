@@ -22,6 +22,8 @@ use flate2::write::GzEncoder;
 
 use crate::record::IdPrefix;
 
+use super::igzip::Igzip;
+
 use super::retry::OpType;
 
 /// Length of a document id in base64url characters.
@@ -46,6 +48,9 @@ pub fn doc_id(prefix: IdPrefix, offset: u64, end: u64) -> [u8; ID_LEN] {
 /// Where the body goes while it is written.
 enum Body {
     Plain(Vec<u8>),
+    /// gzip level 1.
+    Igzip(Box<Igzip>),
+    /// gzip levels 2 to 9.
     Gzip(Box<GzEncoder<Vec<u8>>>),
 }
 
@@ -57,7 +62,7 @@ pub struct BulkBuilder<R> {
     /// Bytes written before compression.
     raw_bytes: usize,
     op: OpType,
-    /// Reused for each document, so a document is encoded once and measured before it is added.
+    /// Reused for each document of a [`Body::Gzip`] body (the others take documents in place).
     doc: Vec<u8>,
 }
 
@@ -72,14 +77,17 @@ pub struct BulkBody<R> {
 }
 
 impl<R> BulkBuilder<R> {
-    /// An empty request; `gzip` is the compression level, if any.
+    /// An empty request; `gzip` is the compression level, if any: 1 with ISA-L (see
+    /// [`Igzip`]), 2 to 9 with zlib.
     pub fn new(op: OpType, gzip: Option<u32>) -> Self {
+        let out = Vec::with_capacity(64 * 1024);
         let body = match gzip {
+            Some(0..=1) => Body::Igzip(Box::new(Igzip::new(out))),
             Some(level) => Body::Gzip(Box::new(GzEncoder::new(
-                Vec::with_capacity(64 * 1024),
+                out,
                 flate2::Compression::new(level),
             ))),
-            None => Body::Plain(Vec::with_capacity(64 * 1024)),
+            None => Body::Plain(out),
         };
         BulkBuilder {
             body,
@@ -103,11 +111,12 @@ impl<R> BulkBuilder<R> {
         self.raw_bytes
     }
 
-    /// Bytes the body holds in memory so far: what it will send (compressed, if it is), plus the
-    /// reused document buffer.
+    /// Bytes the body holds in memory so far: what it will send (compressed, if it is), plus
+    /// input waiting to be compressed.
     pub fn held_bytes(&self) -> usize {
         let body = match &self.body {
             Body::Plain(v) => v.capacity(),
+            Body::Igzip(gz) => gz.held_bytes(),
             Body::Gzip(gz) => gz.get_ref().capacity(),
         };
         body + self.doc.capacity()
@@ -116,27 +125,33 @@ impl<R> BulkBuilder<R> {
     /// Adds one item: the action line for `index` and `id`, then the document `encode` writes
     /// (one JSON object, no newline).
     pub fn push(&mut self, index: &str, id: &[u8], item: R, encode: impl FnOnce(&mut Vec<u8>)) {
-        let doc = &mut self.doc;
-        doc.clear();
-        doc.extend_from_slice(b"{\"");
-        doc.extend_from_slice(self.op.as_str().as_bytes());
-        doc.extend_from_slice(b"\":{\"_index\":\"");
+        let op = self.op;
+        let buf = match &mut self.body {
+            Body::Plain(v) => v,
+            Body::Igzip(gz) => gz.input(),
+            Body::Gzip(_) => {
+                self.doc.clear();
+                &mut self.doc
+            }
+        };
+        let start = buf.len();
+        buf.extend_from_slice(b"{\"");
+        buf.extend_from_slice(op.as_str().as_bytes());
+        buf.extend_from_slice(b"\":{\"_index\":\"");
         // Index names are checked when rendered (no quotes, backslashes or control characters),
         // ids are base64url: neither needs escaping.
-        doc.extend_from_slice(index.as_bytes());
-        doc.extend_from_slice(b"\",\"_id\":\"");
-        doc.extend_from_slice(id);
-        doc.extend_from_slice(b"\"}}\n");
-        encode(doc);
-        doc.push(b'\n');
-        self.raw_bytes += doc.len();
-        // Writing to a Vec (compressed or not) cannot fail.
+        buf.extend_from_slice(index.as_bytes());
+        buf.extend_from_slice(b"\",\"_id\":\"");
+        buf.extend_from_slice(id);
+        buf.extend_from_slice(b"\"}}\n");
+        encode(buf);
+        buf.push(b'\n');
+        self.raw_bytes += buf.len() - start;
+        // Compressing into a Vec cannot fail.
         let _ = match &mut self.body {
-            Body::Plain(v) => {
-                v.extend_from_slice(doc);
-                Ok(())
-            }
-            Body::Gzip(gz) => gz.write_all(doc),
+            Body::Plain(_) => Ok(()),
+            Body::Igzip(gz) => gz.written(),
+            Body::Gzip(gz) => gz.write_all(&self.doc),
         };
         self.items.push(item);
         if self.doc.capacity() > 1 << 20 {
@@ -148,6 +163,7 @@ impl<R> BulkBuilder<R> {
     pub fn finish(self) -> io::Result<BulkBody<R>> {
         let (bytes, gzip) = match self.body {
             Body::Plain(v) => (v, false),
+            Body::Igzip(gz) => (gz.finish()?, true),
             Body::Gzip(gz) => (gz.finish()?, true),
         };
         Ok(BulkBody {
@@ -182,7 +198,7 @@ mod tests {
 
     #[test]
     fn bodies_are_ndjson_with_a_final_newline_plain_or_gzip() {
-        for gzip in [None, Some(1)] {
+        for gzip in [None, Some(1), Some(3), Some(6)] {
             let mut b = BulkBuilder::new(OpType::Create, gzip);
             b.push("logs", b"id1", 1u32, |out| {
                 out.extend_from_slice(b"{\"m\":1}")

@@ -35,6 +35,7 @@ pub mod bulk;
 pub mod client;
 pub mod dead_letter;
 pub mod fallback;
+mod igzip;
 pub mod index;
 pub mod pace;
 pub mod replay;
@@ -182,7 +183,7 @@ impl ElasticsearchSink {
             ready: VecDeque::new(),
             retries: BinaryHeap::new(),
             in_flight: JoinSet::new(),
-            index_cache: HashMap::new(),
+            index_cache: IndexCache::default(),
             dead_letters: self.dead_letters,
             doc: Vec::new(),
             refusals: HashMap::new(),
@@ -347,9 +348,18 @@ struct Driver {
     fallback_warnings: Throttle,
 }
 
-/// Rendered index names by (source address, time bucket, stream); each entry keeps its source
-/// alive so that its address cannot be reused by another file while cached.
-type IndexCache = HashMap<(usize, i64, u8), (Arc<crate::source::Source>, Arc<str>)>;
+/// Rendered index names by (source address, time bucket, stream), both 0 for a name without
+/// fields; each entry keeps its source alive so that its address cannot be reused by another
+/// file while cached.
+#[derive(Default)]
+struct IndexCache {
+    names: HashMap<IndexKey, (Arc<crate::source::Source>, Arc<str>)>,
+    /// The last name asked for: nearly every record's, since records come file by file (this
+    /// saves hashing the key for each). It keeps its source alive as the entries do.
+    last: Option<(IndexKey, Arc<crate::source::Source>, Arc<str>)>,
+}
+
+type IndexKey = (usize, i64, u8);
 
 /// Index cache entries at most before it is cleared (one per file and day, typically).
 const INDEX_CACHE_MAX: usize = 4096;
@@ -542,10 +552,16 @@ impl Driver {
         });
         let encoder = &self.encoder;
         let fallback = item.fallback.filter(|_| !item.dead);
+        // Only a dead item has a refusal: no lookup for the others.
+        let refusal = if item.dead {
+            self.refusals.get(&(item.slot, item.record))
+        } else {
+            None
+        };
         match (
             item.dead,
             &self.settings.dead_letter_index,
-            self.refusals.get(&(item.slot, item.record)),
+            refusal,
             fallback,
         ) {
             (true, Some(dl_index), Some(refusal), _) => {
@@ -955,18 +971,24 @@ fn index_name(
     record: &Record,
 ) -> Arc<str> {
     let template = &settings.index;
-    let source_key = if template.uses_fields() {
-        Arc::as_ptr(&batch.source) as usize
+    let key = if template.uses_fields() {
+        (
+            Arc::as_ptr(&batch.source) as usize,
+            template.bucket(record.timestamp),
+            record.stream as u8,
+        )
     } else {
-        0
+        (0, template.bucket(record.timestamp), 0)
     };
-    let key = (
-        source_key,
-        template.bucket(record.timestamp),
-        record.stream as u8,
-    );
-    if let Some((_, name)) = cache.get(&key) {
-        return Arc::clone(name);
+    if let Some((last, _, name)) = &cache.last {
+        if *last == key {
+            return Arc::clone(name);
+        }
+    }
+    if let Some((source, name)) = cache.names.get(&key) {
+        let name = Arc::clone(name);
+        cache.last = Some((key, Arc::clone(source), Arc::clone(&name)));
+        return name;
     }
     let kubelet = batch.source.kubelet.as_ref();
     let rendered = template.render(record.timestamp, |field| match field {
@@ -981,10 +1003,13 @@ fn index_name(
         Some(name) => name.into(),
         None => settings.index_fallback.as_str().into(),
     };
-    if cache.len() >= INDEX_CACHE_MAX {
-        cache.clear();
+    if cache.names.len() >= INDEX_CACHE_MAX {
+        cache.names.clear();
     }
-    cache.insert(key, (Arc::clone(&batch.source), Arc::clone(&name)));
+    cache
+        .names
+        .insert(key, (Arc::clone(&batch.source), Arc::clone(&name)));
+    cache.last = Some((key, Arc::clone(&batch.source), Arc::clone(&name)));
     name
 }
 
