@@ -27,6 +27,14 @@ pub struct AckToken {
 /// (`tail::positions`) is the implementation the agent wires in; sinks know only this.
 pub trait Acknowledge: Send + Sync {
     fn ack(&self, token: AckToken);
+
+    /// Acknowledges several ranges (of different files) at once: no one sees some of them
+    /// acknowledged and not the others.
+    fn ack_all(&self, tokens: &[AckToken]) {
+        for &token in tokens {
+            self.ack(token);
+        }
+    }
 }
 
 /// The handle sinks keep to acknowledge through.

@@ -14,7 +14,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::ack::{AckToken, FileKey};
+use crate::ack::{AckToken, Acknowledge, FileKey};
 use crate::buffer::Permit;
 use crate::source::Source;
 use crate::timestamp::Timestamp;
@@ -64,6 +64,19 @@ pub struct Record {
     pub offset: u64,
     /// File offset just past the record's last byte, newline included.
     pub end: u64,
+    /// A multiline record a rotation cut: it began in the previous generation of its file
+    /// (`offset` is there) and ended in this one. Its id prefix is [`Batch::carried`]'s, and
+    /// `end - offset` is its length in both files.
+    pub carried: bool,
+}
+
+/// What a batch holding a record cut by a rotation (see [`Record::carried`]) owes the previous
+/// generation: that generation's id prefix, and the range of it the record covers from its
+/// start to that generation's end, acknowledged with the batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Carried {
+    pub prefix: IdPrefix,
+    pub ack: AckToken,
 }
 
 /// The records of one read of one file, with the token that acknowledges them.
@@ -78,6 +91,8 @@ pub struct Batch {
     pub ack: AckToken,
     /// The file generation part of the records' document ids.
     pub id_prefix: IdPrefix,
+    /// The previous generation's part in a record cut by a rotation, if the batch holds one.
+    pub carried: Option<Carried>,
     /// The per-file fields of the records' documents (path, Kubernetes metadata) as a JSON
     /// fragment: the source's, or the enriched one current when the batch was read.
     pub fragment: Arc<str>,
@@ -173,6 +188,7 @@ impl Batch {
                 end: start,
             },
             id_prefix: IdPrefix::default(),
+            carried: None,
             permit: None,
             processed: Vec::new(),
             fields: String::new(),
@@ -201,7 +217,26 @@ impl Batch {
             message: start..self.text.len(),
             offset,
             end,
+            carried: false,
         });
+    }
+
+    /// The id prefix of `record`, which must belong to this batch: the batch's, or the previous
+    /// generation's for a record a rotation cut.
+    pub fn id_prefix_of(&self, record: &Record) -> IdPrefix {
+        match &self.carried {
+            Some(c) if record.carried => c.prefix,
+            _ => self.id_prefix,
+        }
+    }
+
+    /// Acknowledges what this batch covers: its range, and the previous generation's range of
+    /// a record a rotation cut, together (a position file never has one without the other).
+    pub fn acknowledge(&self, acks: &dyn Acknowledge) {
+        match &self.carried {
+            None => acks.ack(self.ack),
+            Some(c) => acks.ack_all(&[self.ack, c.ack]),
+        }
     }
 
     /// Bytes this batch holds in memory, the unit of the memory budget: parsed fields count as

@@ -110,6 +110,9 @@ metrics! {
     /// Lines joined into multiline records.
     #[metric(Counter "logship_multiline_lines")]
     pub multiline_lines: AtomicU64,
+    /// Multiline records a rotation cut that went on in the new file (one record, not two).
+    #[metric(Counter "logship_multiline_rotation_joined_records")]
+    pub multiline_carried: AtomicU64,
     /// Multiline records closed by something other than the next line, by reason: timeout
     /// (multiline.flush_timeout without a new line), max_bytes, max_lines (cut: the rest of the
     /// event continues in the next record).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use support::agent::{append, cri, kubelet_rotate, wait_until, AgentProcess, Fixture};
-use support::elasticsearch::{Flavor, TestEs};
+use support::elasticsearch::{DropPoint, Flavor, TestEs};
 
 const WAIT: Duration = Duration::from_secs(30);
 const INDEX: &str = "logs-logship-default";
@@ -250,8 +250,15 @@ fn stored(es: &TestEs, message: &str) -> bool {
     messages(es).iter().any(|m| m == message)
 }
 
+/// The stored document whose message is `message`.
+fn document_with(es: &TestEs, message: &str) -> Option<Value> {
+    es.documents(INDEX)
+        .into_values()
+        .find(|d| d["message"] == message)
+}
+
 #[test]
-fn a_record_spanning_a_rotation_loses_and_doubles_nothing() {
+fn a_record_a_rotation_cuts_is_joined_across_the_two_files() {
     let es = TestEs::start(Flavor::Elasticsearch8);
     let fx = Fixture::new();
     let path = fx.log(
@@ -259,7 +266,8 @@ fn a_record_spanning_a_rotation_loses_and_doubles_nothing() {
     );
     let mut agent = es_spawn(&fx, &es, &[]);
     let (head, rest) = JAVA.split_at(4);
-    let mut body = cri("stderr", 'F', "before");
+    let before = cri("stderr", 'F', "before");
+    let mut body = before.clone();
     body.push_str(&cri_lines("stderr", head));
     append(&path, body.as_bytes());
     assert!(
@@ -268,25 +276,212 @@ fn a_record_spanning_a_rotation_loses_and_doubles_nothing() {
         agent.logs()
     );
     // The kubelet rotates in the middle of the trace: the rest goes to the new file.
-    kubelet_rotate(&path, "20261122-100001");
+    let rotated = kubelet_rotate(&path, "20261122-100001");
     let mut body = cri_lines("stderr", rest);
     body.push_str(&cri("stderr", 'F', "after"));
     append(&path, body.as_bytes());
     assert!(
         wait_until(WAIT, || stored(&es, "after")
-            && stored(&es, &head.join("\n"))),
-        "{}",
+            && stored(&es, &JAVA.join("\n"))),
+        "{:#?}\n{}",
+        messages(&es),
         agent.logs()
     );
     std::thread::sleep(Duration::from_millis(500));
+    let (_, _, metrics) = support::agent::http_get(agent.server_addr(), "/metrics");
+    assert!(
+        metrics.contains("logship_multiline_rotation_joined_records_total 1"),
+        "{metrics}"
+    );
     assert!(agent.terminate().success());
-    // Each file's part of the trace is one record: not joined across files, nothing lost.
-    let msgs = messages(&es);
-    assert!(msgs.contains(&head.join("\n")), "{msgs:#?}");
-    assert!(msgs.contains(&rest.join("\n")), "{msgs:#?}");
+    // One record, which starts where the trace starts in the old file.
+    let trace = document_with(&es, &JAVA.join("\n")).unwrap();
+    assert_eq!(trace["log"]["offset"], before.len() as u64, "{trace}");
     let mut expected = vec!["before", "after"];
     expected.extend(JAVA);
     assert_each_line_once(&es, &expected);
+    // Both files (both under the live file's path) are acknowledged to their ends.
+    let positions = fx.positions();
+    assert!(
+        acknowledged_to_the_end(&positions, &[&rotated, &path]),
+        "{positions}"
+    );
+}
+
+/// Whether the positions file holds each of `files` (by inode) acknowledged to its end.
+fn acknowledged_to_the_end(positions: &Value, files: &[&std::path::Path]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let entries = positions["files"].as_array().cloned().unwrap_or_default();
+    files.iter().all(|path| {
+        let Ok(m) = std::fs::metadata(path) else {
+            return false;
+        };
+        entries
+            .iter()
+            .any(|e| e["inode"].as_u64() == Some(m.ino()) && e["offset"].as_u64() == Some(m.len()))
+    })
+}
+
+/// The agent is down when the kubelet rotates in the middle of a trace: the old file is read
+/// from where the trace starts, and the trace goes on in the new file, as one record.
+#[test]
+fn a_trace_cut_by_a_rotation_while_the_agent_is_down_arrives_whole() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log(
+        "shop-7d4b9_shop_app-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
+    );
+    let mut agent = es_spawn(&fx, &es, &[]);
+    let (head, rest) = JAVA.split_at(3);
+    let before = cri("stdout", 'F', "before");
+    let mut body = before.clone();
+    body.push_str(&cri_lines("stdout", head));
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || stored(&es, "before")),
+        "{}",
+        agent.logs()
+    );
+    // Stopped before the trace's flush timeout: the record was never shipped.
+    assert!(agent.terminate().success());
+    assert_eq!(messages(&es), ["before"]);
+    let rotated = kubelet_rotate(&path, "20261122-100002");
+    let mut body = cri_lines("stdout", rest);
+    body.push_str(&cri("stdout", 'F', "after"));
+    append(&path, body.as_bytes());
+    let mut agent = es_spawn(&fx, &es, &[]);
+    assert!(
+        wait_until(WAIT, || stored(&es, "after")
+            && stored(&es, &JAVA.join("\n"))),
+        "{:#?}\n{}",
+        messages(&es),
+        agent.logs()
+    );
+    assert!(
+        wait_until(WAIT, || acknowledged_to_the_end(
+            &fx.positions_now(),
+            &[&rotated, &path]
+        )),
+        "{}",
+        fx.positions_now()
+    );
+    assert!(agent.terminate().success());
+    let trace = document_with(&es, &JAVA.join("\n")).unwrap();
+    assert_eq!(trace["log"]["offset"], before.len() as u64, "{trace}");
+    let mut expected = vec!["before", "after"];
+    expected.extend(JAVA);
+    assert_each_line_once(&es, &expected);
+}
+
+/// The record joined across a rotation is stored, but its acknowledgement never comes back
+/// (the answers are lost on the way) and the agent is killed: neither file's position passed
+/// the record's start, both are read again from there, and the record is made again with the
+/// same document id: one document.
+#[test]
+fn a_kill_9_before_a_joined_record_is_acknowledged_makes_the_same_document_again() {
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log(
+        "shop-7d4b9_shop_app-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
+    );
+    // The record stays open while the test waits for the positions to be written.
+    let slow = [("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "1m")];
+    let mut agent = es_spawn(&fx, &es, &slow);
+    let (head, rest) = JAVA.split_at(5);
+    let before = cri("stderr", 'F', "before");
+    let mut body = before.clone();
+    body.push_str(&cri_lines("stderr", head));
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || stored(&es, "before")),
+        "{}",
+        agent.logs()
+    );
+    // The position of "before" is written (positions.flush_interval, 1 s).
+    std::thread::sleep(Duration::from_millis(1500));
+    es.drop_connections(100_000, DropPoint::AfterProcessing);
+    let rotated = kubelet_rotate(&path, "20261122-100003");
+    let mut body = cri_lines("stderr", rest);
+    body.push_str(&cri("stderr", 'F', "after"));
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || stored(&es, &JAVA.join("\n"))),
+        "{:#?}\n{}",
+        messages(&es),
+        agent.logs()
+    );
+    agent.kill9();
+    let positions = fx.positions();
+    for f in positions["files"].as_array().unwrap() {
+        let offset = f["offset"].as_u64().unwrap();
+        assert!(
+            offset == 0 || offset == before.len() as u64,
+            "no position passed the record's start: {positions}"
+        );
+    }
+    es.clear_faults();
+    let mut agent = es_spawn(&fx, &es, &slow);
+    assert!(
+        wait_until(WAIT, || acknowledged_to_the_end(
+            &fx.positions_now(),
+            &[&rotated, &path]
+        )),
+        "{}\n{}",
+        fx.positions_now(),
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    let trace = document_with(&es, &JAVA.join("\n")).unwrap();
+    assert_eq!(trace["log"]["offset"], before.len() as u64, "{trace}");
+    let mut expected = vec!["before", "after"];
+    expected.extend(JAVA);
+    assert_each_line_once(&es, &expected);
+}
+
+/// A copytruncate is not a rotation: the lines after the truncation are not joined to a
+/// record the file held before it (that content is gone from the file).
+#[test]
+fn a_copytruncate_joins_nothing_across_the_truncation() {
+    let fx = Fixture::new();
+    let path = fx.log("shop.log");
+    let slow = [
+        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "java"),
+        ("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "1m"),
+    ];
+    let mut agent = fx.spawn(&slow);
+    let (head, rest) = JAVA.split_at(4);
+    let mut body = cri("stdout", 'F', "before");
+    body.push_str(&cri_lines("stdout", head));
+    append(&path, body.as_bytes());
+    assert!(fx.wait_for_records(1, WAIT), "{}", agent.logs());
+    std::thread::sleep(Duration::from_millis(300));
+    std::fs::copy(&path, fx.dir.path().join("shop.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let mut body = cri_lines("stdout", rest);
+    body.push_str(&cri("stdout", 'F', "after"));
+    append(&path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || fx.messages().iter().any(|m| m == "after")),
+        "{:#?}\n{}",
+        fx.messages(),
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(agent.terminate().success());
+    let messages = fx.messages();
+    assert!(
+        messages
+            .iter()
+            .all(|m| !(m.contains(head[0]) && m.contains(rest[0]))),
+        "{messages:#?}"
+    );
+    assert!(messages.contains(&rest.join("\n")), "{messages:#?}");
+    assert!(agent.logs().contains("truncated"), "{}", agent.logs());
 }
 
 #[test]

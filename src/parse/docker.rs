@@ -155,6 +155,7 @@ impl LineParser {
                         message: parsed.start..out.text.len(),
                         offset: line.offset,
                         end: line.end,
+                        carried: false,
                     });
                 }
             }

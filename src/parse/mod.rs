@@ -39,12 +39,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Batch, Record, Stream};
+use crate::ack::FileKey;
+use crate::record::{Batch, IdPrefix, Record, Stream};
 use crate::telemetry;
 use crate::timestamp::Timestamp;
 
 use assemble::Assembly;
-use multiline::{Closed, Join, Joiner, MultilineRule};
+use multiline::{CarriedFrom, Closed, Join, Joiner, MultilineRule};
 
 /// The `tail.format` setting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -152,6 +153,21 @@ pub struct LineParser {
     switch: Option<Option<Arc<MultilineRule>>>,
     /// The multiline record being joined in each slot (the raw slot only in raw files).
     joins: [Join; 3],
+    /// `(start, end)`: a record open at the end of this generation went on into the next one
+    /// (see [`LineParser::carry_out`]). Its bytes here, from its start to the end of what was
+    /// read, are acknowledged with it, never with this generation's batches.
+    carried_away: Option<(u64, u64)>,
+}
+
+/// A multiline record open at the end of a rotated generation, on its way into the next
+/// generation of the same file, where it goes on (README, Multiline: records cut by a
+/// rotation). Made by [`LineParser::carry_out`], taken by [`LineParser::carry_in`].
+#[derive(Debug)]
+pub struct Carry {
+    slot: usize,
+    join: Box<Join>,
+    from: CarriedFrom,
+    rule: Arc<MultilineRule>,
 }
 
 /// The join of `slot` and the rule in force, if `slot` joins: stdout and stderr whenever a rule
@@ -201,7 +217,72 @@ impl LineParser {
             multiline: None,
             switch: None,
             joins: [Join::new(), Join::new(), Join::new()],
+            carried_away: None,
         }
+    }
+
+    /// Takes the open multiline record of this generation, read to its end (`consumed`, with
+    /// no incomplete line), to go on in the next generation: the one whose last line was
+    /// written last, if its stream holds no partial message. `prefix` and `file` are this
+    /// generation's id prefix and key. From now on the ack range of this generation stops at
+    /// the record's start ([`LineParser::carried_away`]).
+    pub fn carry_out(&mut self, prefix: IdPrefix, file: FileKey, consumed: u64) -> Option<Carry> {
+        let rule = Arc::clone(self.multiline.as_ref()?);
+        if self.switch.is_some() || self.piece.is_some() || self.carried_away.is_some() {
+            return None;
+        }
+        let slot = [STDOUT, STDERR, RAW]
+            .into_iter()
+            .filter(|&s| self.joins[s].is_open() && !self.slots[s].is_open())
+            .max_by_key(|&s| self.joins[s].last_written())?;
+        let join = Box::new(self.joins[slot].take_open());
+        let offset = join.pending_start()?;
+        self.carried_away = Some((offset, consumed));
+        Some(Carry {
+            slot,
+            join,
+            from: CarriedFrom {
+                prefix,
+                file,
+                offset,
+                end: consumed,
+            },
+            rule,
+        })
+    }
+
+    /// Goes on with `carry`, the record the previous generation of this file ended in, from
+    /// `start` (this generation's first byte): its lines here join it as they would have in
+    /// one file. Only before the first line, and under the same rule; else `carry` comes back.
+    pub fn carry_in(&mut self, carry: Carry, start: u64) -> Result<(), Carry> {
+        if self.pending_start().is_none() {
+            // Nothing open: a rule change not applied yet applies now.
+            if let Some(rule) = self.switch.take() {
+                self.multiline = rule;
+            }
+        }
+        let same_rule = self
+            .multiline
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(r, &carry.rule) || r.name() == carry.rule.name());
+        let fresh = self.pending_start().is_none() && self.piece.is_none() && self.switch.is_none();
+        if !same_rule || !fresh {
+            return Err(carry);
+        }
+        self.joins[carry.slot].continue_carried(*carry.join, carry.from, start);
+        Ok(())
+    }
+
+    /// Takes back a record [`LineParser::carry_out`] gave and the next generation did not take.
+    pub fn carry_back(&mut self, carry: Carry) {
+        self.joins[carry.slot].put_back(*carry.join);
+        self.carried_away = None;
+    }
+
+    /// The range of this generation a record carried into the next one covers (see
+    /// [`LineParser::carry_out`]): acknowledged with that record.
+    pub fn carried_away(&self) -> Option<(u64, u64)> {
+        self.carried_away
     }
 
     /// Joins multiline records with `rule` from the first line on (`None`: no joining).
@@ -350,6 +431,7 @@ impl LineParser {
             .iter()
             .filter_map(Assembly::pending_start)
             .chain(self.joins.iter().filter_map(Join::pending_start))
+            .chain(self.carried_away.map(|(start, _)| start))
             .min()
     }
 
@@ -551,6 +633,7 @@ fn emit(
         message: start..out.text.len(),
         offset,
         end,
+        carried: false,
     });
 }
 

@@ -42,9 +42,10 @@ use regex::bytes::Regex;
 
 pub use rules::Builtin;
 
+use crate::ack::{AckToken, FileKey};
 use crate::parse::assemble::RETAIN_BYTES;
 use crate::parse::{emit, Settings};
-use crate::record::{Batch, Stream};
+use crate::record::{Batch, Carried, IdPrefix, Stream};
 use crate::telemetry;
 use crate::timestamp::Timestamp;
 
@@ -449,6 +450,22 @@ pub(super) struct Join {
     /// `(offset, end)` of emitted records that cover more than one physical line (another
     /// stream's lines may lie between theirs), until the ack range has passed their end.
     spans: Vec<(u64, u64)>,
+    /// The open record began in the previous generation of the file (a rotation cut it):
+    /// `offset` and `end` above are this generation's part, from its start.
+    carried: Option<CarriedFrom>,
+}
+
+/// Where a record a rotation cut began: the previous generation of its file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct CarriedFrom {
+    /// That generation's document id prefix, the record's.
+    pub prefix: IdPrefix,
+    pub file: FileKey,
+    /// The record's start there.
+    pub offset: u64,
+    /// That generation's end: what it read of it (every line after `offset` is either in the
+    /// record or in a record of another stream, emitted there).
+    pub end: u64,
 }
 
 impl Join {
@@ -467,7 +484,41 @@ impl Join {
             last_at: Timestamp(i64::MIN),
             seen: Timestamp(i64::MIN),
             spans: Vec::new(),
+            carried: None,
         }
+    }
+
+    /// The open record, taken out to continue in the next generation of the file; this join
+    /// keeps its stream's clock and the spans of what it emitted.
+    pub(super) fn take_open(&mut self) -> Join {
+        let mut open = std::mem::replace(self, Join::new());
+        self.seen = open.seen;
+        self.spans = std::mem::take(&mut open.spans);
+        open
+    }
+
+    /// Continues `open`, a record of the previous generation, from `start` in this one.
+    pub(super) fn continue_carried(&mut self, mut open: Join, from: CarriedFrom, start: u64) {
+        debug_assert!(!self.open && open.open);
+        open.offset = start;
+        open.end = start;
+        open.carried = Some(from);
+        open.seen = open.seen.max(self.seen);
+        open.spans = std::mem::take(&mut self.spans);
+        *self = open;
+    }
+
+    /// Takes back `open`, which [`Join::take_open`] took and the next generation did not.
+    pub(super) fn put_back(&mut self, mut open: Join) {
+        debug_assert!(!self.open && open.open);
+        open.seen = open.seen.max(self.seen);
+        open.spans = std::mem::take(&mut self.spans);
+        *self = open;
+    }
+
+    /// The last line's timestamp of the open record.
+    pub(super) const fn last_written(&self) -> Timestamp {
+        self.last_ts
     }
 
     pub(super) const fn is_open(&self) -> bool {
@@ -615,15 +666,37 @@ impl Join {
         out: &mut Batch,
     ) {
         debug_assert!(self.open);
+        // A record a rotation cut starts in the previous generation; its length is both parts.
+        let (offset, end) = match &self.carried {
+            Some(c) => (c.offset, c.end + (self.end - self.offset)),
+            None => (self.offset, self.end),
+        };
         emit(
             out,
             &self.buf,
             self.timestamp,
             self.stream,
-            self.offset,
-            self.end,
+            offset,
+            end,
             &settings.path,
         );
+        if let Some(c) = self.carried.take() {
+            debug_assert!(
+                out.carried.is_none(),
+                "one record carried into a generation"
+            );
+            if let Some(record) = out.records.last_mut() {
+                record.carried = true;
+            }
+            out.carried = Some(Carried {
+                prefix: c.prefix,
+                ack: AckToken {
+                    file: c.file,
+                    start: c.offset,
+                    end: c.end,
+                },
+            });
+        }
         if self.lines > 1 || self.blanks > 0 {
             if self.spans.len() >= MAX_SPANS {
                 // Another stream held the ack range back for long (a partial line that never

@@ -147,7 +147,7 @@ pub async fn run_local(
         telemetry::add(&metrics().records_sent, records);
         telemetry::add(&metrics().bytes_sent, buf.len() as u64);
         for batch in waiting.drain(..) {
-            acks.ack(batch.ack);
+            batch.acknowledge(acks.as_ref());
         }
         if buf.capacity() > 16 << 20 {
             buf = Vec::new();

@@ -262,7 +262,9 @@ impl Tailer {
     pub(super) fn let_go(&mut self, i: usize) -> Result<(), Stopped> {
         let mut f = self.remove_file(i);
         let mut batch = f.finish(self.settings.max_line_bytes);
-        let end = batch.ack.end;
+        // Past the batch's range when a record went on into the next generation: that record
+        // acknowledges the rest.
+        let end = f.release_end().max(batch.ack.end);
         self.released.insert(
             (f.identity.dev, f.identity.inode),
             Resume {

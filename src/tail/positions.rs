@@ -466,23 +466,16 @@ impl Positions {
 
     /// Acknowledges the bytes of `token`. The only way a position moves forward.
     pub fn ack(&self, token: AckToken) {
+        self.lock().ack(token);
+    }
+
+    /// Acknowledges several tokens under one lock: the positions file is never written with
+    /// some of them and not the others (a record a rotation cut covers two files).
+    pub fn ack_all(&self, tokens: &[AckToken]) {
         let mut table = self.lock();
-        let Some(gen) = table.keys.get_mut(&token.file) else {
-            return;
-        };
-        if !gen.ranges.ack(token.start, token.end) {
-            return;
+        for &token in tokens {
+            table.ack(token);
         }
-        let (dev_ino, acked) = (gen.dev_ino, gen.ranges.acked());
-        if let Some(entry) = table.entries.get_mut(&dev_ino) {
-            // A stale generation (the file was truncated since) must not move the new one.
-            if entry.current == Some(token.file) {
-                entry.offset = acked;
-                entry.updated = SystemTime::now();
-            }
-        }
-        table.finish_if_done(token.file);
-        table.generation += 1;
     }
 
     /// The reader let generation `key` go (rotated or deleted) after reading it up to `end`.
@@ -577,6 +570,26 @@ impl Positions {
 }
 
 impl Table {
+    /// Acknowledges the bytes of `token` (see [`Positions::ack`]).
+    fn ack(&mut self, token: AckToken) {
+        let Some(gen) = self.keys.get_mut(&token.file) else {
+            return;
+        };
+        if !gen.ranges.ack(token.start, token.end) {
+            return;
+        }
+        let (dev_ino, acked) = (gen.dev_ino, gen.ranges.acked());
+        if let Some(entry) = self.entries.get_mut(&dev_ino) {
+            // A stale generation (the file was truncated since) must not move the new one.
+            if entry.current == Some(token.file) {
+                entry.offset = acked;
+                entry.updated = SystemTime::now();
+            }
+        }
+        self.finish_if_done(token.file);
+        self.generation += 1;
+    }
+
     /// Forgets a released generation whose last byte is acknowledged.
     fn finish_if_done(&mut self, key: FileKey) {
         let Some(gen) = self.keys.get(&key) else {
@@ -599,6 +612,10 @@ impl Table {
 impl Acknowledge for Positions {
     fn ack(&self, token: AckToken) {
         Positions::ack(self, token);
+    }
+
+    fn ack_all(&self, tokens: &[AckToken]) {
+        Positions::ack_all(self, tokens);
     }
 }
 

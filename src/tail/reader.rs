@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use crate::ack::FileKey;
 use crate::buffer::Holder;
-use crate::parse::{Line, LineParser, Piece};
+use crate::parse::{Carry, Line, LineParser, Piece};
 use crate::record::{Batch, IdPrefix};
 use crate::source::{FileIdentity, Source};
 use crate::tail::fingerprint;
@@ -132,6 +132,9 @@ pub struct TailedFile {
     pub deleted: bool,
     /// Its container's parser and multiline hints, and what filters need of its metadata.
     pub processing: crate::process::FileProcessing,
+    /// Read from its first byte and not read yet: a multiline record the previous generation of
+    /// its file ended in may go on here (see `Tailer::take_carry`).
+    pub awaits_carry: bool,
     /// Told of a longer fingerprint as soon as a read passes the bytes the current one covers,
     /// before any of those bytes can be acknowledged: a stored offset is always guarded by a
     /// fingerprint at least as long (see [`fingerprint::guards`]).
@@ -194,6 +197,7 @@ impl TailedFile {
             size: offset,
             deleted: false,
             processing: Default::default(),
+            awaits_carry: offset == 0,
             positions: None,
         }
     }
@@ -404,9 +408,33 @@ impl TailedFile {
             self.emit_line(&tail, offset, true, max_line, now, &mut batch);
         }
         self.parser.flush(now, &mut batch);
-        batch.ack.end = self.read_offset.max(self.ack_start);
+        // A record carried into the next generation acknowledges the rest of this one.
+        let end = match self.parser.carried_away() {
+            Some((start, _)) => start,
+            None => self.read_offset,
+        };
+        batch.ack.end = end.max(self.ack_start);
         self.ack_start = batch.ack.end;
         batch
+    }
+
+    /// Where this generation's range ends once everything of it is acknowledged: what was
+    /// read, or the end of the range a record carried into the next generation covers.
+    pub fn release_end(&self) -> u64 {
+        self.parser
+            .carried_away()
+            .map_or(self.read_offset, |(_, end)| end.max(self.read_offset))
+    }
+
+    /// Takes the multiline record this generation ends in, to go on in the next one (see
+    /// `LineParser::carry_out`): only once it is read to its end, with no incomplete line.
+    pub fn carry_out(&mut self, node_name: &str) -> Option<Carry> {
+        if !self.drained() || !self.tail.is_empty() || self.in_piece {
+            return None;
+        }
+        self.parser.pending_start()?;
+        let prefix = self.prefix(node_name);
+        self.parser.carry_out(prefix, self.key, self.read_offset)
     }
 
     /// Marks `batch` with this generation's document id prefix.
@@ -414,7 +442,13 @@ impl TailedFile {
         if batch.records.is_empty() {
             return;
         }
-        let prefix = match self.id_prefix {
+        batch.id_prefix = self.prefix(node_name);
+        batch.fragment = Arc::clone(&self.fragment);
+    }
+
+    /// This generation's document id prefix, computed the first time it is asked for.
+    fn prefix(&mut self, node_name: &str) -> IdPrefix {
+        match self.id_prefix {
             Some(p) => p,
             None => {
                 // An unreadable first line (an I/O error) still gets a stable prefix from the
@@ -426,9 +460,7 @@ impl TailedFile {
                 self.id_prefix = Some(p);
                 p
             }
-        };
-        batch.id_prefix = prefix;
-        batch.fragment = Arc::clone(&self.fragment);
+        }
     }
 
     /// Read to its end and not held: the next generation of its container may start. A gzipped
@@ -466,6 +498,8 @@ impl TailedFile {
         self.readable = true;
         self.truncations = self.truncations.wrapping_add(1);
         self.id_prefix = None;
+        // What was before the truncation is gone: nothing goes on from it.
+        self.awaits_carry = false;
         self.lag = Default::default();
         // A new line parser: it gets the multiline hint again.
         self.processing.invalidate();

@@ -107,6 +107,12 @@ pub(super) fn apply_multiline_hint(
     f.parser.set_multiline(rule);
 }
 
+/// How long a new generation waits for the previous one to be read to its end before it reads
+/// its first bytes (see `Tailer::take_carry`).
+const CARRY_WAIT: Duration = Duration::from_secs(2);
+/// How soon it looks again.
+const CARRY_RETRY: Duration = Duration::from_millis(20);
+
 impl Tailer {
     /// Gives every readable file one turn.
     pub(super) fn read_round(&mut self) -> Result<Round, Stopped> {
@@ -183,6 +189,13 @@ impl Tailer {
                 apply_multiline_hint(f, multiline, &self.multiline);
             }
         }
+        if f.awaits_carry && !self.take_carry(i) {
+            // Its previous generation is still being read to its end.
+            let retry = now + CARRY_RETRY;
+            round.next_due = Some(round.next_due.map_or(retry, |d| d.min(retry)));
+            return Ok(());
+        }
+        let f = &mut self.files[i];
         let budget = match &self.stages.limits {
             Some(limits) => limits.read_cap(f, self.settings.read_budget),
             None => self.settings.read_budget,
@@ -219,6 +232,53 @@ impl Tailer {
             .prepare(f, &mut batch, Origin::Read { bytes: turn.bytes });
         let holder = f.holder.clone();
         self.send(batch, Some(&holder))
+    }
+
+    /// File `i` is about to read its first bytes. If the previous generation of its file (a
+    /// file followed under the same path: the one a rotation renamed away, or an older
+    /// generation read first after a restart) ends in an open multiline record, that record
+    /// goes on here: a trace the kubelet's rotation cut is one record (README, Multiline).
+    /// Returns `false` while that generation is not read to its end yet (for at most
+    /// [`CARRY_WAIT`]): then file `i` waits, since its first lines may belong to the record.
+    fn take_carry(&mut self, i: usize) -> bool {
+        let f = &self.files[i];
+        let previous = self
+            .files
+            .iter()
+            .enumerate()
+            .filter(|&(j, g)| {
+                j != i
+                    && g.path == f.path
+                    && g.parser.multiline().is_some()
+                    && g.parser.carried_away().is_none()
+                    && g.parser.pending_start().is_some()
+            })
+            .max_by_key(|(_, g)| g.last_read)
+            .map(|(j, _)| j);
+        let Some(j) = previous else {
+            self.files[i].awaits_carry = false;
+            return true;
+        };
+        if !self.files[j].drained() && f.opened.elapsed() < CARRY_WAIT {
+            return false;
+        }
+        self.files[i].awaits_carry = false;
+        let Some(carry) = self.files[j].carry_out(&self.stages.node_name) else {
+            return true;
+        };
+        let start = self.files[i].read_offset;
+        match self.files[i].parser.carry_in(carry, start) {
+            Ok(()) => {
+                telemetry::add(&metrics().multiline_carried, 1);
+                tracing::debug!(path = %self.files[i].path.display(), "A multiline record the rotation cut goes on in the new file.");
+            }
+            Err(carry) => {
+                // Another rule here (a pod hint changed): the record stays in its generation,
+                // which ships it when it is let go or its flush timeout passes.
+                self.files[j].parser.carry_back(carry);
+            }
+        }
+        true
     }
 
     /// Whether file `i` should not read now: the budget is nearly spent (less than an eighth of
@@ -320,8 +380,8 @@ impl Tailer {
         holder: Option<&Holder>,
     ) -> Result<(), Stopped> {
         if batch.records.is_empty() {
-            if batch.ack.end > batch.ack.start {
-                self.positions.ack(batch.ack);
+            if batch.ack.end > batch.ack.start || batch.carried.is_some() {
+                batch.acknowledge(&self.positions);
             }
             return Ok(());
         }

@@ -1007,3 +1007,101 @@ fn a_list_is_named_by_its_members_and_built_once() {
         "\"java+none\" is not a list of rules: `none` joins nothing and cannot be one of them"
     );
 }
+
+/// Pushes `texts` as whole lines from offset 0 into `b`, without flushing; the end offset.
+fn feed(p: &mut LineParser, texts: &[String], b: &mut Batch) -> u64 {
+    let mut at = 0;
+    for t in texts {
+        let l = whole(at, t);
+        at = l.end;
+        p.push(l, Timestamp(NOW), b);
+    }
+    at
+}
+
+#[test]
+fn a_record_a_rotation_cut_goes_on_in_the_next_generation_with_the_first_ones_id() {
+    use crate::ack::{AckToken, FileKey};
+    use crate::record::{Carried, IdPrefix};
+    let java = rule("java", Limits::default());
+    let old_lines = cri_file(&[
+        (Stream::Stderr, "before"),
+        (Stream::Stderr, SCALA[0]),
+        (Stream::Stderr, SCALA[1]),
+    ]);
+    let mut old = joining(FormatChoice::Cri, Some(Arc::clone(&java)));
+    let mut b = batch();
+    let old_end = feed(&mut old, &old_lines, &mut b);
+    let start = old_lines[0].len() as u64 + 1;
+    let prefix = IdPrefix([3; 12]);
+    let carry = old.carry_out(prefix, FileKey(7), old_end).unwrap();
+    // The old generation acknowledges up to the trace's start, and ships nothing more.
+    assert_eq!(old.ack_end(old_end), start);
+    old.flush(Timestamp(NOW), &mut b);
+    assert_eq!(collect(&b).len(), 1, "only \"before\"");
+    assert_eq!(old.carried_away(), Some((start, old_end)));
+    assert_eq!(old.pending_start(), Some(start));
+
+    let mut new = joining(FormatChoice::Cri, Some(Arc::clone(&java)));
+    new.carry_in(carry, 0).unwrap();
+    assert_eq!(
+        new.pending_start(),
+        Some(0),
+        "held from the new file's start"
+    );
+    let new_lines = cri_file(&[(Stream::Stderr, SCALA[2]), (Stream::Stderr, "after")]);
+    let mut nb = batch();
+    feed(&mut new, &new_lines, &mut nb);
+    let got = collect(&nb);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!(got[0].message, SCALA[..3].join("\n"));
+    assert_eq!(got[1].message, "after");
+    assert!(!nb.records[1].carried);
+    let third = new_lines[0].len() as u64 + 1;
+    // Its offset is in the old file; its length covers both parts.
+    assert_eq!(got[0].offset, start);
+    assert_eq!(got[0].end, old_end + third);
+    assert!(nb.records[0].carried);
+    assert_eq!(
+        nb.carried,
+        Some(Carried {
+            prefix,
+            ack: AckToken {
+                file: FileKey(7),
+                start,
+                end: old_end,
+            },
+        })
+    );
+    assert_eq!(nb.id_prefix_of(&nb.records[0]), prefix);
+    assert_eq!(
+        new.ack_end(third),
+        third,
+        "the new file's range passes it now"
+    );
+}
+
+#[test]
+fn a_carried_record_under_another_rule_stays_in_its_generation() {
+    use crate::ack::FileKey;
+    use crate::record::IdPrefix;
+    let old_lines = cri_file(&[(Stream::Stdout, SCALA[0]), (Stream::Stdout, SCALA[1])]);
+    let mut old = joining(FormatChoice::Cri, Some(rule("java", Limits::default())));
+    let mut b = batch();
+    let end = feed(&mut old, &old_lines, &mut b);
+    let carry = old.carry_out(IdPrefix([1; 12]), FileKey(2), end).unwrap();
+    let mut new = joining(FormatChoice::Cri, Some(rule("python", Limits::default())));
+    let carry = new.carry_in(carry, 0).unwrap_err();
+    assert_eq!(new.pending_start(), None);
+    old.carry_back(carry);
+    assert_eq!(old.carried_away(), None);
+    old.flush(Timestamp(NOW), &mut b);
+    assert_eq!(collect(&b)[0].message, SCALA[..2].join("\n"));
+    // Nothing open, or no rule: nothing to carry.
+    assert!(old.carry_out(IdPrefix([1; 12]), FileKey(2), end).is_none());
+    let mut plain = joining(FormatChoice::Cri, None);
+    feed(&mut plain, &old_lines, &mut batch());
+    assert!(plain
+        .carry_out(IdPrefix([1; 12]), FileKey(2), end)
+        .is_none());
+}

@@ -452,7 +452,7 @@ impl Driver {
     /// when its file's turn comes (`fill`).
     fn add(&mut self, batch: Batch) {
         if batch.records.is_empty() {
-            self.acks.ack(batch.ack);
+            batch.acknowledge(self.acks.as_ref());
             return;
         }
         let file = batch.ack.file;
@@ -527,7 +527,10 @@ impl Driver {
             batch,
             record,
         );
-        Some((index, doc_id(batch.id_prefix, record.offset, record.end)))
+        Some((
+            index,
+            doc_id(batch.id_prefix_of(record), record.offset, record.end),
+        ))
     }
 
     /// Writes one item into the open request, closing it when it is full.
@@ -955,7 +958,7 @@ impl Driver {
         pending.unresolved -= 1;
         if pending.unresolved == 0 {
             if let Some(done) = self.pending[slot].take() {
-                self.acks.ack(done.batch.ack);
+                done.batch.acknowledge(self.acks.as_ref());
             }
             self.free.push(item.slot);
         }
