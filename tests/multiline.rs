@@ -322,10 +322,69 @@ fn acknowledged_to_the_end(positions: &Value, files: &[&std::path::Path]) -> boo
     })
 }
 
-/// The agent is down when the kubelet rotates in the middle of a trace: the old file is read
-/// from where the trace starts, and the trace goes on in the new file, as one record.
+/// Rotation after rotation, each in the middle of a trace, on both streams in turn: every
+/// trace arrives whole, every line once.
+#[test]
+fn every_trace_of_many_rotations_arrives_whole() {
+    const ROTATIONS: usize = 12;
+    let es = TestEs::start(Flavor::Elasticsearch8);
+    let fx = Fixture::new();
+    let path = fx.log(
+        "shop-7d4b9_shop_app-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
+    );
+    let mut agent = es_spawn(&fx, &es, &[]);
+    let mut expected: Vec<String> = Vec::new();
+    let mut traces: Vec<String> = Vec::new();
+    for i in 0..ROTATIONS {
+        let stream = if i % 2 == 0 { "stdout" } else { "stderr" };
+        let trace: Vec<String> = JAVA.iter().map(|l| format!("{l} #{i}")).collect();
+        let trace: Vec<&str> = trace.iter().map(String::as_str).collect();
+        let (head, rest) = trace.split_at(1 + i % (JAVA.len() - 1));
+        append(&path, cri_lines(stream, head).as_bytes());
+        kubelet_rotate(&path, &format!("20261122-1100{i:02}"));
+        let after = format!("after {i}");
+        let mut body = cri_lines(stream, rest);
+        body.push_str(&cri(stream, 'F', &after));
+        append(&path, body.as_bytes());
+        assert!(
+            wait_until(WAIT, || stored(&es, &after)),
+            "{:#?}\n{}",
+            messages(&es),
+            agent.logs()
+        );
+        expected.extend(trace.iter().map(|l| l.to_string()));
+        expected.push(after);
+        traces.push(trace.join("\n"));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let (_, _, metrics) = support::agent::http_get(agent.server_addr(), "/metrics");
+    assert!(agent.terminate().success());
+    let whole = traces.iter().filter(|t| stored(&es, t)).count();
+    assert_eq!(whole, ROTATIONS, "{:#?}", messages(&es));
+    assert!(
+        metrics.contains(&format!(
+            "logship_multiline_rotation_joined_records_total {ROTATIONS}"
+        )),
+        "{metrics}"
+    );
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    assert_each_line_once(&es, &expected);
+}
+
+/// The agent is down (stopped or killed between the two files) when the kubelet rotates in the
+/// middle of a trace: the old file is read again from where the trace starts, and the trace
+/// goes on in the new file, as one record with the same id.
 #[test]
 fn a_trace_cut_by_a_rotation_while_the_agent_is_down_arrives_whole() {
+    trace_cut_while_down(false);
+}
+
+#[test]
+fn a_trace_cut_by_a_rotation_after_a_kill_9_between_the_files_arrives_whole() {
+    trace_cut_while_down(true);
+}
+
+fn trace_cut_while_down(kill: bool) {
     let es = TestEs::start(Flavor::Elasticsearch8);
     let fx = Fixture::new();
     let path = fx.log(
@@ -343,7 +402,11 @@ fn a_trace_cut_by_a_rotation_while_the_agent_is_down_arrives_whole() {
         agent.logs()
     );
     // Stopped before the trace's flush timeout: the record was never shipped.
-    assert!(agent.terminate().success());
+    if kill {
+        agent.kill9();
+    } else {
+        assert!(agent.terminate().success());
+    }
     assert_eq!(messages(&es), ["before"]);
     let rotated = kubelet_rotate(&path, "20261122-100002");
     let mut body = cri_lines("stdout", rest);

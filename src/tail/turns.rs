@@ -247,11 +247,12 @@ impl Tailer {
             .iter()
             .enumerate()
             .filter(|&(j, g)| {
-                j != i
-                    && g.path == f.path
-                    && g.parser.multiline().is_some()
-                    && g.parser.carried_away().is_none()
+                // The cheap tests first: without a rule nothing is ever carried.
+                g.parser.multiline().is_some()
                     && g.parser.pending_start().is_some()
+                    && g.parser.carried_away().is_none()
+                    && j != i
+                    && g.path == f.path
             })
             .max_by_key(|(_, g)| g.last_read)
             .map(|(j, _)| j);
