@@ -9,6 +9,7 @@ pub mod config;
 pub mod credentials;
 pub mod document;
 pub mod enrich;
+pub mod import;
 pub mod parse;
 pub mod process;
 pub mod record;
