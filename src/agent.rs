@@ -61,6 +61,9 @@ pub enum AgentError {
     /// The Kubernetes client cannot be configured (in-cluster files, kubeconfig, URL).
     #[error(transparent)]
     Kubernetes(#[from] enrich::watch::WatchError),
+    /// Another agent's positions cannot be imported (`positions.import_from`).
+    #[error("importing positions: {0}")]
+    Import(#[from] crate::import::ImportError),
     /// The tailer thread cannot be started.
     #[error("starting the tailer thread: {0}")]
     Thread(#[source] std::io::Error),
@@ -186,10 +189,12 @@ impl Agent {
             return Err((AgentError::Thread(e), origin));
         }
         let (positions, start_policy, orphans) = match origin {
-            Origin::Disk => match load_positions(&data_dir) {
-                Ok((positions, policy)) => (positions, policy, Vec::new()),
-                Err(e) => return Err((e, Origin::Disk)),
-            },
+            Origin::Disk => {
+                match load_positions(&data_dir, &settings.positions.import_from, &settings.tail) {
+                    Ok((positions, policy)) => (positions, policy, Vec::new()),
+                    Err(e) => return Err((e, Origin::Disk)),
+                }
+            }
             Origin::Handover(h) => (
                 Positions::from_file(h.positions),
                 StartPolicy::Reload {
@@ -410,8 +415,28 @@ impl Agent {
 
 /// Reads the positions table. An unreadable one is moved aside and every file found at start-up
 /// is then read from its head: re-shipping is safe (document ids are idempotent), skipping is not.
-fn load_positions(data_dir: &std::path::Path) -> Result<(Positions, StartPolicy), AgentError> {
+fn load_positions(
+    data_dir: &std::path::Path,
+    import_from: &[crate::import::Source],
+    tail: &crate::tail::TailSettings,
+) -> Result<(Positions, StartPolicy), AgentError> {
     match positions::load(data_dir) {
+        Ok(positions::Loaded::Missing) if !import_from.is_empty() => {
+            // A switch from another agent: its positions, once (README, "Switching from ...").
+            let (table, report) = crate::import::run(import_from, tail, true)?;
+            for (source, what, why) in &report.unmatched {
+                tracing::warn!(source = %source, entry = %what, reason = %why, "Imported position not used; its file, if any, is read as tail.read_from says.");
+            }
+            tracing::info!(
+                sources = %import_from.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                files_matched = report.matched.len(),
+                bytes_skipped = report.bytes_skipped,
+                entries_not_matched = report.unmatched.len(),
+                "Imported positions: {}.",
+                report.summary()
+            );
+            Ok((Positions::from_file(table), StartPolicy::Configured))
+        }
         Ok(positions::Loaded::Missing) => Ok((Positions::new(), StartPolicy::Configured)),
         Ok(positions::Loaded::Table(table)) => {
             tracing::info!(files = table.files.len(), "Loaded positions.");

@@ -47,6 +47,9 @@ enum Command {
     /// Work with the records Elasticsearch refused for good (`<data_dir>/dead-letter/`).
     #[command(subcommand)]
     DeadLetter(DeadLetterCommand),
+    /// Work with the positions file (`<data_dir>/positions.json`).
+    #[command(subcommand)]
+    Positions(PositionsCommand),
     /// Ask a running agent how it is doing (its /readyz, /healthz and /metrics) and print a
     /// summary. Exits 0 when it is ready and live, 1 when it is not, 69 when it cannot be reached.
     Status {
@@ -63,6 +66,32 @@ enum DeadLetterCommand {
     /// already present, are removed from the store; records still refused stay. Exits 0 when the
     /// store is empty afterwards, 1 when records remain, 70 when it cannot run.
     Replay,
+}
+
+#[derive(Debug, Subcommand)]
+enum PositionsCommand {
+    /// Start from another agent's positions: read them, match each to a file that `tail.include`
+    /// finds now (by inode, device, path or content fingerprint, whatever the agent stored),
+    /// check each offset against its file (not past the end, just after a newline) and write
+    /// logship's positions file. Stop the old agent first. Exits 0 when written (or, with
+    /// --dry-run, when it would be), 1 when a positions file exists and --force is not given,
+    /// 70 when a source cannot be read or its agent still holds it.
+    #[command(after_help = "SOURCE formats:
+  fluent-bit:PATH   Fluent Bit's tail input database (its DB option; older manifests: /var/log/flb_kube.db)
+  fluentd:PATH      Fluentd's in_tail pos_file (fluentd-kubernetes-daemonset: /var/log/fluentd-containers.log.pos)
+  filebeat:DIR      Filebeat's registry directory (<path.data>/registry/filebeat)
+  vector:PATH       Vector's file source checkpoints (<data_dir>/<source id>/checkpoints.json)")]
+    Import {
+        /// Where the old agent kept its positions, as KIND:PATH (see below); several may be given.
+        #[arg(required = true, value_name = "SOURCE")]
+        sources: Vec<String>,
+        /// Print what would be imported; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Replace an existing logship positions file.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// With `--features dhat-heap`, every allocation is recorded for a heap profile.
@@ -100,6 +129,11 @@ fn main() -> ExitCode {
         }
         Command::Run => run(loaded, options),
         Command::DeadLetter(DeadLetterCommand::Replay) => replay(loaded),
+        Command::Positions(PositionsCommand::Import {
+            sources,
+            dry_run,
+            force,
+        }) => import_positions(&loaded, &sources, dry_run, force),
         Command::Status { server } => status(server.as_deref(), loaded.settings.server.listen),
     }
 }
@@ -144,6 +178,70 @@ fn load_options(cli: &Cli) -> LoadOptions {
         env: std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect(),
+    }
+}
+
+/// `logship positions import`.
+fn import_positions(loaded: &Loaded, sources: &[String], dry_run: bool, force: bool) -> ExitCode {
+    use logship::import;
+    use logship::tail::positions;
+    let settings = &loaded.settings;
+    let mut parsed = Vec::new();
+    for s in sources {
+        match s.parse::<import::Source>() {
+            Ok(source) => parsed.push(source),
+            Err(why) => {
+                eprintln!("logship: {why}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    let data_dir = &settings.data_dir;
+    match positions::load(data_dir) {
+        Ok(positions::Loaded::Missing) => {}
+        Ok(positions::Loaded::Table(_)) | Err(_) if !force => {
+            eprintln!(
+                "logship: {} exists: logship has positions already; --force replaces them.",
+                data_dir.join("positions.json").display()
+            );
+            return ExitCode::FAILURE;
+        }
+        _ => {}
+    }
+    let (table, report) = match import::run(&parsed, &settings.tail, false) {
+        Ok(done) => done,
+        Err(e) => {
+            eprintln!("logship: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    for (path, offset, source) in &report.matched {
+        println!("{} at {offset} (from {source})", path.display());
+    }
+    for (source, what, why) in &report.unmatched {
+        println!("not imported: {what} (from {source}): {why}");
+    }
+    println!("{}.", report.summary());
+    if dry_run {
+        println!("Dry run: nothing written.");
+        return ExitCode::SUCCESS;
+    }
+    let written = std::fs::create_dir_all(data_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| positions::store(data_dir, &table).map_err(|e| e.to_string()));
+    match written {
+        Ok(()) => {
+            println!(
+                "Wrote {} ({} files).",
+                data_dir.join("positions.json").display(),
+                table.files.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("logship: {e}");
+            ExitCode::from(EXIT_START)
+        }
     }
 }
 

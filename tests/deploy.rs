@@ -81,7 +81,13 @@ fn kustomizations_list_manifests_that_parse() {
     assert_eq!(top["resources"][0].as_str(), Some("base"));
     let k = base("kustomization.yaml");
     assert_eq!(k["namespace"].as_str(), Some("kube-system"));
-    for dir in [".", "overlays/prometheus", "overlays/example"] {
+    for dir in [
+        ".",
+        "overlays/prometheus",
+        "overlays/example",
+        "overlays/migrate-from-fluent-bit",
+        "overlays/migrate-from-fluentd",
+    ] {
         check_kustomization(dir);
     }
 }
@@ -301,6 +307,74 @@ fn the_example_overlay_changes_only_the_elasticsearch_url() {
     assert_eq!(original.lines().count(), patched.lines().count());
     assert_eq!(differ.len(), 1, "{differ:?}");
     assert!(differ[0].1.starts_with("hosts = [\"https://"), "{differ:?}");
+}
+
+/// The migration overlays set `positions.import_from` in the DaemonSet's environment, to sources
+/// of their agent that the pod can read (under a read-only mount), and the base configuration
+/// with it validates.
+#[test]
+fn the_migration_overlays_import_from_read_only_mounts() {
+    let base_ds = base("daemonset.yaml");
+    let base_mounts = base_ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .clone();
+    for (overlay, kind) in [
+        ("migrate-from-fluent-bit", "fluent-bit:"),
+        ("migrate-from-fluentd", "fluentd:"),
+    ] {
+        let patch = load(&format!("overlays/{overlay}/daemonset.yaml"));
+        let container = &patch["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(container["name"].as_str(), Some("logship"), "{overlay}");
+        let env = &container["env"][0];
+        assert_eq!(
+            env["name"].as_str(),
+            Some("LOGSHIP_POSITIONS__IMPORT_FROM"),
+            "{overlay}"
+        );
+        let value = env["value"].as_str().unwrap();
+        let sources: Vec<String> = serde_json::from_str(value).unwrap();
+        let mut mounts = base_mounts.clone();
+        if let Some(more) = container["volumeMounts"].as_vec() {
+            mounts.extend(more.iter().cloned());
+        }
+        for source in &sources {
+            let path = source
+                .strip_prefix(kind)
+                .unwrap_or_else(|| panic!("{source}"));
+            let mount = mounts
+                .iter()
+                .find(|m| path.starts_with(m["mountPath"].as_str().unwrap()))
+                .unwrap_or_else(|| panic!("{overlay}: {path} is not mounted"));
+            assert_eq!(mount["readOnly"].as_bool(), Some(true), "{overlay}: {path}");
+        }
+        let toml = base("configmap.yaml")["data"]["logship.toml"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("logship.toml");
+        std::fs::write(&file, toml).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_logship"))
+            .arg("check")
+            .arg("--config")
+            .arg(&file)
+            .env_clear()
+            .env("NODE_NAME", "node-1")
+            .env("LOGSHIP_POSITIONS__IMPORT_FROM", value)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{overlay}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains(&format!("import_from = [\"{kind}")),
+            "{stdout}"
+        );
+    }
 }
 
 /// `deploy/<path>` as text.

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, Option<u8>)] = &[
     ("reload", Some(WIRING)),
     ("server", Some(WIRING)),
     ("status", Some(WIRING)),
+    ("import", Some(WIRING)),
     ("main", Some(WIRING)),
     ("telemetry", None),
     ("shutdown", None),

@@ -33,7 +33,7 @@ impl Applies {
     pub fn of(key: &str) -> Applies {
         match key {
             "data_dir" => Applies::Refused,
-            "log.format" => Applies::NextStart,
+            "log.format" | "positions.import_from" => Applies::NextStart,
             "log.level" => Applies::LogFilter,
             "server.listen" => Applies::Endpoint,
             _ => Applies::Pipeline,

@@ -228,6 +228,9 @@ pub struct RawPositions {
     pub flush_interval: HumanDuration,
     /// How long the position of a file that is no longer followed is kept, in case it comes back.
     pub gc_after: HumanDuration,
+    /// Another agent's positions to start from when there is no positions file yet (a switch
+    /// from it): `fluent-bit:PATH`, `fluentd:PATH`, `filebeat:DIR`, `vector:PATH`.
+    pub import_from: Vec<String>,
 }
 
 impl Default for RawPositions {
@@ -235,6 +238,7 @@ impl Default for RawPositions {
         RawPositions {
             flush_interval: HumanDuration::secs(1),
             gc_after: HumanDuration::secs(24 * 3600),
+            import_from: Vec::new(),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct PositionsSettings {
     pub flush_interval: Duration,
     /// How long the position of a file that is gone is kept.
     pub gc_after: Duration,
+    /// Other agents' positions imported at a start without a positions file.
+    pub import_from: Vec<crate::import::Source>,
 }
 
 #[derive(Clone, Debug)]

@@ -80,6 +80,17 @@ pub fn validate(
     let poll_interval = duration_in(e, "tail.poll_interval", tail.poll_interval, POLL_INTERVAL);
     let rescan_interval = at_least(e, "tail.rescan_interval", tail.rescan_interval, RESCAN_MIN);
     let positions = &raw.positions;
+    let import_from: Vec<crate::import::Source> = positions
+        .import_from
+        .iter()
+        .filter_map(|s| match s.parse() {
+            Ok(source) => Some(source),
+            Err(why) => {
+                e.push(ConfigError::invalid("positions.import_from", why));
+                None
+            }
+        })
+        .collect();
     let flush_interval = at_least(
         e,
         "positions.flush_interval",
@@ -202,6 +213,7 @@ pub fn validate(
         positions: PositionsSettings {
             flush_interval,
             gc_after: raw.positions.gc_after.0,
+            import_from,
         },
         buffer: BufferSettings { max_bytes },
         output,

@@ -49,9 +49,8 @@ pub(super) fn read(source: &Source) -> Result<Loaded, ImportError> {
     let mut txid = 0u64;
     if let Some((id, path)) = newest_snapshot(dir) {
         let text = std::fs::read(&path).map_err(|e| ImportError::unreadable(source, e))?;
-        let values: Vec<Value> = serde_json::from_slice(&text).map_err(|e| {
-            ImportError::unreadable(source, format!("{}: {e}", path.display()))
-        })?;
+        let values: Vec<Value> = serde_json::from_slice(&text)
+            .map_err(|e| ImportError::unreadable(source, format!("{}: {e}", path.display())))?;
         for mut v in values {
             let Some(Value::String(key)) = v.as_object_mut().and_then(|o| o.remove("_key")) else {
                 continue;
@@ -151,9 +150,7 @@ fn entries(table: &BTreeMap<String, Value>) -> Loaded {
     let mut loaded = Loaded::default();
     for (key, v) in table {
         if v.get("ttl").and_then(Value::as_i64) == Some(0) {
-            loaded
-                .skipped
-                .push((key.clone(), "removed (ttl 0)".into()));
+            loaded.skipped.push((key.clone(), "removed (ttl 0)".into()));
             continue;
         }
         let entry = if key.starts_with("filestream::") {
@@ -204,7 +201,9 @@ fn filestream(key: &str, v: &Value) -> Result<Entry, String> {
             }
         }
         "fingerprint" => {
-            let hex = value.get(..64).filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+            let hex = value
+                .get(..64)
+                .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
             Key::Fingerprint {
                 hex: hex.ok_or("not a SHA-256 fingerprint")?.to_ascii_lowercase(),
                 offset: 0,

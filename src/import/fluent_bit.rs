@@ -21,7 +21,7 @@ use super::{Entry, ImportError, Key, Kind, Loaded, Source};
 pub(super) fn read(source: &Source) -> Result<Loaded, ImportError> {
     let path = &source.path;
     if !path.is_file() {
-        return Err(ImportError::unreadable(source, "no such file"));
+        return Err(ImportError::unreadable(source, "No such file or directory"));
     }
     let in_use = |why: String| ImportError::InUse {
         product: Kind::FluentBit.product(),
@@ -92,8 +92,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 type Row = (i64, String, i64, i64);
 
 fn query(conn: &Connection) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt =
-        conn.prepare("SELECT id, name, offset, inode FROM in_tail_files ORDER BY id")?;
+    let mut stmt = conn.prepare("SELECT id, name, offset, inode FROM in_tail_files ORDER BY id")?;
     let rows = stmt.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -229,6 +228,6 @@ mod tests {
         let loaded = read(&source(&path)).unwrap();
         assert_eq!(loaded.entries.len(), 3);
         let missing = read(&source(&dir.path().join("none.db"))).unwrap_err();
-        assert!(missing.to_string().contains("no such file"), "{missing}");
+        assert!(missing.to_string().contains("No such file"), "{missing}");
     }
 }

@@ -28,9 +28,10 @@ fn parse(text: &str) -> Loaded {
         let mut fields = line.rsplitn(3, '\t');
         let (Some(inode), Some(offset), Some(path)) = (fields.next(), fields.next(), fields.next())
         else {
-            loaded
-                .skipped
-                .push((format!("line {}", n + 1), "not path, offset and inode".into()));
+            loaded.skipped.push((
+                format!("line {}", n + 1),
+                "not path, offset and inode".into(),
+            ));
             continue;
         };
         let (Ok(offset), Ok(inode)) = (

@@ -111,7 +111,11 @@ pub enum Key {
     /// Vector's `first_lines_checksum`: CRC-64 of the first line (see `vector`).
     FirstLineChecksum(u64),
     /// Filebeat's `fingerprint` file identity: SHA-256 of the first bytes (see `filebeat`).
-    Fingerprint { hex: String, offset: u64, length: u64 },
+    Fingerprint {
+        hex: String,
+        offset: u64,
+        length: u64,
+    },
     /// Filebeat's `path` file identity: the path alone.
     Path(PathBuf),
 }
@@ -174,6 +178,38 @@ pub fn read(source: &Source) -> Result<Loaded, ImportError> {
             .ok();
     }
     Ok(loaded)
+}
+
+/// Reads every source and matches their entries to the files `tail` follows now. Nothing is
+/// written: the caller stores the table (`positions::store`). Any source that cannot be read,
+/// or whose agent still runs, fails the whole import: never half of one. A source that does not
+/// exist is an error too, unless `missing_ok` (`positions.import_from`): then it is reported and
+/// has nothing to import.
+pub fn run(
+    sources: &[Source],
+    tail: &crate::tail::TailSettings,
+    missing_ok: bool,
+) -> Result<(PositionsFile, Report), ImportError> {
+    let mut loaded = Vec::with_capacity(sources.len());
+    for source in sources {
+        let state = if source.path.exists() || !missing_ok {
+            read(source)?
+        } else {
+            // A DaemonSet names the same sources on every node, and a node the old agent never
+            // ran on (a new one) has nothing to import: not an error.
+            Loaded {
+                skipped: vec![(
+                    source.path.display().to_string(),
+                    "not on this node: nothing to import from it".into(),
+                )],
+                ..Loaded::default()
+            }
+        };
+        loaded.push((source.clone(), state));
+    }
+    let (wake, _woken) = std::sync::mpsc::sync_channel(1);
+    let followed = crate::tail::discovery::Discovery::new(tail, wake).scan();
+    Ok(import(&loaded, &followed))
 }
 
 /// Why an entry was not imported.
@@ -363,11 +399,9 @@ pub fn import(sources: &[(Source, Loaded)], followed: &[PathBuf]) -> (PositionsF
     for (source, loaded) in sources {
         let spec = source.to_string();
         for (what, why) in &loaded.skipped {
-            report.unmatched.push((
-                spec.clone(),
-                what.clone(),
-                Unmatched::Skipped(why.clone()),
-            ));
+            report
+                .unmatched
+                .push((spec.clone(), what.clone(), Unmatched::Skipped(why.clone())));
         }
         for entry in &loaded.entries {
             let what = describe(entry);
@@ -393,7 +427,9 @@ pub fn import(sources: &[(Source, Loaded)], followed: &[PathBuf]) -> (PositionsF
                     .or(Some(many[0])),
             };
             let Some(i) = pick else {
-                report.unmatched.push((spec.clone(), what, Unmatched::NoFile));
+                report
+                    .unmatched
+                    .push((spec.clone(), what, Unmatched::NoFile));
                 continue;
             };
             let c = &candidates[i];

@@ -142,7 +142,11 @@ mod tests {
         .unwrap();
         let loaded = parse(&state).unwrap();
         assert_eq!(
-            loaded.entries.iter().map(|e| (&e.key, e.offset)).collect::<Vec<_>>(),
+            loaded
+                .entries
+                .iter()
+                .map(|e| (&e.key, e.offset))
+                .collect::<Vec<_>>(),
             vec![
                 (&Key::FirstLineChecksum(13_943_816_749_370_044_573), 87),
                 (&Key::FirstLineChecksum(5), 3),
