@@ -273,7 +273,11 @@ impl Drop for AgentProcess {
 }
 
 pub fn read_records(path: &Path) -> Vec<Value> {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    let mut bytes = fs::read(path).unwrap_or_default();
+    // A last line without its newline is still being written (the sink's write can be seen
+    // half done): it is read at the next look.
+    bytes.truncate(memchr::memrchr(b'\n', &bytes).map_or(0, |i| i + 1));
+    let text = String::from_utf8(bytes).expect("the sink writes UTF-8");
     text.lines()
         .filter(|l| !l.is_empty())
         .map(|l| {
