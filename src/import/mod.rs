@@ -369,30 +369,46 @@ fn at_line_start(path: &Path, offset: u64) -> io::Result<bool> {
     Ok(byte[0] == b'\n')
 }
 
-/// Whether `entry`'s key names `c`.
-fn names(entry: &Entry, c: &Candidate) -> io::Result<bool> {
-    Ok(match &entry.key {
+/// What content-based keys need of each candidate, computed once per candidate (an import of
+/// thousands of entries against thousands of files reads each file's head once).
+#[derive(Default)]
+struct Heads {
+    checksums: HashMap<usize, Option<u64>>,
+    fingerprints: HashMap<(usize, u64, u64), Option<String>>,
+}
+
+/// Whether `entry`'s key names candidate `i`.
+fn names(entry: &Entry, i: usize, c: &Candidate, heads: &mut Heads) -> bool {
+    let file = c.target.as_ref().unwrap_or(&c.path);
+    match &entry.key {
         Key::Inode { dev, inode } => *inode == c.inode && dev.is_none_or(|d| d == c.dev),
         Key::FirstLineChecksum(sum) => {
-            let path = c.target.as_ref().unwrap_or(&c.path);
-            vector::first_line_checksum(path)? == Some(*sum)
+            let got = heads
+                .checksums
+                .entry(i)
+                .or_insert_with(|| vector::first_line_checksum(file).ok().flatten());
+            *got == Some(*sum)
         }
         Key::Fingerprint {
             hex,
             offset,
             length,
         } => {
-            let path = c.target.as_ref().unwrap_or(&c.path);
-            filebeat::fingerprint(path, *offset, *length)?.as_deref() == Some(hex.as_str())
+            let got = heads
+                .fingerprints
+                .entry((i, *offset, *length))
+                .or_insert_with(|| filebeat::fingerprint(file, *offset, *length).ok().flatten());
+            got.as_deref() == Some(hex.as_str())
         }
         Key::Path(path) => c.path == *path || c.target.as_deref() == Some(path.as_path()),
-    })
+    }
 }
 
 /// Matches the entries of every source to the files that exist now (`followed`: what
 /// `tail.include` finds), and makes the positions table.
 pub fn import(sources: &[(Source, Loaded)], followed: &[PathBuf]) -> (PositionsFile, Report) {
     let candidates = candidates(followed);
+    let mut heads = Heads::default();
     let mut report = Report::default();
     // (candidate index) -> (offset, source)
     let mut chosen: HashMap<usize, (u64, String)> = HashMap::new();
@@ -407,7 +423,7 @@ pub fn import(sources: &[(Source, Loaded)], followed: &[PathBuf]) -> (PositionsF
             let what = describe(entry);
             let mut found: Vec<usize> = Vec::new();
             for (i, c) in candidates.iter().enumerate() {
-                if names(entry, c).unwrap_or(false) {
+                if names(entry, i, c, &mut heads) {
                     found.push(i);
                 }
             }
