@@ -264,7 +264,9 @@ fn a_record_a_rotation_cuts_is_joined_across_the_two_files() {
     let path = fx.log(
         "shop-7d4b9_shop_app-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
     );
-    let mut agent = es_spawn(&fx, &es, &[]);
+    // A loaded machine may take a while to see the rotation: the trace stays open meanwhile
+    // (the next line closes it, not the timeout).
+    let mut agent = es_spawn(&fx, &es, &[("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "10s")]);
     let (head, rest) = JAVA.split_at(4);
     let before = cri("stderr", 'F', "before");
     let mut body = before.clone();
@@ -332,7 +334,9 @@ fn every_trace_of_many_rotations_arrives_whole() {
     let path = fx.log(
         "shop-7d4b9_shop_app-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
     );
-    let mut agent = es_spawn(&fx, &es, &[]);
+    // A loaded machine may take a while to see the rotation: the trace stays open meanwhile
+    // (the next line closes it, not the timeout).
+    let mut agent = es_spawn(&fx, &es, &[("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "10s")]);
     let mut expected: Vec<String> = Vec::new();
     let mut traces: Vec<String> = Vec::new();
     for i in 0..ROTATIONS {
