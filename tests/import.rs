@@ -194,21 +194,50 @@ fn fluent_bit_database() {
              CREATE TABLE IF NOT EXISTS in_tail_files (id INTEGER PRIMARY KEY, name TEXT NOT NULL, offset INTEGER, inode INTEGER, created INTEGER, rotated INTEGER DEFAULT 0, offset_marker INTEGER DEFAULT 0, offset_marker_size INTEGER DEFAULT 0);",
         )
         .unwrap();
+        // The offset marker Fluent Bit 5.0.3+ stores: XXH3-64 of the 32 bytes before it.
+        let marker = |path: &Path, offset: u64| {
+            let bytes = std::fs::read(path).unwrap();
+            xxhash_rust::xxh3::xxh3_64(&bytes[offset as usize - 32..offset as usize]) as i64
+        };
         // An older row of the live file's inode first: the newest row wins.
-        for (name, offset, inode, rotated) in [
-            (f.live.clone(), 0, inode(&f.live), 0),
-            (f.rotated.clone(), f.rotated_at, inode(&f.rotated), 1),
-            (f.live.clone(), f.live_at, inode(&f.live), 0),
+        let rows = [
+            (f.live.clone(), 0, inode(&f.live), 0, 0, 0),
+            (
+                f.rotated.clone(),
+                f.rotated_at,
+                inode(&f.rotated),
+                1,
+                marker(&f.rotated, f.rotated_at),
+                32,
+            ),
+            (
+                f.live.clone(),
+                f.live_at,
+                inode(&f.live),
+                0,
+                marker(&f.live, f.live_at),
+                32,
+            ),
             (
                 PathBuf::from("/var/log/containers/gone.log"),
                 10,
                 GONE_INODE,
                 0,
+                0,
+                0,
             ),
-        ] {
+        ];
+        for (name, offset, inode, rotated, marker, marker_size) in rows {
             conn.execute(
-                "INSERT INTO in_tail_files (name, offset, inode, created, rotated) VALUES (?1, ?2, ?3, 1796630400, ?4)",
-                rusqlite::params![name.display().to_string(), offset as i64, inode as i64, rotated],
+                "INSERT INTO in_tail_files (name, offset, inode, created, rotated, offset_marker, offset_marker_size) VALUES (?1, ?2, ?3, 1796630400, ?4, ?5, ?6)",
+                rusqlite::params![
+                    name.display().to_string(),
+                    offset as i64,
+                    inode as i64,
+                    rotated,
+                    marker,
+                    marker_size
+                ],
             )
             .unwrap();
         }

@@ -213,7 +213,12 @@ fn filestream(key: &str, v: &Value) -> Result<Entry, String> {
         "path" => Key::Path(PathBuf::from(value)),
         other => return Err(format!("file identity {other:?} cannot be matched")),
     };
-    Ok(Entry { path, key, offset })
+    Ok(Entry {
+        path,
+        key,
+        offset,
+        marker: None,
+    })
 }
 
 fn log_input(v: &Value) -> Result<Entry, String> {
@@ -227,7 +232,12 @@ fn log_input(v: &Value) -> Result<Entry, String> {
         (None, Some(p)) => Key::Path(p.clone()),
         (None, None) => return Err("neither an inode nor a path".into()),
     };
-    Ok(Entry { path, key, offset })
+    Ok(Entry {
+        path,
+        key,
+        offset,
+        marker: None,
+    })
 }
 
 /// A JSON number as u64, whatever form Filebeat wrote it in (`1.8e+12` after a reload).

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Entry, ImportError, Key, Kind, Loaded, Source};
+use super::{Entry, ImportError, Key, Kind, Loaded, Marker, Source};
 
 pub(super) fn read(source: &Source) -> Result<Loaded, ImportError> {
     let path = &source.path;
@@ -88,17 +88,37 @@ fn is_busy(e: &rusqlite::Error) -> bool {
     )
 }
 
-/// `(id, name, offset, inode)` of every row, by id.
-type Row = (i64, String, i64, i64);
+/// `(id, name, offset, inode, marker)` of every row, by id.
+type Row = (i64, String, i64, i64, Option<Marker>);
 
 fn query(conn: &Connection) -> rusqlite::Result<Vec<Row>> {
-    let mut stmt = conn.prepare("SELECT id, name, offset, inode FROM in_tail_files ORDER BY id")?;
+    // The offset marker came with Fluent Bit 5.0.3; older databases lack its columns.
+    let marked = conn
+        .prepare("SELECT name FROM pragma_table_info('in_tail_files')")?
+        .query_map([], |r| r.get::<_, String>(0))?
+        .filter_map(Result::ok)
+        .any(|c| c == "offset_marker_size");
+    let sql = if marked {
+        "SELECT id, name, offset, inode, offset_marker, offset_marker_size FROM in_tail_files ORDER BY id"
+    } else {
+        "SELECT id, name, offset, inode, 0, 0 FROM in_tail_files ORDER BY id"
+    };
+    let mut stmt = conn.prepare(sql)?;
     let rows = stmt.query_map([], |r| {
+        let size = r.get::<_, Option<i64>>(5)?.unwrap_or(0);
+        let marker = (size > 0).then(|| -> rusqlite::Result<Marker> {
+            Ok(Marker {
+                // Stored as a signed integer.
+                xxh3: r.get::<_, Option<i64>>(4)?.unwrap_or(0) as u64,
+                size: size as u64,
+            })
+        });
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, Option<String>>(1)?.unwrap_or_default(),
             r.get::<_, Option<i64>>(2)?.unwrap_or(0),
             r.get::<_, Option<i64>>(3)?.unwrap_or(0),
+            marker.transpose()?,
         ))
     })?;
     rows.collect()
@@ -108,7 +128,7 @@ fn entries(rows: Vec<Row>) -> Loaded {
     let mut loaded = Loaded::default();
     // By inode, the highest id winning (rows come by id).
     let mut by_inode: std::collections::BTreeMap<u64, Entry> = std::collections::BTreeMap::new();
-    for (id, name, offset, inode) in rows {
+    for (id, name, offset, inode, marker) in rows {
         // SQLite integers are signed: an inode past 2^63 comes back negative.
         let inode = inode as u64;
         let Ok(offset) = u64::try_from(offset) else {
@@ -123,6 +143,7 @@ fn entries(rows: Vec<Row>) -> Loaded {
                 path: Some(PathBuf::from(&name)),
                 key: Key::Inode { dev: None, inode },
                 offset,
+                marker,
             },
         ) {
             loaded.skipped.push((

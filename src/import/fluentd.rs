@@ -61,6 +61,7 @@ fn parse(text: &str) -> Loaded {
             path: Some(path),
             key: Key::Inode { dev: None, inode },
             offset,
+            marker: None,
         }));
     }
     loaded.entries = entries.into_iter().flatten().collect();
@@ -88,6 +89,7 @@ mod tests {
                     inode: 0xa1b2c3
                 },
                 offset: 0x200,
+                marker: None,
             }]
         );
         assert_eq!(loaded.skipped.len(), 3, "{:?}", loaded.skipped);

@@ -129,6 +129,16 @@ pub struct Entry {
     /// Every byte before it was read by the agent (and, for the agents that save on delivery,
     /// delivered).
     pub offset: u64,
+    /// What the agent saw just before the offset, where it stored it: Fluent Bit's offset
+    /// marker (5.0.3 and later), XXH3-64 of the `size` bytes before the offset.
+    pub marker: Option<Marker>,
+}
+
+/// See [`Entry::marker`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Marker {
+    pub xxh3: u64,
+    pub size: u64,
 }
 
 /// What an agent's state held.
@@ -221,6 +231,9 @@ pub enum Unmatched {
     PastEnd { size: u64 },
     /// The byte before the offset is not a newline: the offset is not where a line starts.
     NotAtLineStart,
+    /// The bytes before the offset are not the ones the agent saw there (its offset marker):
+    /// another file on a reused inode.
+    MarkerDiffers,
     /// Left out by its format (Fluentd's unwatched entries, say).
     Skipped(String),
     /// Another source gave the same file a smaller offset, which is kept (re-shipping is safe).
@@ -235,6 +248,10 @@ impl fmt::Display for Unmatched {
             Unmatched::NotAtLineStart => {
                 write!(f, "the byte before its offset is not a newline")
             }
+            Unmatched::MarkerDiffers => write!(
+                f,
+                "the bytes before its offset are not the ones the agent saw there (another file on a reused inode?)"
+            ),
             Unmatched::Skipped(why) => write!(f, "{why}"),
             Unmatched::Superseded => write!(
                 f,
@@ -264,6 +281,7 @@ impl Report {
                 Unmatched::NoFile => "no file",
                 Unmatched::PastEnd { .. } => "past the end",
                 Unmatched::NotAtLineStart => "not at a line start",
+                Unmatched::MarkerDiffers => "other content",
                 Unmatched::Skipped(_) => "left out by the source",
                 Unmatched::Superseded => "superseded",
             };
@@ -355,6 +373,16 @@ fn head(path: &Path, n: usize) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(n);
     File::open(path)?.take(n as u64).read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Whether the `marker.size` bytes of `path` before `offset` hash to `marker.xxh3`.
+fn marker_matches(path: &Path, offset: u64, marker: Marker) -> io::Result<bool> {
+    let size = marker.size.min(offset);
+    let mut file = File::open(path)?;
+    file.seek(SeekFrom::Start(offset - size))?;
+    let mut buf = vec![0u8; size as usize];
+    file.read_exact(&mut buf)?;
+    Ok(xxhash_rust::xxh3::xxh3_64(&buf) == marker.xxh3)
 }
 
 /// Whether `offset` of `path` is where a line starts: 0, or just after a newline.
@@ -462,6 +490,14 @@ pub fn import(sources: &[(Source, Loaded)], followed: &[PathBuf]) -> (PositionsF
                     .push((spec.clone(), what, Unmatched::NotAtLineStart));
                 continue;
             }
+            if let Some(marker) = entry.marker.filter(|m| m.size > 0) {
+                if !marker_matches(file, entry.offset, marker).unwrap_or(false) {
+                    report
+                        .unmatched
+                        .push((spec.clone(), what, Unmatched::MarkerDiffers));
+                    continue;
+                }
+            }
             match chosen.get(&i) {
                 Some((offset, _)) if *offset <= entry.offset => {
                     report
@@ -545,5 +581,91 @@ fn describe(entry: &Entry) -> String {
     match &entry.path {
         Some(p) => format!("{} ({key}) at {}", p.display(), entry.offset),
         None => format!("{key} at {}", entry.offset),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONTENT: &str =
+        "2024-05-01T12:00:00Z INFO service started\n2024-05-01T12:00:01Z INFO listening on :8080\n";
+
+    fn entry(path: &Path, offset: u64, marker: Option<Marker>) -> Entry {
+        Entry {
+            path: Some(path.to_path_buf()),
+            key: Key::Inode {
+                dev: None,
+                inode: std::fs::metadata(path).unwrap().ino(),
+            },
+            offset,
+            marker,
+        }
+    }
+
+    #[test]
+    fn fluent_bits_offset_marker_is_xxh3_of_the_bytes_before_the_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, CONTENT).unwrap();
+        // Fluent Bit's own values for this content (XXH3-64 of the 32 bytes before 87 and 42).
+        let at_87 = Marker {
+            xxh3: 0x9e46_a4b3_2d4c_7cd5,
+            size: 32,
+        };
+        let at_42 = Marker {
+            xxh3: 8_994_121_318_352_883_819,
+            size: 32,
+        };
+        assert!(marker_matches(&path, 87, at_87).unwrap());
+        assert!(marker_matches(&path, 42, at_42).unwrap());
+        assert!(!marker_matches(&path, 42, at_87).unwrap());
+        let source = Source {
+            kind: Kind::FluentBit,
+            path: dir.path().join("db"),
+        };
+        let loaded = Loaded {
+            entries: vec![entry(&path, 87, Some(at_42))],
+            ..Loaded::default()
+        };
+        let (table, report) = import(&[(source.clone(), loaded)], std::slice::from_ref(&path));
+        assert!(table.files.is_empty());
+        assert_eq!(report.unmatched[0].2, Unmatched::MarkerDiffers);
+        let loaded = Loaded {
+            entries: vec![entry(&path, 87, Some(at_87))],
+            ..Loaded::default()
+        };
+        let (table, report) = import(&[(source, loaded)], &[path]);
+        assert_eq!(table.files[0].offset, 87);
+        assert_eq!(report.bytes_skipped, 87);
+    }
+
+    #[test]
+    fn two_sources_for_one_file_keep_the_smaller_offset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, CONTENT).unwrap();
+        let source = |name: &str| Source {
+            kind: Kind::Fluentd,
+            path: dir.path().join(name),
+        };
+        let one = Loaded {
+            entries: vec![entry(&path, 87, None)],
+            ..Loaded::default()
+        };
+        let two = Loaded {
+            entries: vec![entry(&path, 42, None)],
+            ..Loaded::default()
+        };
+        let (table, report) = import(&[(source("a"), one), (source("b"), two)], &[path]);
+        assert_eq!(table.files.len(), 1);
+        assert_eq!(table.files[0].offset, 42);
+        assert_eq!(report.unmatched.len(), 1);
+        assert_eq!(report.unmatched[0].2, Unmatched::Superseded);
+        assert!(
+            report.summary().contains("1 superseded"),
+            "{}",
+            report.summary()
+        );
     }
 }

@@ -85,6 +85,7 @@ fn parse(state: &Value) -> Result<Loaded, String> {
             path: None,
             key,
             offset: position,
+            marker: None,
         });
     }
     Ok(loaded)
