@@ -74,7 +74,8 @@ enum PositionsCommand {
     /// finds now (by inode, device, path or content fingerprint, whatever the agent stored),
     /// check each offset against its file (not past the end, just after a newline) and write
     /// logship's positions file. Stop the old agent first. Exits 0 when written (or, with
-    /// --dry-run, when it would be), 1 when a positions file exists and --force is not given,
+    /// --dry-run, when it would be), 1 when a positions file exists and neither --force nor
+    /// --dry-run is given,
     /// 70 when a source cannot be read or its agent still holds it.
     #[command(after_help = "SOURCE formats:
   fluent-bit:PATH   Fluent Bit's tail input database (its DB option; older manifests: /var/log/flb_kube.db)
@@ -199,7 +200,8 @@ fn import_positions(loaded: &Loaded, sources: &[String], dry_run: bool, force: b
     let data_dir = &settings.data_dir;
     match positions::load(data_dir) {
         Ok(positions::Loaded::Missing) => {}
-        Ok(positions::Loaded::Table(_)) | Err(_) if !force => {
+        // A dry run writes nothing: it shows what would be imported all the same.
+        Ok(positions::Loaded::Table(_)) | Err(_) if !force && !dry_run => {
             eprintln!(
                 "logship: {} exists: logship has positions already; --force replaces them.",
                 data_dir.join("positions.json").display()

@@ -370,6 +370,15 @@ fn the_command_never_replaces_positions_without_force_and_a_dry_run_writes_nothi
     assert!(first.status.success(), "{}", text(&first));
     let again = logship(&fx, &["positions", "import", &spec], &[]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
+    let before = std::fs::read(fx.data.join("positions.json")).unwrap();
+    let dry = logship(&fx, &["positions", "import", &spec, "--dry-run"], &[]);
+    assert!(dry.status.success(), "{}", text(&dry));
+    assert!(text(&dry).contains("1 files matched"), "{}", text(&dry));
+    assert_eq!(
+        std::fs::read(fx.data.join("positions.json")).unwrap(),
+        before,
+        "a dry run writes nothing"
+    );
     assert!(text(&again).contains("--force"), "{}", text(&again));
     let forced = logship(&fx, &["positions", "import", &spec, "--force"], &[]);
     assert!(forced.status.success(), "{}", text(&forced));
