@@ -29,6 +29,11 @@ fn base(name: &str) -> Yaml {
 /// (the node's name; the password is a file, not a variable): the exit status and the effective
 /// configuration.
 fn check(configmap: &Yaml) -> (bool, String, String) {
+    check_with(configmap, &[])
+}
+
+/// [`check`] with more environment variables, as a DaemonSet patch would set them.
+fn check_with(configmap: &Yaml, env: &[(&str, &str)]) -> (bool, String, String) {
     let toml = configmap["data"]["logship.toml"].as_str().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("logship.toml");
@@ -39,6 +44,7 @@ fn check(configmap: &Yaml) -> (bool, String, String) {
         .arg(&file)
         .env_clear()
         .env("NODE_NAME", "node-1")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     (
@@ -348,28 +354,11 @@ fn the_migration_overlays_import_from_read_only_mounts() {
                 .unwrap_or_else(|| panic!("{overlay}: {path} is not mounted"));
             assert_eq!(mount["readOnly"].as_bool(), Some(true), "{overlay}: {path}");
         }
-        let toml = base("configmap.yaml")["data"]["logship.toml"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("logship.toml");
-        std::fs::write(&file, toml).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_logship"))
-            .arg("check")
-            .arg("--config")
-            .arg(&file)
-            .env_clear()
-            .env("NODE_NAME", "node-1")
-            .env("LOGSHIP_POSITIONS__IMPORT_FROM", value)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{overlay}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (ok, stdout, stderr) = check_with(
+            &base("configmap.yaml"),
+            &[("LOGSHIP_POSITIONS__IMPORT_FROM", value)],
         );
+        assert!(ok, "{overlay}: {stderr}");
         assert!(
             stdout.contains(&format!("import_from = [\"{kind}")),
             "{stdout}"

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::agent::{append, kubelet_rotate, wait_until, AgentProcess, Fixture};
+use support::agent::{append, kubelet_rotate, wait_until, Fixture};
 use support::elasticsearch::{Flavor, TestEs};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -26,6 +26,13 @@ fn logship(fx: &Fixture, args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .unwrap()
+}
+
+/// `logship positions import SPEC FLAGS...`.
+fn import_cmd(fx: &Fixture, spec: &str, flags: &[&str]) -> Output {
+    let mut args = vec!["positions", "import", spec];
+    args.extend_from_slice(flags);
+    logship(fx, &args, &[])
 }
 
 fn text(out: &Output) -> String {
@@ -106,17 +113,6 @@ fn dev(path: &Path) -> u64 {
 /// An inode no file of the test has.
 const GONE_INODE: u64 = 4_000_000_001;
 
-fn es_spawn(fx: &Fixture, es: &TestEs, extra: &[(&str, &str)]) -> AgentProcess {
-    let url = es.url();
-    let mut env = vec![
-        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
-        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
-        ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "50ms"),
-    ];
-    env.extend_from_slice(extra);
-    fx.spawn(&env)
-}
-
 /// The stored documents' messages, sorted (a repeat would show twice).
 fn stored(es: &TestEs) -> Vec<String> {
     let mut got: Vec<String> = es
@@ -142,12 +138,12 @@ fn both_ways(setup: impl Fn(&Fixture, &Files) -> String) -> String {
         let env: Vec<(&str, &str)> = if through_config {
             vec![("LOGSHIP_POSITIONS__IMPORT_FROM", import.as_str())]
         } else {
-            let out = logship(&fx, &["positions", "import", &spec], &[]);
+            let out = import_cmd(&fx, &spec, &[]);
             said = text(&out);
             assert!(out.status.success(), "{said}");
             vec![]
         };
-        let mut agent = es_spawn(&fx, &es, &env);
+        let mut agent = fx.spawn_to(&es.url(), &env);
         let want = Files::expected();
         assert!(
             wait_until(WAIT, || es.doc_count() >= want.len()),
@@ -362,16 +358,16 @@ fn the_command_never_replaces_positions_without_force_and_a_dry_run_writes_nothi
     )
     .unwrap();
     let spec = format!("fluentd:{}", pos.display());
-    let dry = logship(&fx, &["positions", "import", &spec, "--dry-run"], &[]);
+    let dry = import_cmd(&fx, &spec, &["--dry-run"]);
     assert!(dry.status.success(), "{}", text(&dry));
     assert!(text(&dry).contains("Dry run"), "{}", text(&dry));
     assert!(!fx.data.join("positions.json").exists());
-    let first = logship(&fx, &["positions", "import", &spec], &[]);
+    let first = import_cmd(&fx, &spec, &[]);
     assert!(first.status.success(), "{}", text(&first));
-    let again = logship(&fx, &["positions", "import", &spec], &[]);
+    let again = import_cmd(&fx, &spec, &[]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again));
     let before = std::fs::read(fx.data.join("positions.json")).unwrap();
-    let dry = logship(&fx, &["positions", "import", &spec, "--dry-run"], &[]);
+    let dry = import_cmd(&fx, &spec, &["--dry-run"]);
     assert!(dry.status.success(), "{}", text(&dry));
     assert!(text(&dry).contains("1 files matched"), "{}", text(&dry));
     assert_eq!(
@@ -380,7 +376,7 @@ fn the_command_never_replaces_positions_without_force_and_a_dry_run_writes_nothi
         "a dry run writes nothing"
     );
     assert!(text(&again).contains("--force"), "{}", text(&again));
-    let forced = logship(&fx, &["positions", "import", &spec, "--force"], &[]);
+    let forced = import_cmd(&fx, &spec, &["--force"]);
     assert!(forced.status.success(), "{}", text(&forced));
     // An offset that is not where a line starts is not used.
     std::fs::write(
@@ -393,7 +389,7 @@ fn the_command_never_replaces_positions_without_force_and_a_dry_run_writes_nothi
         ),
     )
     .unwrap();
-    let bad = logship(&fx, &["positions", "import", "--force", &spec], &[]);
+    let bad = import_cmd(&fx, &spec, &["--force"]);
     assert!(text(&bad).contains("not a newline"), "{}", text(&bad));
     assert!(text(&bad).contains("0 files matched"), "{}", text(&bad));
 }
@@ -428,30 +424,14 @@ fn a_database_fluent_bit_still_holds_is_refused_and_nothing_starts() {
             && said.contains("stop it first"),
         "{said}"
     );
-    let cli = logship(
-        &fx,
-        &[
-            "positions",
-            "import",
-            &format!("fluent-bit:{}", db.display()),
-        ],
-        &[],
-    );
+    let cli = import_cmd(&fx, &format!("fluent-bit:{}", db.display()), &[]);
     assert_eq!(cli.status.code(), Some(70), "{}", text(&cli));
     assert!(
         !fx.data.join("positions.json").exists(),
         "nothing half imported"
     );
     drop(conn);
-    let cli = logship(
-        &fx,
-        &[
-            "positions",
-            "import",
-            &format!("fluent-bit:{}", db.display()),
-        ],
-        &[],
-    );
+    let cli = import_cmd(&fx, &format!("fluent-bit:{}", db.display()), &[]);
     assert!(cli.status.success(), "{}", text(&cli));
 }
 
@@ -464,15 +444,7 @@ fn a_filebeat_that_still_runs_holds_its_lock_and_nothing_is_imported() {
     std::fs::write(registry.join("meta.json"), r#"{"version":"1"}"#).unwrap();
     let lock = std::fs::File::create(data.join("filebeat.lock")).unwrap();
     lock.lock().unwrap();
-    let out = logship(
-        &fx,
-        &[
-            "positions",
-            "import",
-            &format!("filebeat:{}", registry.display()),
-        ],
-        &[],
-    );
+    let out = import_cmd(&fx, &format!("filebeat:{}", registry.display()), &[]);
     assert_eq!(out.status.code(), Some(70), "{}", text(&out));
     assert!(
         text(&out).contains("Filebeat still holds"),
@@ -505,7 +477,7 @@ fn bad_sources_are_clear_errors() {
             "No such file",
         ),
     ] {
-        let out = logship(&fx, &["positions", "import", &spec], &[]);
+        let out = import_cmd(&fx, &spec, &[]);
         assert_eq!(out.status.code(), Some(70), "{spec}: {}", text(&out));
         assert!(text(&out).contains(says), "{spec}: {}", text(&out));
         assert!(!fx.data.join("positions.json").exists(), "{spec}");

@@ -199,15 +199,9 @@ fn a_trace_with_nothing_after_it_ships_after_flush_timeout() {
 }
 
 fn es_spawn(fx: &Fixture, es: &TestEs, extra: &[(&str, &str)]) -> AgentProcess {
-    let url = es.url();
-    let mut env = vec![
-        ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
-        ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url.as_str()),
-        ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "50ms"),
-        ("LOGSHIP_MULTILINE__DEFAULT_RULE", "java"),
-    ];
+    let mut env = vec![("LOGSHIP_MULTILINE__DEFAULT_RULE", "java")];
     env.extend_from_slice(extra);
-    fx.spawn(&env)
+    fx.spawn_to(&es.url(), &env)
 }
 
 /// The stored documents' messages.
@@ -250,6 +244,53 @@ fn stored(es: &TestEs, message: &str) -> bool {
     messages(es).iter().any(|m| m == message)
 }
 
+/// Waits until `files` are acknowledged to their ends, stops the agent, and checks that the
+/// trace is one document, at the offset where it starts in the old file (after `before`), and
+/// that every line is stored once.
+fn joined_once(
+    fx: &Fixture,
+    es: &TestEs,
+    mut agent: AgentProcess,
+    files: &[&std::path::Path],
+    before: &str,
+) {
+    assert!(
+        wait_until(WAIT, || acknowledged_to_the_end(&fx.positions_now(), files)),
+        "{}\n{}",
+        fx.positions_now(),
+        agent.logs()
+    );
+    assert!(agent.terminate().success());
+    let trace = document_with(es, &JAVA.join("\n")).unwrap();
+    assert_eq!(trace["log"]["offset"], before.len() as u64, "{trace}");
+    let mut expected = vec!["before", "after"];
+    expected.extend(JAVA);
+    assert_each_line_once(es, &expected);
+}
+
+/// Starts an agent (with `extra`), writes "before" and `head` of a trace on `stream` to `path`,
+/// and waits until "before" is stored: the agent, and the "before" line as written.
+fn trace_started(
+    fx: &Fixture,
+    es: &TestEs,
+    path: &std::path::Path,
+    stream: &str,
+    head: &[&str],
+    extra: &[(&str, &str)],
+) -> (AgentProcess, String) {
+    let agent = es_spawn(fx, es, extra);
+    let before = cri(stream, 'F', "before");
+    let mut body = before.clone();
+    body.push_str(&cri_lines(stream, head));
+    append(path, body.as_bytes());
+    assert!(
+        wait_until(WAIT, || stored(es, "before")),
+        "{}",
+        agent.logs()
+    );
+    (agent, before)
+}
+
 /// The stored document whose message is `message`.
 fn document_with(es: &TestEs, message: &str) -> Option<Value> {
     es.documents(INDEX)
@@ -266,16 +307,14 @@ fn a_record_a_rotation_cuts_is_joined_across_the_two_files() {
     );
     // A loaded machine may take a while to see the rotation: the trace stays open meanwhile
     // (the next line closes it, not the timeout).
-    let mut agent = es_spawn(&fx, &es, &[("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "10s")]);
     let (head, rest) = JAVA.split_at(4);
-    let before = cri("stderr", 'F', "before");
-    let mut body = before.clone();
-    body.push_str(&cri_lines("stderr", head));
-    append(&path, body.as_bytes());
-    assert!(
-        wait_until(WAIT, || stored(&es, "before")),
-        "{}",
-        agent.logs()
+    let (mut agent, before) = trace_started(
+        &fx,
+        &es,
+        &path,
+        "stderr",
+        head,
+        &[("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "10s")],
     );
     // The kubelet rotates in the middle of the trace: the rest goes to the new file.
     let rotated = kubelet_rotate(&path, "20261122-100001");
@@ -394,17 +433,8 @@ fn trace_cut_while_down(kill: bool) {
     let path = fx.log(
         "shop-7d4b9_shop_app-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.log",
     );
-    let mut agent = es_spawn(&fx, &es, &[]);
     let (head, rest) = JAVA.split_at(3);
-    let before = cri("stdout", 'F', "before");
-    let mut body = before.clone();
-    body.push_str(&cri_lines("stdout", head));
-    append(&path, body.as_bytes());
-    assert!(
-        wait_until(WAIT, || stored(&es, "before")),
-        "{}",
-        agent.logs()
-    );
+    let (mut agent, before) = trace_started(&fx, &es, &path, "stdout", head, &[]);
     // Stopped before the trace's flush timeout: the record was never shipped.
     if kill {
         agent.kill9();
@@ -416,7 +446,7 @@ fn trace_cut_while_down(kill: bool) {
     let mut body = cri_lines("stdout", rest);
     body.push_str(&cri("stdout", 'F', "after"));
     append(&path, body.as_bytes());
-    let mut agent = es_spawn(&fx, &es, &[]);
+    let agent = es_spawn(&fx, &es, &[]);
     assert!(
         wait_until(WAIT, || stored(&es, "after")
             && stored(&es, &JAVA.join("\n"))),
@@ -424,20 +454,7 @@ fn trace_cut_while_down(kill: bool) {
         messages(&es),
         agent.logs()
     );
-    assert!(
-        wait_until(WAIT, || acknowledged_to_the_end(
-            &fx.positions_now(),
-            &[&rotated, &path]
-        )),
-        "{}",
-        fx.positions_now()
-    );
-    assert!(agent.terminate().success());
-    let trace = document_with(&es, &JAVA.join("\n")).unwrap();
-    assert_eq!(trace["log"]["offset"], before.len() as u64, "{trace}");
-    let mut expected = vec!["before", "after"];
-    expected.extend(JAVA);
-    assert_each_line_once(&es, &expected);
+    joined_once(&fx, &es, agent, &[&rotated, &path], &before);
 }
 
 /// The record joined across a rotation is stored, but its acknowledgement never comes back
@@ -453,17 +470,8 @@ fn a_kill_9_before_a_joined_record_is_acknowledged_makes_the_same_document_again
     );
     // The record stays open while the test waits for the positions to be written.
     let slow = [("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "1m")];
-    let mut agent = es_spawn(&fx, &es, &slow);
     let (head, rest) = JAVA.split_at(5);
-    let before = cri("stderr", 'F', "before");
-    let mut body = before.clone();
-    body.push_str(&cri_lines("stderr", head));
-    append(&path, body.as_bytes());
-    assert!(
-        wait_until(WAIT, || stored(&es, "before")),
-        "{}",
-        agent.logs()
-    );
+    let (mut agent, before) = trace_started(&fx, &es, &path, "stderr", head, &slow);
     // The position of "before" is written (positions.flush_interval, 1 s).
     std::thread::sleep(Duration::from_millis(1500));
     es.drop_connections(100_000, DropPoint::AfterProcessing);
@@ -487,22 +495,8 @@ fn a_kill_9_before_a_joined_record_is_acknowledged_makes_the_same_document_again
         );
     }
     es.clear_faults();
-    let mut agent = es_spawn(&fx, &es, &slow);
-    assert!(
-        wait_until(WAIT, || acknowledged_to_the_end(
-            &fx.positions_now(),
-            &[&rotated, &path]
-        )),
-        "{}\n{}",
-        fx.positions_now(),
-        agent.logs()
-    );
-    assert!(agent.terminate().success());
-    let trace = document_with(&es, &JAVA.join("\n")).unwrap();
-    assert_eq!(trace["log"]["offset"], before.len() as u64, "{trace}");
-    let mut expected = vec!["before", "after"];
-    expected.extend(JAVA);
-    assert_each_line_once(&es, &expected);
+    let agent = es_spawn(&fx, &es, &slow);
+    joined_once(&fx, &es, agent, &[&rotated, &path], &before);
 }
 
 /// A copytruncate is not a rotation: the lines after the truncation are not joined to a
@@ -558,17 +552,8 @@ fn a_restart_in_the_middle_of_a_record_loses_and_doubles_nothing() {
     let path = fx.log("app.log");
     // A long flush_timeout: the record is still open when the agent stops.
     let slow = [("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "1m")];
-    let mut agent = es_spawn(&fx, &es, &slow);
     let (head, rest) = JAVA.split_at(5);
-    let before = cri("stdout", 'F', "before");
-    let mut body = before.clone();
-    body.push_str(&cri_lines("stdout", head));
-    append(&path, body.as_bytes());
-    assert!(
-        wait_until(WAIT, || stored(&es, "before")),
-        "{}",
-        agent.logs()
-    );
+    let (mut agent, before) = trace_started(&fx, &es, &path, "stdout", head, &slow);
     std::thread::sleep(Duration::from_millis(300));
     assert!(agent.terminate().success());
     // The position stops where the open record began.

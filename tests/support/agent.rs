@@ -150,6 +150,18 @@ listen = "127.0.0.1:0"
         agent
     }
 
+    /// Starts the agent shipping to the Elasticsearch at `url` (requests closed after 50 ms),
+    /// with extra `LOGSHIP_*` variables.
+    pub fn spawn_to(&self, url: &str, extra: &[(&str, &str)]) -> AgentProcess {
+        let mut env = vec![
+            ("LOGSHIP_OUTPUT__TYPE", "elasticsearch"),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__HOSTS", url),
+            ("LOGSHIP_OUTPUT__ELASTICSEARCH__BATCH__TIMEOUT", "50ms"),
+        ];
+        env.extend_from_slice(extra);
+        self.spawn(&env)
+    }
+
     /// Every record the file sink wrote, in order.
     /// The first record shipped with this message, if any.
     pub fn record_with(&self, message: &str) -> Option<Value> {
