@@ -211,6 +211,9 @@ impl Tailer {
             // offset is the new content's middle. It is not shipped; its range is
             // acknowledged, and the new content is read again from 0. Only a fingerprint
             // check after the read tells: a poll of a file being read comes once a second.
+            // Only this generation's range: a record carried in from the previous generation
+            // was in the turn thrown away, so that generation's rest stays unacknowledged and
+            // is read again at the next start rather than skipped.
             if turn.batch.ack.end > turn.batch.ack.start {
                 self.positions.ack(turn.batch.ack);
             }
