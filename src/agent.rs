@@ -30,6 +30,7 @@ use crate::buffer::Budget;
 use crate::config::Settings;
 use crate::document::Encoder;
 use crate::enrich;
+use crate::journald::{Journald, JournaldParts};
 use crate::sink::elasticsearch::{ElasticsearchSink, SinkError};
 use crate::sink::LocalOutput;
 use crate::tail::positions::{self, Positions, PositionsError, PositionsFile};
@@ -64,7 +65,7 @@ pub enum AgentError {
     /// Another agent's positions cannot be imported (`positions.import_from`).
     #[error("importing positions: {0}")]
     Import(#[from] crate::import::ImportError),
-    /// The tailer thread cannot be started.
+    /// The tailer's (or the journal reader's) thread cannot be started.
     #[error("starting the tailer thread: {0}")]
     Thread(#[source] std::io::Error),
 }
@@ -80,6 +81,8 @@ pub struct Agent {
     /// tailer answers with the files it leaves unfinished.
     tailer_done: Option<oneshot::Receiver<Vec<Orphan>>>,
     sink: Option<JoinHandle<()>>,
+    /// The journal reader, when the journal is read: completes when its thread ends.
+    journald_done: Option<oneshot::Receiver<()>>,
     flusher_stop: CancellationToken,
     flusher: JoinHandle<()>,
     /// Stops the Kubernetes watch tasks, if enrichment is on.
@@ -121,6 +124,8 @@ pub struct Prepared {
     /// The tailer's thread waits on this for its work.
     tailer_tx: std::sync::mpsc::SyncSender<Tailer>,
     tailer_done: oneshot::Receiver<Vec<Orphan>>,
+    /// The journal reader's thread, started when the journal is read, waits on this.
+    journald: Option<(std::sync::mpsc::SyncSender<Journald>, oneshot::Receiver<()>)>,
     budget: Budget,
 }
 
@@ -188,6 +193,25 @@ impl Agent {
         if let Err(e) = spawned {
             return Err((AgentError::Thread(e), origin));
         }
+        let journald = match &settings.journald {
+            None => None,
+            Some(_) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Journald>(1);
+                let (done_tx, done) = oneshot::channel();
+                let spawned = std::thread::Builder::new()
+                    .name("logship-journald".into())
+                    .spawn(move || {
+                        if let Ok(reader) = rx.recv() {
+                            reader.run();
+                            let _ = done_tx.send(());
+                        }
+                    });
+                if let Err(e) = spawned {
+                    return Err((AgentError::Thread(e), origin));
+                }
+                Some((tx, done))
+            }
+        };
         let (positions, start_policy, orphans) = match origin {
             Origin::Disk => {
                 match load_positions(&data_dir, &settings.positions.import_from, &settings.tail) {
@@ -214,6 +238,7 @@ impl Agent {
             es_sink,
             tailer_tx,
             tailer_done,
+            journald,
             budget,
         })
     }
@@ -255,6 +280,23 @@ impl Prepared {
                     schema: k.schema,
                     wait_for_metadata: k.wait_for_metadata,
                 })
+            }
+            _ => None,
+        };
+        let journald_done = match (self.journald, &settings.journald) {
+            (Some((tx, done)), Some(j)) => {
+                let reader = Journald::new(JournaldParts {
+                    settings: j.clone(),
+                    cursors: Arc::new(JournalCursors(positions.clone())),
+                    encoder: Arc::clone(&encoder),
+                    budget: budget.clone(),
+                    out: batch_tx.clone(),
+                    stop: stop_reading.clone(),
+                    node_name: settings.node_name.clone(),
+                    processing: settings.processing.clone(),
+                });
+                let _ = tx.send(reader);
+                Some(done)
             }
             _ => None,
         };
@@ -302,6 +344,7 @@ impl Prepared {
             wake_tailer: wake_tx,
             tailer_done: Some(self.tailer_done),
             sink: Some(sink),
+            journald_done,
             flusher_stop,
             flusher,
             enrich_stop,
@@ -338,6 +381,17 @@ impl Agent {
             _ = tailer_done => {
                 tracing::error!("The tailer stopped unexpectedly; shutting down.");
                 self.tailer_done = None;
+            }
+            _ = async {
+                match self.journald_done.as_mut() {
+                    Some(done) => {
+                        let _ = done.await;
+                    }
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::error!("The journal reader stopped unexpectedly; shutting down.");
+                self.journald_done = None;
             }
         }
     }
@@ -498,5 +552,68 @@ async fn flush_positions(
         if stopping {
             return;
         }
+    }
+}
+
+/// The journal reader's positions are entries of the one positions table (`tail::positions`).
+struct JournalCursors(Positions);
+
+impl crate::journald::Cursors for JournalCursors {
+    fn lookup(&self, file_id: &str) -> Option<crate::journald::Stored> {
+        self.0
+            .journal_lookup(file_id)
+            .map(|r| crate::journald::Stored {
+                acked: r.acked,
+                entries: r.entries,
+            })
+    }
+
+    fn known(&self) -> bool {
+        self.0.journal_known()
+    }
+
+    fn register(
+        &self,
+        key: crate::ack::FileKey,
+        file_id: &str,
+        path: &std::path::Path,
+        seqnum_id: &str,
+        from: crate::journald::Stored,
+    ) {
+        let seqnum = self.0.journal_lookup(file_id).map_or(0, |r| r.seqnum);
+        self.0.journal_register(
+            key,
+            file_id,
+            path,
+            seqnum_id,
+            positions::JournalResume {
+                acked: from.acked,
+                seqnum,
+                entries: from.entries,
+            },
+        );
+    }
+
+    fn seen(&self, key: crate::ack::FileKey, path: &std::path::Path, entries: u64) {
+        self.0.journal_seen(key, path, entries);
+    }
+
+    fn seqnum(&self, key: crate::ack::FileKey, end: u64, seqnum: u64) {
+        self.0.journal_seqnum(key, end, seqnum);
+    }
+
+    fn release(&self, key: crate::ack::FileKey) {
+        self.0.journal_release(key);
+    }
+
+    fn prune(
+        &self,
+        existing: &std::collections::HashSet<String>,
+    ) -> Vec<(std::path::PathBuf, u64)> {
+        self.0.journal_prune(existing)
+    }
+
+    fn ack(&self, token: crate::ack::AckToken) {
+        self.0.ack(token);
     }
 }

@@ -173,11 +173,33 @@ impl Encoder {
         }
         write_u64(out, record.offset);
         out.push(b',');
-        if !processed.level.is_empty() {
+        let own = batch.own_of(index);
+        let level = match own {
+            Some(o) if processed.level.is_empty() => &batch.own[o.level.range()],
+            _ => &batch.fields[processed.level.range()],
+        };
+        if !level.is_empty() {
             // Inside `log` (ECS: `log.level`) or at the top level (fluentd: `level`).
             out.extend_from_slice(b"\"level\":");
-            out.extend_from_slice(batch.fields[processed.level.range()].as_bytes());
+            out.extend_from_slice(level.as_bytes());
             out.push(b',');
+        }
+        if let Some(o) = own {
+            // A record of its own (a journal entry): no file fragment; its `log` members close
+            // the `log` object (ECS) or stand at the top level (fluentd).
+            let log = &batch.own[o.log.range()];
+            if self.schema == Schema::Ecs {
+                if log.is_empty() {
+                    out.pop();
+                } else {
+                    out.extend_from_slice(log.as_bytes());
+                }
+                out.extend_from_slice(b"},");
+            } else if !log.is_empty() {
+                out.extend_from_slice(log.as_bytes());
+                out.push(b',');
+            }
+            out.extend_from_slice(batch.own[o.members.range()].as_bytes());
         }
         match stripped {
             Some(Stripped {
@@ -203,7 +225,12 @@ impl Encoder {
             write_json_str(out, reason);
             out.extend_from_slice(b"},");
         }
-        out.extend_from_slice(self.host.as_bytes());
+        match own {
+            Some(o) if !o.host.is_empty() => {
+                out.extend_from_slice(batch.own[o.host.range()].as_bytes());
+            }
+            _ => out.extend_from_slice(self.host.as_bytes()),
+        }
     }
 
     /// A file's fragment without the pod's labels, annotations and namespace labels, the parts
@@ -367,5 +394,61 @@ mod tests {
             json!({ "name": "web", "uid": "6a1f" })
         );
         assert!(doc.get("container").is_none());
+    }
+
+    #[test]
+    fn a_record_with_its_own_fields_closes_log_and_names_its_host() {
+        use crate::record::{Own, Span};
+        let encoder = Encoder::new("node-1");
+        let source = Arc::new(Source {
+            path: "/var/log/journal/m/system.journal".into(),
+            kubelet: None,
+            fragment: "".into(),
+        });
+        let mut b = Batch::new(source, FileKey(1), 7);
+        let span = |own: &mut String, text: &str| {
+            let at = own.len();
+            own.push_str(text);
+            Span::of(at..own.len()).unwrap()
+        };
+        b.push(Timestamp(0), Stream::Unknown, "full", 7, 8);
+        let level = span(&mut b.own, "\"err\"");
+        let log = span(&mut b.own, "\"syslog\":{\"priority\":3}");
+        let members = span(&mut b.own, "\"systemd\":{\"unit\":\"kubelet.service\"},");
+        let host = span(&mut b.own, "\"host\":{\"name\":\"other\"}}");
+        let o = Own {
+            level,
+            log,
+            members,
+            host,
+        };
+        b.owns.push(o);
+        b.push(Timestamp(0), Stream::Unknown, "bare", 8, 9);
+        b.owns.push(Own::default());
+        let docs = encode_all(&encoder, &b);
+        assert_eq!(
+            docs[0],
+            json!({
+                "@timestamp": "1970-01-01T00:00:00.000000000Z",
+                "message": "full",
+                "log": { "offset": 7, "level": "err", "syslog": { "priority": 3 } },
+                "systemd": { "unit": "kubelet.service" },
+                "host": { "name": "other" }
+            })
+        );
+        assert_eq!(
+            docs[1],
+            json!({
+                "@timestamp": "1970-01-01T00:00:00.000000000Z",
+                "message": "bare",
+                "log": { "offset": 8 },
+                "host": { "name": "node-1" }
+            })
+        );
+        let fluentd = Encoder::with_schema("node-1", Schema::Fluentd);
+        let doc = &encode_all(&fluentd, &b)[0];
+        assert_eq!(doc["syslog"]["priority"], 3);
+        assert_eq!(doc["level"], "err");
+        assert_eq!(doc["log"], "full");
     }
 }

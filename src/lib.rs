@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod document;
 pub mod enrich;
 pub mod import;
+pub mod journald;
 pub mod parse;
 pub mod process;
 pub mod record;

@@ -105,6 +105,27 @@ pub struct Batch {
     /// Text that processing rendered for the records (levels, parsed fields), which
     /// [`Processed`] spans point into. Counted in [`Batch::memory_bytes`].
     pub fields: String,
+    /// The fields each record has of its own, by index, for records that are not lines of a
+    /// file (journal entries, `journald`): empty for file batches, else exactly as long as
+    /// `records`. Their spans point into [`Batch::own`].
+    pub owns: Vec<Own>,
+    /// The rendered JSON [`Own`] spans point into.
+    pub own: String,
+}
+
+/// A record's own document fields (a journal entry's unit, priority, process, host), rendered
+/// as JSON when the record was made and spliced by the encoder.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Own {
+    /// `log.level` as a JSON string literal (used when processing lifted none); empty: none.
+    pub level: Span,
+    /// Members inside `log` (`"syslog":{"priority":3}`), without a trailing comma; may be empty.
+    pub log: Span,
+    /// Top-level members, each followed by a comma.
+    pub members: Span,
+    /// The `host` member and the document's closing brace (`"host":{"name":"…"}}`); empty: the
+    /// encoder's (the node name).
+    pub host: Span,
 }
 
 /// A byte range of [`Batch::text`] or [`Batch::fields`], compact (batches are far below 4 GiB).
@@ -192,6 +213,8 @@ impl Batch {
             permit: None,
             processed: Vec::new(),
             fields: String::new(),
+            owns: Vec::new(),
+            own: String::new(),
         }
     }
 
@@ -246,6 +269,13 @@ impl Batch {
             + self.records.capacity() * std::mem::size_of::<Record>()
             + self.fields.capacity()
             + self.processed.capacity() * std::mem::size_of::<Processed>()
+            + self.own.capacity()
+            + self.owns.capacity() * std::mem::size_of::<Own>()
+    }
+
+    /// The own fields of the record at `index`, if the batch's records have any.
+    pub fn own_of(&self, index: usize) -> Option<&Own> {
+        self.owns.get(index)
     }
 
     /// What processing made of the record at `index` (the default, nothing, if not structured).

@@ -110,6 +110,26 @@ metrics! {
     /// Lines joined into multiline records.
     #[metric(Counter "logship_multiline_lines")]
     pub multiline_lines: AtomicU64,
+    /// Journal entries read (`journald`), whatever the filters made of them.
+    #[metric(Counter "logship_journald_entries_read")]
+    pub journald_entries_read: AtomicU64,
+    /// Journal entries left out by `journald.units`, `exclude_units`, `matches` or `kernel`.
+    #[metric(Counter "logship_journald_entries_skipped")]
+    pub journald_entries_skipped: AtomicU64,
+    /// Journal entries that could not be read (a damaged object); skipped, and warned about.
+    #[metric(Counter "logship_journald_entry_errors")]
+    pub journald_entry_errors: AtomicU64,
+    /// Journal files that could not be opened or followed (a damaged header or entry list,
+    /// an unknown format flag); warned about, tried again.
+    #[metric(Counter "logship_journald_file_errors")]
+    pub journald_file_errors: AtomicU64,
+    /// Journal entries deleted (vacuumed) before logship read them, as far as the positions
+    /// file knew how many the deleted files held.
+    #[metric(Counter "logship_journald_vacuumed_entries")]
+    pub journald_vacuumed_entries: AtomicU64,
+    /// Journal files being read.
+    #[metric(Gauge "logship_journald_files")]
+    pub journald_files: AtomicU64,
     /// Multiline records a rotation cut that went on in the new file (one record, not two).
     #[metric(Counter "logship_multiline_rotation_joined_records")]
     pub multiline_carried: AtomicU64,
@@ -567,15 +587,19 @@ pub enum Loop {
     Tailer,
     /// The sink task: it turns at least every [`HEARTBEAT_PERIOD`], idle or not.
     Sink,
+    /// The journal reader thread (`journald`), when the journal is read: it turns at least
+    /// every [`HEARTBEAT_PERIOD`], also while it waits for buffer space.
+    Journald,
 }
 
 impl Loop {
-    pub const ALL: [Loop; 2] = [Loop::Tailer, Loop::Sink];
+    pub const ALL: [Loop; 3] = [Loop::Tailer, Loop::Sink, Loop::Journald];
 
     pub const fn name(self) -> &'static str {
         match self {
             Loop::Tailer => "tailer",
             Loop::Sink => "sink",
+            Loop::Journald => "journald",
         }
     }
 }
@@ -584,7 +608,7 @@ impl Loop {
 pub const HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
 
 /// When each [`Loop`] last turned, in milliseconds since [`epoch`] plus one; 0 for never.
-static HEARTBEATS: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static HEARTBEATS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 /// The process's reference instant for heartbeats.
 fn epoch() -> Instant {
@@ -954,6 +978,6 @@ mod tests {
         beat(Loop::Sink);
         let age = since_beat(Loop::Sink).expect("beaten");
         assert!(age < Duration::from_secs(5), "{age:?}");
-        assert_eq!(Loop::ALL.map(Loop::name), ["tailer", "sink"]);
+        assert_eq!(Loop::ALL.map(Loop::name), ["tailer", "sink", "journald"]);
     }
 }

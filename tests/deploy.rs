@@ -93,6 +93,7 @@ fn kustomizations_list_manifests_that_parse() {
         "overlays/example",
         "overlays/migrate-from-fluent-bit",
         "overlays/migrate-from-fluentd",
+        "overlays/node-journal",
     ] {
         check_kustomization(dir);
     }
@@ -363,6 +364,50 @@ fn the_migration_overlays_import_from_read_only_mounts() {
             stdout.contains(&format!("import_from = [\"{kind}")),
             "{stdout}"
         );
+    }
+}
+
+/// The node-journal overlay reads the kubelet's and containerd's journal entries: its
+/// environment turns the journal on, the base configuration validates with it, and both journal
+/// directories are mounted read-only.
+#[test]
+fn the_node_journal_overlay_reads_the_kubelet_and_containerd_from_read_only_journals() {
+    let base_ds = base("daemonset.yaml");
+    let mut mounts = base_ds["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_vec()
+        .unwrap()
+        .clone();
+    let patch = load("overlays/node-journal/daemonset.yaml");
+    let container = &patch["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["name"].as_str(), Some("logship"));
+    mounts.extend(container["volumeMounts"].as_vec().unwrap().iter().cloned());
+    for dir in ["/var/log/journal", "/run/log/journal"] {
+        let mount = mounts
+            .iter()
+            .find(|m| dir.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{dir} is not mounted"));
+        assert_eq!(mount["readOnly"].as_bool(), Some(true), "{dir}");
+    }
+    let env: Vec<(String, String)> = container["env"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().unwrap().to_string(),
+                e["value"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let (ok, stdout, stderr) = check_with(&base("configmap.yaml"), &pairs);
+    assert!(ok, "{stderr}");
+    for want in [
+        "enabled = true",
+        "units = [\"kubelet.service\", \"containerd.service\"]",
+        "kernel = false",
+    ] {
+        assert!(stdout.contains(want), "{want} not in:\n{stdout}");
     }
 }
 

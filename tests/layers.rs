@@ -21,6 +21,7 @@ const LAYERS: &[(&str, Option<u8>)] = &[
     ("process", Some(6)),
     ("tail", Some(7)),
     ("sink", Some(7)),
+    ("journald", Some(7)),
     ("config", Some(WIRING)),
     ("agent", Some(WIRING)),
     ("reload", Some(WIRING)),

@@ -10,6 +10,7 @@
 //! - `layer`: one layer of values as a `config` crate source, and back.
 //! - `schema`: the known keys; unknown keys and wrong types in a merged tree.
 //! - `elasticsearch`: the `[output.elasticsearch]` section, validated.
+//! - `journald`: the `[journald]` section, validated (matches parsed).
 //! - `kubernetes`: the `[kubernetes]` section, validated (enrichment on or off).
 //! - `multiline`: the `[multiline]` section, validated (rules compiled).
 //! - `processing`: the `[processing]` section, validated (filters compiled, hints parsed).
@@ -25,6 +26,7 @@ mod effective;
 mod elasticsearch;
 mod env;
 mod error;
+mod journald;
 mod kubernetes;
 mod layer;
 mod load;

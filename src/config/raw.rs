@@ -48,6 +48,8 @@ pub struct RawConfig {
     pub processing: RawProcessing,
     /// The HTTP endpoint: metrics, probes and `logship status`.
     pub server: RawServer,
+    /// The systemd journal as a second source (the node's kubelet and runtime, a VM's services).
+    pub journald: RawJournald,
 }
 
 impl Default for RawConfig {
@@ -66,6 +68,7 @@ impl Default for RawConfig {
             rate_limit: RawRateLimit::default(),
             processing: RawProcessing::default(),
             server: RawServer::default(),
+            journald: RawJournald::default(),
         }
     }
 }
@@ -217,6 +220,51 @@ pub struct RawMultilineRule {
     pub start: String,
     /// A regular expression matching a line that continues the record; empty: none.
     pub continuation: String,
+}
+
+/// `[journald]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJournald {
+    /// true: read the systemd journal as well as the files.
+    pub enabled: bool,
+    /// A directory of journal files, read with its machine-id subdirectories; empty: the
+    /// system journal (/var/log/journal and /run/log/journal).
+    pub directory: String,
+    /// Only entries whose `_SYSTEMD_UNIT` is one of these (`kubelet` means `kubelet.service`);
+    /// empty: every entry.
+    pub units: Vec<String>,
+    /// Entries of these units are left out.
+    pub exclude_units: Vec<String>,
+    /// Only entries with these fields, each `FIELD=value`: any of the values of one field, and
+    /// every field named (journalctl's matches). Empty: no condition.
+    pub matches: Vec<String>,
+    /// Kernel messages (`_TRANSPORT=kernel`): read, also when `units` names units.
+    pub kernel: bool,
+    /// Where a journal file starts when the positions file has no journal yet (the first
+    /// start): "head" (everything the journal keeps) or "tail" (entries written from now on).
+    pub read_from: ReadFrom,
+    /// Every other field of an entry under `journald.*`, with lower-case names
+    /// (`journald.code_file`); false: only the fields the README lists.
+    pub all_fields: bool,
+    /// How often the journal is looked at for new entries and new files (10ms to 10s).
+    pub poll_interval: HumanDuration,
+}
+
+impl Default for RawJournald {
+    fn default() -> Self {
+        RawJournald {
+            enabled: false,
+            directory: String::new(),
+            units: Vec::new(),
+            exclude_units: Vec::new(),
+            matches: Vec::new(),
+            kernel: true,
+            read_from: ReadFrom::Head,
+            all_fields: false,
+            poll_interval: HumanDuration::millis(250),
+        }
+    }
 }
 
 /// `[positions]`

@@ -33,6 +33,8 @@ pub struct Settings {
     pub rate_limit: crate::buffer::rate_limit::RateLimitSettings,
     /// Structured messages, filters and per-pod hints.
     pub processing: crate::process::ProcessingSettings,
+    /// The systemd journal; `None` when it is not read.
+    pub journald: Option<crate::journald::JournaldSettings>,
 }
 
 #[derive(Clone, Debug)]

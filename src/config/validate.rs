@@ -24,7 +24,7 @@ const LINE_BYTES: (Size, Size) = (Size::kib(1), Size::mib(64));
 /// `tail.read_budget`: 4KiB to 64MiB.
 const READ_BUDGET: (Size, Size) = (Size::kib(4), Size::mib(64));
 /// `tail.poll_interval`: 10ms to 10s.
-const POLL_INTERVAL: (HumanDuration, HumanDuration) =
+pub(super) const POLL_INTERVAL: (HumanDuration, HumanDuration) =
     (HumanDuration::millis(10), HumanDuration::secs(10));
 /// `tail.rescan_interval`: at least 100ms.
 const RESCAN_MIN: Duration = Duration::from_millis(100);
@@ -159,6 +159,7 @@ pub fn validate(
     let listen = listen_address(e, &raw.server.listen);
     let rate_limit = rate_limit(e, &raw.rate_limit);
     let processing = super::processing::validate(e, &raw.processing, schema, &raw.kubernetes);
+    let journald = super::journald::validate(e, &raw.journald);
 
     if !errors.is_empty() {
         return Err(errors);
@@ -222,6 +223,7 @@ pub fn validate(
         server: ServerSettings { listen },
         rate_limit,
         processing,
+        journald,
     })
 }
 

@@ -561,6 +561,7 @@ pub fn import(sources: &[(Source, Loaded)], followed: &[PathBuf]) -> (PositionsF
             version: FORMAT_VERSION,
             written,
             files,
+            journal: Vec::new(),
         },
         report,
     )

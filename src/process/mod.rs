@@ -353,6 +353,7 @@ impl Processor {
             text,
             fields,
             processed,
+            owns,
             ..
         } = batch;
         processed.clear();
@@ -388,6 +389,10 @@ impl Processor {
             records.retain(|_| *keep.next().unwrap_or(&true));
             let mut keep = self.keep.iter();
             processed.retain(|_| *keep.next().unwrap_or(&true));
+            if !owns.is_empty() {
+                let mut keep = self.keep.iter();
+                owns.retain(|_| *keep.next().unwrap_or(&true));
+            }
         }
         if !any {
             // Nothing structured: the batch costs what it did before processing.

@@ -28,7 +28,8 @@ use crate::source::{FileIdentity, Fingerprint};
 /// The version written in the file; loading refuses any other but [`OLDEST_VERSION`] and later.
 /// Version 2 added `born` and `size` (a version-1 file is a version-2 file without them; an older
 /// logship, which refuses unknown fields, refuses version 2 as a version it does not know).
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3 added `journal` (the journal files read by `journald`).
+pub const FORMAT_VERSION: u32 = 3;
 /// The oldest version this logship reads.
 pub const OLDEST_VERSION: u32 = 1;
 const FILE_NAME: &str = "positions.json";
@@ -74,6 +75,36 @@ pub struct PositionsFile {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written: Option<u64>,
     pub files: Vec<StoredPosition>,
+    /// The systemd journal files read (`journald`), one entry per file. Absent before version 3
+    /// and when the journal is not read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub journal: Vec<StoredJournal>,
+}
+
+/// One journal file's entry on disk: the journal's cursor, per file. A journal file's entries
+/// never move and only get appended, so "the first `acked` entries, in the file's order" is an
+/// exact position; the file id survives journald's rename at rotation.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct StoredJournal {
+    /// The file's id (its header's `file_id`, 32 hex digits).
+    pub file_id: String,
+    /// Where the file was last seen (informational: the id is what matches).
+    pub path: PathBuf,
+    /// Every entry before this index, in the file's order, was acknowledged.
+    pub acked: u64,
+    /// The sequence number of the last acknowledged entry (0: none); with `seqnum_id`, the
+    /// `s=` and `i=` of its journal cursor.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub seqnum: u64,
+    /// The writer's sequence number id (32 hex digits).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub seqnum_id: String,
+    /// Entries the file held when last looked at: if it is gone when logship looks for it
+    /// again (the journal was vacuumed), those past `acked` were deleted unread.
+    pub entries: u64,
+    /// When the entry last changed, in seconds since the Unix epoch (for garbage collection).
+    pub updated: u64,
 }
 
 /// One file's entry on disk.
@@ -165,6 +196,40 @@ struct Table {
     generation: u64,
     /// When the loaded table was written (see [`PositionsFile::written`]).
     written: Option<SystemTime>,
+    /// The journal files, by file id (see [`StoredJournal`]).
+    journals: HashMap<String, JournalEntry>,
+    /// The journal files being read, by key.
+    journal_keys: HashMap<FileKey, JournalGeneration>,
+}
+
+#[derive(Debug)]
+struct JournalEntry {
+    path: PathBuf,
+    acked: u64,
+    seqnum: u64,
+    seqnum_id: String,
+    entries: u64,
+    /// The key whose acks move this entry, while the file is read.
+    current: Option<FileKey>,
+    updated: SystemTime,
+}
+
+#[derive(Debug)]
+struct JournalGeneration {
+    file_id: String,
+    ranges: AckRanges,
+    /// The sequence number of the entry before each batch's end index, as the reader reported
+    /// it (see [`Positions::journal_seqnum`]), until the prefix passes it.
+    seqnums: std::collections::BTreeMap<u64, u64>,
+    released: bool,
+}
+
+/// Where a journal file resumes, as the table remembers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JournalResume {
+    pub acked: u64,
+    pub seqnum: u64,
+    pub entries: u64,
 }
 
 #[derive(Debug)]
@@ -233,6 +298,20 @@ impl Positions {
             table.written = file
                 .written
                 .map(|secs| UNIX_EPOCH + Duration::from_secs(secs));
+            for j in file.journal {
+                table.journals.insert(
+                    j.file_id,
+                    JournalEntry {
+                        path: j.path,
+                        acked: j.acked,
+                        seqnum: j.seqnum,
+                        seqnum_id: j.seqnum_id,
+                        entries: j.entries,
+                        current: None,
+                        updated,
+                    },
+                );
+            }
             for p in file.files {
                 table.entries.insert(
                     (p.dev, p.inode),
@@ -508,7 +587,14 @@ impl Positions {
                     .duration_since(e.updated)
                     .map_or(true, |age| age < older_than)
         });
-        let removed = before - table.entries.len();
+        let journals_before = table.journals.len();
+        table.journals.retain(|_, e| {
+            e.current.is_some()
+                || now
+                    .duration_since(e.updated)
+                    .map_or(true, |age| age < older_than)
+        });
+        let removed = before - table.entries.len() + journals_before - table.journals.len();
         if removed > 0 {
             table.generation += 1;
         }
@@ -525,6 +611,119 @@ impl Positions {
             .into_iter()
             .filter(|p| !followed.contains(&(p.dev, p.inode)))
             .collect()
+    }
+
+    /// The stored position of the journal file `file_id`, if any.
+    pub fn journal_lookup(&self, file_id: &str) -> Option<JournalResume> {
+        self.lock().journals.get(file_id).map(|e| JournalResume {
+            acked: e.acked,
+            seqnum: e.seqnum,
+            entries: e.entries,
+        })
+    }
+
+    /// Whether the table holds any journal file: a journal file not in it, found at a start, is
+    /// new (written since), not history.
+    pub fn journal_known(&self) -> bool {
+        !self.lock().journals.is_empty()
+    }
+
+    /// Starts tracking the journal file `file_id` under `key`, read from entry `acked`.
+    pub fn journal_register(
+        &self,
+        key: FileKey,
+        file_id: &str,
+        path: &Path,
+        seqnum_id: &str,
+        resume: JournalResume,
+    ) {
+        let mut table = self.lock();
+        table.journal_keys.insert(
+            key,
+            JournalGeneration {
+                file_id: file_id.to_owned(),
+                ranges: AckRanges::new(resume.acked),
+                seqnums: std::collections::BTreeMap::new(),
+                released: false,
+            },
+        );
+        table.journals.insert(
+            file_id.to_owned(),
+            JournalEntry {
+                path: path.to_path_buf(),
+                acked: resume.acked,
+                seqnum: resume.seqnum,
+                seqnum_id: seqnum_id.to_owned(),
+                entries: resume.entries,
+                current: Some(key),
+                updated: SystemTime::now(),
+            },
+        );
+        table.generation += 1;
+    }
+
+    /// The journal file read under `key` holds `entries` entries now, under `path`.
+    pub fn journal_seen(&self, key: FileKey, path: &Path, entries: u64) {
+        let mut table = self.lock();
+        let Some(file_id) = table.journal_keys.get(&key).map(|g| g.file_id.clone()) else {
+            return;
+        };
+        if let Some(e) = table.journals.get_mut(&file_id) {
+            if e.entries != entries || e.path != path {
+                e.entries = entries;
+                e.path = path.to_path_buf();
+                table.generation += 1;
+            }
+        }
+    }
+
+    /// The entry before index `end` of the journal file read under `key` has sequence number
+    /// `seqnum`: recorded when a batch ending there is sent, written once it is acknowledged.
+    pub fn journal_seqnum(&self, key: FileKey, end: u64, seqnum: u64) {
+        if let Some(g) = self.lock().journal_keys.get_mut(&key) {
+            g.seqnums.insert(end, seqnum);
+        }
+    }
+
+    /// The reader let the journal file under `key` go (deleted, read to its end): its entry is
+    /// no longer current once all it read is acknowledged.
+    pub fn journal_release(&self, key: FileKey) {
+        let mut table = self.lock();
+        let Some(g) = table.journal_keys.get_mut(&key) else {
+            return;
+        };
+        g.released = true;
+        let (file_id, acked) = (g.file_id.clone(), g.ranges.acked());
+        if let Some(e) = table.journals.get_mut(&file_id) {
+            if acked >= e.entries {
+                e.current = None;
+                table.journal_keys.remove(&key);
+            }
+        }
+        table.generation += 1;
+    }
+
+    /// Forgets the journal files not among `existing` (file ids) that no key reads: vacuumed.
+    /// Returns each one's path and the entries it held unread, as far as the table knows.
+    pub fn journal_prune(
+        &self,
+        existing: &std::collections::HashSet<String>,
+    ) -> Vec<(PathBuf, u64)> {
+        let mut table = self.lock();
+        let gone: Vec<String> = table
+            .journals
+            .iter()
+            .filter(|(id, e)| e.current.is_none() && !existing.contains(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut lost = Vec::new();
+        for id in gone {
+            if let Some(e) = table.journals.remove(&id) {
+                lost.push((e.path, e.entries.saturating_sub(e.acked)));
+            }
+            table.generation += 1;
+        }
+        lost
     }
 
     /// A counter that changes whenever the table does.
@@ -558,6 +757,23 @@ impl Positions {
             })
             .collect();
         files.sort_by(|a, b| a.path.cmp(&b.path).then(a.inode.cmp(&b.inode)));
+        let mut journal: Vec<StoredJournal> = table
+            .journals
+            .iter()
+            .map(|(id, e)| StoredJournal {
+                file_id: id.clone(),
+                path: e.path.clone(),
+                acked: e.acked,
+                seqnum: e.seqnum,
+                seqnum_id: e.seqnum_id.clone(),
+                entries: e.entries,
+                updated: e
+                    .updated
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            })
+            .collect();
+        journal.sort_by(|a, b| a.path.cmp(&b.path).then(a.file_id.cmp(&b.file_id)));
         PositionsFile {
             version: FORMAT_VERSION,
             written: SystemTime::now()
@@ -565,6 +781,7 @@ impl Positions {
                 .ok()
                 .map(|d| d.as_secs()),
             files,
+            journal,
         }
     }
 }
@@ -573,6 +790,7 @@ impl Table {
     /// Acknowledges the bytes of `token` (see [`Positions::ack`]).
     fn ack(&mut self, token: AckToken) {
         let Some(gen) = self.keys.get_mut(&token.file) else {
+            self.ack_journal(token);
             return;
         };
         if !gen.ranges.ack(token.start, token.end) {
@@ -587,6 +805,35 @@ impl Table {
             }
         }
         self.finish_if_done(token.file);
+        self.generation += 1;
+    }
+
+    /// Acknowledges the entries `[start, end)` of a journal file (see [`Positions::ack`]).
+    fn ack_journal(&mut self, token: AckToken) {
+        let Some(gen) = self.journal_keys.get_mut(&token.file) else {
+            return;
+        };
+        if !gen.ranges.ack(token.start, token.end) {
+            return;
+        }
+        let acked = gen.ranges.acked();
+        // The seqnum of the last entry of the acknowledged prefix, as the reader reported it.
+        let seqnum = gen.seqnums.range(..=acked).next_back().map(|(_, &s)| s);
+        gen.seqnums = gen.seqnums.split_off(&(acked + 1));
+        let (file_id, released) = (gen.file_id.clone(), gen.released);
+        if let Some(entry) = self.journals.get_mut(&file_id) {
+            if entry.current == Some(token.file) {
+                entry.acked = acked;
+                if let Some(seqnum) = seqnum {
+                    entry.seqnum = seqnum;
+                }
+                entry.updated = SystemTime::now();
+                if released && acked >= entry.entries {
+                    entry.current = None;
+                    self.journal_keys.remove(&token.file);
+                }
+            }
+        }
         self.generation += 1;
     }
 
@@ -709,6 +956,7 @@ pub fn store(data_dir: &Path, table: &PositionsFile) -> Result<(), PositionsErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn id(dev: u64, inode: u64, crc32: u32) -> FileIdentity {
         FileIdentity {
@@ -733,6 +981,85 @@ mod tests {
             start,
             end,
         });
+    }
+
+    #[test]
+    fn a_journal_files_count_moves_only_through_the_acknowledged_prefix_and_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Positions::new();
+        assert!(!p.journal_known());
+        let key = FileKey(1 << 62);
+        let from = JournalResume {
+            acked: 10,
+            seqnum: 0,
+            entries: 40,
+        };
+        p.journal_register(key, "f1", Path::new("/j/system.journal"), "s1", from);
+        assert!(p.journal_known());
+        p.journal_seqnum(key, 20, 120);
+        p.journal_seqnum(key, 30, 130);
+        ack(&p, 1 << 62, 20, 30);
+        let at = p.journal_lookup("f1").unwrap();
+        assert_eq!(
+            (at.acked, at.seqnum),
+            (10, 0),
+            "a gap before it: nothing moves"
+        );
+        ack(&p, 1 << 62, 10, 20);
+        let at = p.journal_lookup("f1").unwrap();
+        assert_eq!((at.acked, at.seqnum, at.entries), (30, 130, 40));
+        p.journal_seen(key, Path::new("/j/system@x.journal"), 50);
+
+        store(dir.path(), &p.snapshot()).unwrap();
+        let Loaded::Table(t) = load(dir.path()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(t.version, 3);
+        assert_eq!(
+            t.journal,
+            [StoredJournal {
+                file_id: "f1".into(),
+                path: "/j/system@x.journal".into(),
+                acked: 30,
+                seqnum: 130,
+                seqnum_id: "s1".into(),
+                entries: 50,
+                updated: t.journal[0].updated,
+            }]
+        );
+        let again = Positions::from_file(t);
+        assert_eq!(again.journal_lookup("f1").unwrap().acked, 30);
+
+        // Released and acknowledged to its end: no longer current, so pruned once gone, with
+        // nothing lost; a file gone with entries not acknowledged reports them.
+        p.journal_release(key);
+        ack(&p, 1 << 62, 30, 50);
+        assert_eq!(
+            p.journal_prune(&HashSet::new()),
+            [(PathBuf::from("/j/system@x.journal"), 0)]
+        );
+        let lost = again.journal_prune(&HashSet::new());
+        assert_eq!(lost, [(PathBuf::from("/j/system@x.journal"), 20)]);
+        assert!(again.journal_lookup("f1").is_none());
+    }
+
+    #[test]
+    fn a_journal_file_being_read_is_never_pruned() {
+        let p = Positions::new();
+        let from = JournalResume {
+            acked: 0,
+            seqnum: 0,
+            entries: 5,
+        };
+        p.journal_register(FileKey(7), "f", Path::new("/j/a.journal"), "s", from);
+        assert!(p.journal_prune(&HashSet::new()).is_empty());
+        p.journal_release(FileKey(7));
+        assert!(
+            p.journal_prune(&HashSet::new()).is_empty(),
+            "not acknowledged yet"
+        );
+        ack(&p, 7, 0, 5);
+        assert_eq!(p.journal_prune(&HashSet::new()).len(), 1);
     }
 
     #[test]
@@ -789,6 +1116,7 @@ mod tests {
             version: 1,
             written: None,
             files: vec![],
+            journal: vec![],
         };
         store(dir.path(), &table).unwrap();
         fs::write(dir.path().join(TMP_NAME), b"{\"version\":1,\"fil").unwrap();

@@ -265,6 +265,15 @@ impl AgentProcess {
         fs::read_to_string(&self.stderr).unwrap_or_default()
     }
 
+    /// The value of one series on the agent's `/metrics` (0 when absent).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = http_get(self.server_addr(), "/metrics").2;
+        super::prometheus::parse(&text)
+            .unwrap_or_else(|e| panic!("/metrics does not parse: {e}"))
+            .value(name, labels)
+            .unwrap_or(0.0)
+    }
+
     /// The address the agent's HTTP endpoint listens on, from its start-up log line.
     pub fn server_addr(&self) -> std::net::SocketAddr {
         let logs = self.logs();

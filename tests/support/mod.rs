@@ -3,5 +3,6 @@
 
 pub mod agent;
 pub mod elasticsearch;
+pub mod journal;
 pub mod kubernetes;
 pub mod prometheus;

@@ -206,7 +206,7 @@ fn read_action(
             return Err(malformed(
                 line,
                 "expected FIELD_NAME but found [END_OBJECT]".into(),
-            ))
+            ));
         }
         Some(b'"') => {}
         _ => {
@@ -258,9 +258,9 @@ fn read_action(
                 return Err(malformed(
                     line,
                     format!(
-                    "expected field [create], [delete], [index] or [update] but found [{other}]"
-                ),
-                ))
+                        "expected field [create], [delete], [index] or [update] but found [{other}]"
+                    ),
+                ));
             }
             Flavor::Elasticsearch7 | Flavor::OpenSearch2 => None,
         },
@@ -271,7 +271,7 @@ fn read_action(
             return Err(syntax(json::SyntaxError {
                 at: input.len(),
                 message: "Unexpected end-of-input: expected a value".into(),
-            }))
+            }));
         }
         Err(mut e) => {
             e.at += pos;
@@ -321,14 +321,14 @@ fn apply_params(
                 return Err(malformed(
                     line,
                     format!("expected a simple value for field [{name}] but found [START_ARRAY]"),
-                ))
+                ));
             }
             Kind::Object(_) if name == "_source" || name == "dynamic_templates" => continue,
             Kind::Object(_) => {
                 return Err(malformed(
                     line,
                     format!("expected a simple value for field [{name}] but found [START_OBJECT]"),
-                ))
+                ));
             }
             _ => {}
         }
@@ -353,7 +353,7 @@ fn apply_params(
             "version" | "version_type" if op.action == Action::Update => {
                 return Err(errors::illegal_argument(
                     "Update requests do not support versioning. Please use `if_seq_no` and `if_primary_term` instead",
-                ))
+                ));
             }
             _ => {}
         }
@@ -395,7 +395,7 @@ fn read_update(source: &[u8], flavor: Flavor) -> Result<UpdateBody, EsError> {
                     flavor,
                     &json::location(source, m.key_at),
                     &format!("[UpdateRequest] unknown field [{other}]"),
-                ))
+                ));
             }
         }
     }

@@ -172,7 +172,7 @@ impl DocParser<'_> {
                 return Err(self.doc_error(
                     self.input.len(),
                     "Malformed content, must start with an object".into(),
-                ))
+                ));
             }
             Err(e) => {
                 let cause = errors::x_content(self.flavor, &self.loc(e.at), &e.message);
@@ -422,8 +422,9 @@ impl DocParser<'_> {
         } else {
             parent.join(".")
         };
-        let reason =
-            format!("mapping set to strict, dynamic introduction of [{name}] within [{within}] is not allowed");
+        let reason = format!(
+            "mapping set to strict, dynamic introduction of [{name}] within [{within}] is not allowed"
+        );
         let mut e = self.doc_error(at, reason);
         e.kind = "strict_dynamic_mapping_exception".into();
         e
@@ -574,8 +575,10 @@ impl DocParser<'_> {
                     Kind::String(s) if s.is_empty() => return Ok(()),
                     Kind::String(s) => s.as_str(),
                     _ => {
-                        return Err(self
-                            .not_numeric(node, "not numeric, can not use numeric value accessors"))
+                        return Err(self.not_numeric(
+                            node,
+                            "not numeric, can not use numeric value accessors",
+                        ));
                     }
                 };
                 let v: f64 = raw.trim().parse().map_err(|_| {
@@ -594,8 +597,10 @@ impl DocParser<'_> {
                     Kind::String(s) if s.is_empty() => return Ok(()),
                     Kind::String(s) => s.as_str(),
                     _ => {
-                        return Err(self
-                            .not_numeric(node, "not numeric, can not use numeric value accessors"))
+                        return Err(self.not_numeric(
+                            node,
+                            "not numeric, can not use numeric value accessors",
+                        ));
                     }
                 };
                 let v: f64 = raw.trim().parse().map_err(|_| {

@@ -468,7 +468,7 @@ async fn bulk(shared: Arc<Shared>, index: Option<String>, req: Request) -> Respo
         Some(other) => {
             return render.error(&errors::illegal_argument(format!(
                 "Unknown value for refresh: [{other}]."
-            )))
+            )));
         }
     };
     let started = Instant::now();

@@ -467,7 +467,9 @@ impl Reader<'_> {
                 None => return Err(self.eof("expected close marker for Object")),
                 Some(b'"') => {}
                 Some(&b) => {
-                    return Err(self.unexpected(b, "was expecting double-quote to start field name"))
+                    return Err(
+                        self.unexpected(b, "was expecting double-quote to start field name")
+                    );
                 }
             }
             let key = self.string()?;
@@ -483,7 +485,7 @@ impl Reader<'_> {
                 Some(b':') => self.pos += 1,
                 Some(&b) => {
                     return Err(self
-                        .unexpected(b, "was expecting a colon to separate field name and value"))
+                        .unexpected(b, "was expecting a colon to separate field name and value"));
                 }
             }
             self.skip_ws();
@@ -498,10 +500,12 @@ impl Reader<'_> {
                         value: Kind::Object(members),
                         start,
                         end: self.pos_then_advance(),
-                    })
+                    });
                 }
                 Some(&b) => {
-                    return Err(self.unexpected(b, "was expecting comma to separate Object entries"))
+                    return Err(
+                        self.unexpected(b, "was expecting comma to separate Object entries")
+                    );
                 }
             }
         }
@@ -531,10 +535,10 @@ impl Reader<'_> {
                         value: Kind::Array(items),
                         start,
                         end: self.pos_then_advance(),
-                    })
+                    });
                 }
                 Some(&b) => {
-                    return Err(self.unexpected(b, "was expecting comma to separate Array entries"))
+                    return Err(self.unexpected(b, "was expecting comma to separate Array entries"));
                 }
             }
         }

@@ -334,7 +334,7 @@ fn read_object_settings(
                     format!(
                         "Failed to parse mapping: Could not convert [dynamic] to boolean: {other}"
                     ),
-                ))
+                ));
             }
         });
     }
@@ -350,7 +350,9 @@ fn read_properties(o: &mut ObjectMapping, props: &Value, flavor: Flavor) -> Resu
             return Err(EsError::new(
                 400,
                 "mapper_parsing_exception",
-                format!("Expected map for property [fields] on field [{name}] but got a class java.lang.String"),
+                format!(
+                    "Expected map for property [fields] on field [{name}] but got a class java.lang.String"
+                ),
             ));
         };
         // Dotted property names are paths, as in documents.

@@ -743,7 +743,7 @@ async fn collection_with(
                 Err(_) => {
                     return status_response(&status::bad_request(&format!(
                         "invalid resource version \"{v}\""
-                    )))
+                    )));
                 }
             },
         };

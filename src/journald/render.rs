@@ -1,0 +1,186 @@
+//! A journal entry -> a record of a batch: its message and time, and its own document fields
+//! (`record::Own`), rendered here once so that encoding splices them like a file's fragment.
+//!
+//! ECS names (README, "journald"): `log.syslog.priority` and `log.level` from `PRIORITY`,
+//! `systemd.unit` from `_SYSTEMD_UNIT`, `process.pid` from `_PID`, `process.name` from
+//! `SYSLOG_IDENTIFIER` (else `_COMM`), `host.name` from `_HOSTNAME` (else the node name), and,
+//! with `journald.all_fields`, every other field under `journald.*` with a lower-case name.
+
+use std::fmt::Write as _;
+
+use crate::record::{Batch, Own, Span, Stream};
+use crate::timestamp::Timestamp;
+
+use super::file::Entry;
+
+/// The syslog names of the priorities, as journalctl prints them (`-p`).
+const LEVELS: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// Fields with a place of their own in the document, and the ones no document carries (the
+/// message, journald's own addresses and timestamps).
+const MAPPED: [&[u8]; 7] = [
+    b"MESSAGE",
+    b"PRIORITY",
+    b"_SYSTEMD_UNIT",
+    b"_PID",
+    b"SYSLOG_IDENTIFIER",
+    b"_HOSTNAME",
+    b"_BOOT_ID",
+];
+
+/// Scratch space reused for every entry.
+#[derive(Default)]
+pub struct Renderer {
+    extra: Vec<(String, String)>,
+}
+
+impl Renderer {
+    /// Appends `entry`, the entry at `index` of its file, to `batch` as a record with its own
+    /// fields. `node_name` is the host the documents name by default.
+    pub fn push(
+        &mut self,
+        batch: &mut Batch,
+        entry: &Entry,
+        index: u64,
+        node_name: &str,
+        all_fields: bool,
+    ) {
+        let micros = i64::try_from(entry.realtime).unwrap_or(i64::MAX / 1000);
+        let timestamp = Timestamp(micros.saturating_mul(1000));
+        // Invalid UTF-8 is replaced, as in a file's lines.
+        let message = String::from_utf8_lossy(entry.get(b"MESSAGE").unwrap_or_default());
+        let message = message.trim_end_matches(['\n', '\r']);
+        batch.push(timestamp, Stream::Unknown, message, index, index + 1);
+
+        let own = &mut batch.own;
+        let mut o = Own::default();
+        let priority = entry
+            .get(b"PRIORITY")
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|p| p.trim().parse::<u8>().ok())
+            .filter(|p| *p < 8);
+        if let Some(p) = priority {
+            let at = own.len();
+            let _ = write!(own, "\"{}\"", LEVELS[usize::from(p)]);
+            o.level = span(at, own.len());
+            let at = own.len();
+            let _ = write!(own, "\"syslog\":{{\"priority\":{p}}}");
+            o.log = span(at, own.len());
+        }
+        let at = own.len();
+        if let Some(unit) = entry.get(b"_SYSTEMD_UNIT") {
+            own.push_str("\"systemd\":{\"unit\":");
+            json_str(own, unit);
+            own.push_str("},");
+        }
+        let pid = entry
+            .get(b"_PID")
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|p| p.trim().parse::<u64>().ok());
+        let name = entry
+            .get(b"SYSLOG_IDENTIFIER")
+            .or_else(|| entry.get(b"_COMM"));
+        if pid.is_some() || name.is_some() {
+            own.push_str("\"process\":{");
+            if let Some(pid) = pid {
+                let _ = write!(own, "\"pid\":{pid}");
+                if name.is_some() {
+                    own.push(',');
+                }
+            }
+            if let Some(name) = name {
+                own.push_str("\"name\":");
+                json_str(own, name);
+            }
+            own.push_str("},");
+        }
+        if all_fields {
+            self.extra.clear();
+            for (name, value) in entry.fields() {
+                // `_COMM` is kept unless it is `process.name`.
+                let used = name == b"_COMM" && entry.get(b"SYSLOG_IDENTIFIER").is_none();
+                if used || MAPPED.contains(&name) || name.starts_with(b"__") {
+                    continue;
+                }
+                let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                let value = String::from_utf8_lossy(value).into_owned();
+                self.extra.push((name, value));
+            }
+            if !self.extra.is_empty() {
+                // A field repeated in the entry becomes an array, in the entry's order.
+                self.extra.sort_by(|a, b| a.0.cmp(&b.0));
+                own.push_str("\"journald\":{");
+                let mut i = 0;
+                while i < self.extra.len() {
+                    let name = &self.extra[i].0;
+                    let n = self.extra[i..].iter().take_while(|e| &e.0 == name).count();
+                    if i > 0 {
+                        own.push(',');
+                    }
+                    json_str(own, name.as_bytes());
+                    own.push(':');
+                    if n == 1 {
+                        json_str(own, self.extra[i].1.as_bytes());
+                    } else {
+                        own.push('[');
+                        for (k, (_, v)) in self.extra[i..i + n].iter().enumerate() {
+                            if k > 0 {
+                                own.push(',');
+                            }
+                            json_str(own, v.as_bytes());
+                        }
+                        own.push(']');
+                    }
+                    i += n;
+                }
+                own.push_str("},");
+            }
+        }
+        o.members = span(at, own.len());
+        if let Some(host) = entry
+            .get(b"_HOSTNAME")
+            .filter(|h| *h != node_name.as_bytes())
+        {
+            let at = own.len();
+            own.push_str("\"host\":{\"name\":");
+            json_str(own, host);
+            own.push_str("}}");
+            o.host = span(at, own.len());
+        }
+        batch.owns.push(o);
+    }
+}
+
+fn span(start: usize, end: usize) -> Span {
+    Span::of(start..end).unwrap_or_default()
+}
+
+/// Appends `bytes` as a JSON string literal, invalid UTF-8 replaced (no allocation for valid
+/// UTF-8: the escapes are all ASCII, so runs between them are copied as they are).
+fn json_str(out: &mut String, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&text[start..i]);
+        if escape.is_empty() {
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(escape);
+        }
+        start = i + 1;
+    }
+    out.push_str(&text[start..]);
+    out.push('"');
+}
