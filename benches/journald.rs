@@ -63,7 +63,7 @@ fn entry(i: u64, rng: &mut Rng) -> ExportEntry {
         "for user",
     ];
     let unit = UNITS[(rng.next() % UNITS.len() as u64) as usize];
-    let long = rng.next() % 50 == 0;
+    let long = rng.next().is_multiple_of(50);
     let words = if long { 120 } else { 8 + rng.next() % 40 };
     let mut message = format!("{unit}[{i}]:");
     for _ in 0..words {
@@ -75,7 +75,7 @@ fn entry(i: u64, rng: &mut Rng) -> ExportEntry {
         .field("PRIORITY", format!("{}", 3 + rng.next() % 5))
         .field("_HOSTNAME", "bench-node")
         .field("_MACHINE_ID", "4b1f0c2d3e4f5a6b7c8d9e0f1a2b3c4d");
-    if rng.next() % 100 == 0 {
+    if rng.next().is_multiple_of(100) {
         return e
             .field("_TRANSPORT", "kernel")
             .field("SYSLOG_IDENTIFIER", "kernel");

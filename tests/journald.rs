@@ -167,6 +167,10 @@ fn an_entry_becomes_a_record_with_every_field() {
     );
     assert_eq!(records[2]["json"]["msg"], "disk almost full");
     assert_eq!(records[2]["log"]["syslog"]["priority"], 6);
+    // The journal reader's loop is judged by the liveness probe.
+    let (status, _, body) = support::agent::http_get(agent.server_addr(), "/healthz");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("journald"), "{body}");
 }
 
 #[test]
@@ -183,7 +187,9 @@ fn units_exclusions_matches_and_kernel_select_entries() {
         entry(4, "cron").field("_TRANSPORT", "syslog"),
         entry(5, "kubelet"),
     ];
-    let cases: [(&[(&str, &str)], &[&str]); 3] = [
+    // (settings, the messages shipped)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 3] = [
         (
             &[
                 (
@@ -463,4 +469,44 @@ fn a_file_vacuumed_while_it_is_read_is_read_to_its_end() {
         journal_positions(&fx)
     );
     assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_reload_that_changes_the_units_goes_on_where_the_journal_was() {
+    let fx = Fixture::new();
+    let system = journal(&fx, "system.journal");
+    write_journal(
+        &system,
+        &[entries(0..5, "kubelet"), entries(5..10, "sshd")].concat(),
+    );
+    let base = std::fs::read_to_string(&fx.config).unwrap();
+    let table = |units: &str| {
+        format!(
+            "{base}\n[journald]\nenabled = true\ndirectory = \"{}\"\npoll_interval = \"20ms\"\nunits = {units}\n",
+            journal_dir(&fx).display()
+        )
+    };
+    std::fs::write(&fx.config, table("[]")).unwrap();
+    let mut agent = fx.spawn(&[]);
+    assert!(fx.wait_for_records(10, WAIT), "{}", agent.logs());
+    std::fs::write(&fx.config, table("[\"kubelet\"]")).unwrap();
+    agent.hangup();
+    assert!(
+        wait_until(WAIT, || agent.logs().contains("Configuration reloaded")),
+        "{}",
+        agent.logs()
+    );
+    write_journal(
+        &system,
+        &[entries(10..15, "kubelet"), entries(15..20, "sshd")].concat(),
+    );
+    assert!(wait_until(WAIT, || acked(&fx, "system.journal") == Some(20)));
+    assert!(agent.terminate().success());
+    let mut want: Vec<String> = messages(0..5, "kubelet").into_iter().collect();
+    want.extend(messages(5..10, "sshd"));
+    want.extend(messages(10..15, "kubelet"));
+    let mut got = sink_messages(&fx);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "nothing again, the new units after the reload");
 }

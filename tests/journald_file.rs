@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use logship::journald::file::{Cursor, Entry, JournalError, JournalFile, State};
-use support::journal::{ExportEntry, journalctl_export, write_journal, write_journal_with};
+use support::journal::{journalctl_export, write_journal, write_journal_with, ExportEntry};
 
 const T0: u64 = 1_700_000_000_000_000;
 

@@ -10,7 +10,13 @@ use crate::journald::{JournaldSettings, Match};
 /// Where the system journal is: persistent, then volatile (journald writes to one of them).
 const SYSTEM_JOURNAL: [&str; 2] = ["/var/log/journal", "/run/log/journal"];
 
-pub(super) fn validate(e: &mut Vec<ConfigError>, raw: &RawJournald) -> Option<JournaldSettings> {
+/// `max_line_bytes` (`tail.max_line_bytes`, when valid) bounds a journal message as it bounds a
+/// line.
+pub(super) fn validate(
+    e: &mut Vec<ConfigError>,
+    raw: &RawJournald,
+    max_line_bytes: Option<usize>,
+) -> Option<JournaldSettings> {
     let directories: Vec<PathBuf> = if raw.directory.trim().is_empty() {
         SYSTEM_JOURNAL.iter().map(PathBuf::from).collect()
     } else if !raw.directory.starts_with('/') {
@@ -62,6 +68,7 @@ pub(super) fn validate(e: &mut Vec<ConfigError>, raw: &RawJournald) -> Option<Jo
         from_tail: raw.read_from == super::ReadFrom::Tail,
         all_fields: raw.all_fields,
         poll_interval: poll_interval?,
+        max_message_bytes: max_line_bytes?,
     })
 }
 
@@ -117,7 +124,7 @@ mod tests {
     #[test]
     fn off_by_default_and_on_with_the_system_journal() {
         let mut e = Vec::new();
-        assert!(validate(&mut e, &RawJournald::default()).is_none());
+        assert!(validate(&mut e, &RawJournald::default(), Some(1024)).is_none());
         let on = RawJournald {
             enabled: true,
             units: vec![
@@ -132,7 +139,7 @@ mod tests {
             ],
             ..RawJournald::default()
         };
-        let s = validate(&mut e, &on).expect("on");
+        let s = validate(&mut e, &on, Some(1024)).expect("on");
         assert!(e.is_empty(), "{e:?}");
         assert_eq!(
             s.directories,
@@ -165,7 +172,7 @@ mod tests {
             poll_interval: super::super::units::HumanDuration::secs(60),
             ..RawJournald::default()
         };
-        assert!(validate(&mut e, &bad).is_none());
+        assert!(validate(&mut e, &bad, Some(1024)).is_none());
         let text: Vec<String> = e.iter().map(ToString::to_string).collect();
         let text = text.join("\n");
         for want in [

@@ -159,7 +159,7 @@ pub fn validate(
     let listen = listen_address(e, &raw.server.listen);
     let rate_limit = rate_limit(e, &raw.rate_limit);
     let processing = super::processing::validate(e, &raw.processing, schema, &raw.kubernetes);
-    let journald = super::journald::validate(e, &raw.journald);
+    let journald = super::journald::validate(e, &raw.journald, max_line_bytes);
 
     if !errors.is_empty() {
         return Err(errors);

@@ -21,9 +21,10 @@
 //! object, and the entry array chain must move strictly forward (so a cycle ends it). A damaged
 //! object is an error for the entry that points to it, a damaged array an error for the rest of
 //! the chain; nothing here panics or loops on bad input. A field's payload, and an entry's
-//! payloads together, are limited to [`MAX_ENTRY_BYTES`] once decompressed (journald itself
-//! accepts fields of up to 768 MiB; one that large is refused here and the entry counted as
-//! unreadable).
+//! payloads together, are limited to [`MAX_ENTRY_BYTES`] once decompressed: the entry being
+//! read is held whole, so this bounds that part of the agent's memory (journald itself accepts
+//! fields of up to 768 MiB; a larger entry is refused here and counted as unreadable; the
+//! message of one within the limit is cut to `tail.max_line_bytes` when it becomes a record).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -73,7 +74,7 @@ const ENTRY_ARRAY_HEADER: u64 = 24;
 /// journald and systemd-journal-remote write at most 1024 fields per entry; this leaves room.
 const MAX_ENTRY_ITEMS: u64 = 65_536;
 /// The most payload bytes one entry may hold, decompressed (see the module comment).
-pub const MAX_ENTRY_BYTES: usize = 64 * 1024 * 1024;
+pub const MAX_ENTRY_BYTES: usize = 16 * 1024 * 1024;
 
 const PAGE_SHIFT: u32 = 16;
 const PAGE: usize = 1 << PAGE_SHIFT;
@@ -440,8 +441,9 @@ impl JournalFile {
         cursor.array = Some(array);
         let item = self.array_item(&array, cursor.index - array.first)?;
         if item == 0 {
-            // An array is filled up to `n_entries` before the header says so: this is a
-            // header read while journald was still linking an entry in.
+            // journald fills an item before it counts the entry: an empty one below
+            // `n_entries` is damage or another writer's order. The walk stops here, and goes
+            // on from here once the item is filled.
             return Ok(None);
         }
         cursor.index += 1;
@@ -511,7 +513,7 @@ impl JournalFile {
         let compact = self.header.compact();
         let item_size = if compact { 4 } else { 16 };
         let items_len = size - ENTRY_HEADER;
-        if items_len % item_size != 0 {
+        if !items_len.is_multiple_of(item_size) {
             return Err(self.corrupt(
                 offset,
                 "an ENTRY object whose size is not a whole number of items",
@@ -671,7 +673,7 @@ impl JournalFile {
         let (_, size) = self.object(offset, OBJECT_ENTRY_ARRAY, ENTRY_ARRAY_HEADER)?;
         let item_size = if self.header.compact() { 4 } else { 8 };
         let items = size - ENTRY_ARRAY_HEADER;
-        if items == 0 || items % item_size != 0 {
+        if items == 0 || !items.is_multiple_of(item_size) {
             return Err(self.corrupt(
                 offset,
                 "an entry array whose size is not a whole number of items",
@@ -700,7 +702,7 @@ impl JournalFile {
     /// Checks that an object of type `kind`, at least `min` bytes long, starts at `offset` and
     /// ends inside the file; its flags and size.
     fn object(&mut self, offset: u64, kind: u8, min: u64) -> Result<(u8, u64), JournalError> {
-        if offset % 8 != 0 || offset < self.header.header_size {
+        if !offset.is_multiple_of(8) || offset < self.header.header_size {
             return Err(self.corrupt(
                 offset,
                 "an object offset that is not 8-byte aligned or is inside the header",
@@ -844,7 +846,7 @@ fn read_header(file: &File, path: &Path) -> Result<(Header, u64), JournalError> 
         });
     }
     let header_size = le64(&buf, 88);
-    if header_size < HEADER_SIZE_MIN || header_size % 8 != 0 || header_size > len {
+    if header_size < HEADER_SIZE_MIN || !header_size.is_multiple_of(8) || header_size > len {
         return Err(corrupt(
             "a header_size that is too small, unaligned or past the end of the file",
         ));
@@ -1100,6 +1102,497 @@ impl Pages {
         for no in &mut self.nos {
             if *no != EMPTY && (*no + 1) << PAGE_SHIFT > offset {
                 *no = EMPTY;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ZSTD: u8 = OBJECT_COMPRESSED_ZSTD;
+    const LZ4: u8 = OBJECT_COMPRESSED_LZ4;
+    const XZ: u8 = OBJECT_COMPRESSED_XZ;
+
+    /// Writes journal files the way journald lays them out (hashes left at 0: the reader does not
+    /// look at them), for what systemd-journal-remote 252 cannot make: LZ4 and XZ payloads, and
+    /// damage in exact places.
+    struct Build {
+        compact: bool,
+        out: Vec<u8>,
+        entries: Vec<u64>,
+    }
+
+    impl Build {
+        fn new(compact: bool) -> Build {
+            let mut out = vec![0u8; HEADER_SIZE_KNOWN];
+            out[..8].copy_from_slice(SIGNATURE);
+            let flags = INCOMPATIBLE_COMPRESSED_XZ
+                | INCOMPATIBLE_COMPRESSED_LZ4
+                | INCOMPATIBLE_COMPRESSED_ZSTD
+                | if compact { INCOMPATIBLE_COMPACT } else { 0 };
+            out[12..16].copy_from_slice(&flags.to_le_bytes());
+            out[88..96].copy_from_slice(&(HEADER_SIZE_KNOWN as u64).to_le_bytes());
+            out[24..40].copy_from_slice(&[9; 16]);
+            Build {
+                compact,
+                out,
+                entries: Vec::new(),
+            }
+        }
+
+        fn object(&mut self, kind: u8, flags: u8, body: &[u8]) -> u64 {
+            while !self.out.len().is_multiple_of(8) {
+                self.out.push(0);
+            }
+            let offset = self.out.len() as u64;
+            self.out.extend_from_slice(&[kind, flags, 0, 0, 0, 0, 0, 0]);
+            self.out
+                .extend_from_slice(&(OBJECT_HEADER + body.len() as u64).to_le_bytes());
+            self.out.extend_from_slice(body);
+            offset
+        }
+
+        fn data(&mut self, payload: &[u8], compression: u8) -> u64 {
+            let mut body = vec![0u8; if self.compact { 56 } else { 48 }];
+            match compression {
+                0 => body.extend_from_slice(payload),
+                ZSTD => body.extend(ruzstd::encoding::compress_to_vec(
+                    payload,
+                    ruzstd::encoding::CompressionLevel::Fastest,
+                )),
+                LZ4 => {
+                    body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+                    body.extend(lz4_flex::block::compress(payload));
+                }
+                XZ => {
+                    let mut xz = Vec::new();
+                    lzma_rs::xz_compress(&mut &payload[..], &mut xz).unwrap();
+                    body.extend(xz);
+                }
+                _ => body.extend_from_slice(payload),
+            }
+            self.object(OBJECT_DATA, compression, &body)
+        }
+
+        fn entry(&mut self, realtime: u64, data: &[u64]) -> u64 {
+            let seqnum = self.entries.len() as u64 + 1;
+            let mut body = Vec::new();
+            for v in [seqnum, realtime, realtime / 2] {
+                body.extend_from_slice(&v.to_le_bytes());
+            }
+            body.extend_from_slice(&[7; 16]);
+            body.extend_from_slice(&0u64.to_le_bytes());
+            for &d in data {
+                if self.compact {
+                    body.extend_from_slice(&(d as u32).to_le_bytes());
+                } else {
+                    body.extend_from_slice(&d.to_le_bytes());
+                    body.extend_from_slice(&0u64.to_le_bytes());
+                }
+            }
+            let offset = self.object(OBJECT_ENTRY, 0, &body);
+            self.entries.push(offset);
+            offset
+        }
+
+        /// An entry of `fields`, each payload compressed with the given algorithm.
+        fn fields(&mut self, realtime: u64, fields: &[(&[u8], u8)]) -> u64 {
+            let data: Vec<u64> = fields.iter().map(|&(p, c)| self.data(p, c)).collect();
+            self.entry(realtime, &data)
+        }
+
+        /// Chains the entries in arrays of the given capacities (the last one partly empty)
+        /// and writes the header; the offsets of the arrays.
+        fn finish(&mut self, capacities: &[u64]) -> Vec<u64> {
+            let mut arrays = Vec::new();
+            let mut items = self.entries.clone().into_iter();
+            for &capacity in capacities {
+                let mut body = vec![0u8; 8];
+                for _ in 0..capacity {
+                    let item = items.next().unwrap_or(0);
+                    if self.compact {
+                        body.extend_from_slice(&(item as u32).to_le_bytes());
+                    } else {
+                        body.extend_from_slice(&item.to_le_bytes());
+                    }
+                }
+                arrays.push(self.object(OBJECT_ENTRY_ARRAY, 0, &body));
+            }
+            assert!(items.next().is_none(), "arrays too small");
+            for pair in arrays.windows(2) {
+                let at = pair[0] as usize + 16;
+                self.out[at..at + 8].copy_from_slice(&pair[1].to_le_bytes());
+            }
+            while !self.out.len().is_multiple_of(8) {
+                self.out.push(0);
+            }
+            let set = |out: &mut Vec<u8>, at: usize, v: u64| {
+                out[at..at + 8].copy_from_slice(&v.to_le_bytes())
+            };
+            let arena = self.out.len() as u64 - HEADER_SIZE_KNOWN as u64;
+            set(&mut self.out, 96, arena);
+            set(&mut self.out, 136, *arrays.last().unwrap());
+            set(&mut self.out, 152, self.entries.len() as u64);
+            set(&mut self.out, 176, arrays[0]);
+            arrays
+        }
+
+        fn write(&self, dir: &Path, name: &str) -> PathBuf {
+            let path = dir.join(name);
+            std::fs::write(&path, &self.out).unwrap();
+            path
+        }
+    }
+
+    fn fields(entry: &Entry) -> Vec<(Vec<u8>, Vec<u8>)> {
+        entry
+            .fields()
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect()
+    }
+
+    fn read_all(file: &mut JournalFile) -> Vec<Result<Entry, JournalError>> {
+        let offsets: Vec<_> = file.entry_offsets(0).collect();
+        offsets
+            .into_iter()
+            .map(|o| {
+                let mut entry = Entry::new();
+                o.and_then(|o| file.read_entry(o, &mut entry))
+                    .map(|()| entry)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_reader_is_send() {
+        fn send<T: Send>() {}
+        send::<JournalFile>();
+        send::<Entry>();
+        send::<JournalError>();
+    }
+
+    #[test]
+    fn payloads_compressed_with_each_algorithm_in_both_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let long: Vec<u8> = b"MESSAGE="
+            .iter()
+            .copied()
+            .chain(b"a long line, ".iter().copied().cycle().take(3000))
+            .collect();
+        let binary = b"BIN=\x00\xff\n=".to_vec();
+        for compact in [true, false] {
+            let mut build = Build::new(compact);
+            for (i, compression) in [0, ZSTD, LZ4, XZ].into_iter().enumerate() {
+                build.fields(
+                    100 + i as u64,
+                    &[
+                        (&long, compression),
+                        (&binary, compression),
+                        (b"E=", compression),
+                    ],
+                );
+            }
+            build.finish(&[4]);
+            let path = build.write(dir.path(), "algorithms.journal");
+            let mut file = JournalFile::open(&path).unwrap();
+            assert_eq!(file.header().compact(), compact);
+            let entries = read_all(&mut file);
+            assert_eq!(entries.len(), 4);
+            for (i, entry) in entries.into_iter().enumerate() {
+                let entry = entry.unwrap();
+                assert_eq!(
+                    (entry.seqnum, entry.realtime),
+                    (i as u64 + 1, 100 + i as u64)
+                );
+                assert_eq!(entry.boot_id, [7; 16]);
+                assert_eq!(
+                    fields(&entry),
+                    [
+                        (b"MESSAGE".to_vec(), long[8..].to_vec()),
+                        (b"BIN".to_vec(), b"\x00\xff\n=".to_vec()),
+                        (b"E".to_vec(), Vec::new()),
+                    ],
+                    "compact {compact}, entry {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn objects_straddling_pages_and_large_payloads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut build = Build::new(true);
+        let mut want = Vec::new();
+        for i in 0..40u64 {
+            // 9000 bytes: through the cache, some across a page boundary; 70,000 bytes: read
+            // past it.
+            let len = if i % 10 == 9 { 70_000 } else { 9_000 };
+            let payload: Vec<u8> = format!("F{i}=")
+                .into_bytes()
+                .into_iter()
+                .chain((0..len).map(|j| (i + j) as u8))
+                .collect();
+            build.fields(i, &[(&payload, 0), (b"SMALL=x", 0)]);
+            want.push(payload);
+        }
+        build.finish(&[64]);
+        let path = build.write(dir.path(), "pages.journal");
+        let mut file = JournalFile::open(&path).unwrap();
+        for (entry, want) in read_all(&mut file).into_iter().zip(&want) {
+            let entry = entry.unwrap();
+            let eq = want.iter().position(|&b| b == b'=').unwrap();
+            assert_eq!(entry.get(&want[..eq]), Some(&want[eq + 1..]));
+            assert_eq!(entry.get(b"SMALL"), Some(&b"x"[..]));
+        }
+    }
+
+    #[test]
+    fn a_chain_of_arrays_is_walked_from_any_index_and_searched() {
+        let dir = tempfile::tempdir().unwrap();
+        for compact in [true, false] {
+            let mut build = Build::new(compact);
+            for i in 0..20u64 {
+                build.fields(1000 + i, &[(format!("N={i}").as_bytes(), 0)]);
+            }
+            // 1 + 2 + 4 + 8 + 16: the last array holds 5 entries and 11 empty items.
+            build.finish(&[1, 2, 4, 8, 16]);
+            let path = build.write(dir.path(), "chain.journal");
+            let mut file = JournalFile::open(&path).unwrap();
+            let mut entry = Entry::new();
+            for from in 0..=21 {
+                let offsets: Vec<u64> = file.entry_offsets(from).map(Result::unwrap).collect();
+                assert_eq!(offsets.len() as u64, 20u64.saturating_sub(from));
+                if let Some(&first) = offsets.first() {
+                    file.read_entry(first, &mut entry).unwrap();
+                    assert_eq!(entry.seqnum, from + 1);
+                }
+            }
+            for seqnum in 0..25 {
+                let want = (seqnum < 20).then_some(seqnum);
+                assert_eq!(file.find_seqnum(seqnum).unwrap(), want, "seqnum {seqnum}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_header_counts_entries_not_the_arrays() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut build = Build::new(true);
+        for i in 0..6u64 {
+            build.fields(i, &[(b"M=x", 0)]);
+        }
+        build.finish(&[2, 4]);
+        // journald has linked 6 entries, but its header says 4 as we read it.
+        build.out[152..160].copy_from_slice(&4u64.to_le_bytes());
+        let path = build.write(dir.path(), "count.journal");
+        let mut file = JournalFile::open(&path).unwrap();
+        assert_eq!(file.entry_offsets(0).count(), 4);
+        assert_eq!(file.find_seqnum(3).unwrap(), Some(3));
+        assert_eq!(file.find_seqnum(4).unwrap(), None);
+        // Now the header says 8, but items 6 and 7 are still empty: the walk stops at 6.
+        let mut cursor = Cursor::new(0);
+        while file.next_entry(&mut cursor).unwrap().is_some() {}
+        assert_eq!(cursor.index(), 4);
+        build.out[152..160].copy_from_slice(&8u64.to_le_bytes());
+        std::fs::write(&path, &build.out).unwrap();
+        file.refresh().unwrap();
+        while file.next_entry(&mut cursor).unwrap().is_some() {}
+        assert_eq!(cursor.index(), 6);
+        assert_eq!(file.find_seqnum(5).unwrap(), Some(5));
+        assert_eq!(file.find_seqnum(6).unwrap(), None);
+    }
+
+    #[test]
+    fn damaged_objects_are_errors_of_their_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut build = Build::new(true);
+        let good = build.fields(1, &[(b"M=good", 0)]);
+        // Two compression flags.
+        let two = build.data(b"M=x", 0);
+        let at = two as usize + 1;
+        build.out[at] = ZSTD | LZ4;
+        build.entry(2, &[two]);
+        // No '='.
+        build.fields(3, &[(b"no equals sign", 0)]);
+        // An LZ4 size prefix far past what the block can hold; a wrong one.
+        let lz4 = build.data(b"M=short", LZ4);
+        let at = lz4 as usize + 72;
+        build.out[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        build.entry(4, &[lz4]);
+        let lz4 = build.data(b"M=short", LZ4);
+        let at = lz4 as usize + 72;
+        build.out[at..at + 8].copy_from_slice(&5u64.to_le_bytes());
+        build.entry(5, &[lz4]);
+        // More than the limit once decompressed (zstd and XZ), garbage for XZ.
+        let zeros = vec![b'='; MAX_ENTRY_BYTES + 1];
+        build.fields(6, &[(&zeros, ZSTD)]);
+        build.fields(7, &[(b"M=xz", XZ)]);
+        let xz = *build.entries.last().unwrap();
+        let data = u64::from(u32::from_le_bytes(
+            build.out[xz as usize + 64..xz as usize + 68]
+                .try_into()
+                .unwrap(),
+        ));
+        let at = data as usize + 72 + 20;
+        build.out[at..at + 8].copy_from_slice(&[0xee; 8]);
+        // An item pointing into the header, at an ENTRY, unaligned, past the end.
+        build.entry(8, &[8]);
+        build.entry(9, &[good]);
+        build.entry(10, &[good + 4]);
+        build.entry(11, &[u64::from(u32::MAX) - 7]);
+        build.fields(12, &[(b"M=last", 0)]);
+        build.finish(&[16]);
+        let path = build.write(dir.path(), "damaged.journal");
+        let mut file = JournalFile::open(&path).unwrap();
+        let results = read_all(&mut file);
+        assert_eq!(results.len(), 12);
+        assert_eq!(results[0].as_ref().unwrap().get(b"M"), Some(&b"good"[..]));
+        assert_eq!(results[11].as_ref().unwrap().get(b"M"), Some(&b"last"[..]));
+        let kinds: Vec<String> = results[1..11]
+            .iter()
+            .map(|r| match r {
+                Ok(_) => "ok".into(),
+                Err(JournalError::Corrupt { what, .. }) => format!("corrupt: {what}"),
+                Err(JournalError::Decompress { algorithm, .. }) => algorithm.to_string(),
+                Err(JournalError::TooLarge { .. }) => "too large".into(),
+                Err(e) => format!("{e}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "corrupt: a DATA object with more than one compression flag",
+                "corrupt: a DATA object whose payload has no '='",
+                "LZ4",
+                "LZ4",
+                "too large",
+                "XZ",
+                "corrupt: an object offset that is not 8-byte aligned or is inside the header",
+                "corrupt: not a DATA object where an entry points to one",
+                "corrupt: an object offset that is not 8-byte aligned or is inside the header",
+                "corrupt: an offset past the end of the file",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_damaged_chain_ends_the_walk_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut build = Build::new(false);
+        for i in 0..7u64 {
+            build.fields(i, &[(b"M=x", 0)]);
+        }
+        let arrays: [u64; 3] = build.finish(&[1, 2, 4]).try_into().unwrap();
+        type Damage = Box<dyn Fn(&mut Vec<u8>)>;
+        let chains: [(&str, Damage); 3] = [
+            (
+                "a cycle",
+                Box::new(move |out| {
+                    let at = arrays[2] as usize + 16;
+                    out[at..at + 8].copy_from_slice(&arrays[0].to_le_bytes());
+                }),
+            ),
+            (
+                "an empty array",
+                Box::new(move |out| {
+                    let at = arrays[1] as usize + 8;
+                    out[at..at + 8].copy_from_slice(&24u64.to_le_bytes());
+                }),
+            ),
+            (
+                "not an array",
+                Box::new(move |out| out[arrays[1] as usize] = OBJECT_ENTRY),
+            ),
+        ];
+        for (what, damage) in chains {
+            let mut out = build.out.clone();
+            damage(&mut out);
+            // The cycle needs more entries than the arrays hold to be followed.
+            out[152..160].copy_from_slice(&100u64.to_le_bytes());
+            let path = dir.path().join("chain.journal");
+            std::fs::write(&path, &out).unwrap();
+            let mut file = JournalFile::open(&path).unwrap();
+            let offsets: Vec<_> = file.entry_offsets(0).collect();
+            assert!(offsets.len() <= 8, "{what}");
+            assert!(offsets.last().unwrap().is_err(), "{what}");
+            assert!(file.find_seqnum(1000).is_err(), "{what}");
+        }
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut build = Build::new(true);
+        build.fields(1, &[(b"M=x", 0)]);
+        build.finish(&[1]);
+        let cases: [(&str, usize, &[u8]); 5] = [
+            ("header_size too small", 88, &200u64.to_le_bytes()),
+            ("header_size unaligned", 88, &212u64.to_le_bytes()),
+            ("header_size past the end", 88, &(1u64 << 40).to_le_bytes()),
+            ("arena overflow", 96, &u64::MAX.to_le_bytes()),
+            (
+                "unknown flag",
+                12,
+                &(1u32 << 9 | INCOMPATIBLE_COMPACT).to_le_bytes(),
+            ),
+        ];
+        for (what, at, bytes) in cases {
+            let mut out = build.out.clone();
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            let path = dir.path().join("header.journal");
+            std::fs::write(&path, &out).unwrap();
+            let err = JournalFile::open(&path).unwrap_err();
+            let want = if what == "unknown flag" {
+                matches!(err, JournalError::UnknownFeatures { flags, .. } if flags == 1 << 9 | INCOMPATIBLE_COMPACT)
+            } else {
+                matches!(err, JournalError::Corrupt { offset: 0, .. })
+            };
+            assert!(want, "{what}: {err}");
+        }
+        // A header an older systemd wrote (208 bytes): the later fields are absent.
+        let mut out = build.out.clone();
+        out[88..96].copy_from_slice(&208u64.to_le_bytes());
+        let path = dir.path().join("old.journal");
+        std::fs::write(&path, &out).unwrap();
+        let file = JournalFile::open(&path).unwrap();
+        assert_eq!(file.header().n_data, None);
+        assert_eq!(file.header().tail_entry_offset, None);
+    }
+
+    #[test]
+    fn random_damage_never_panics_or_hangs() {
+        let dir = tempfile::tempdir().unwrap();
+        for compact in [true, false] {
+            let mut build = Build::new(compact);
+            for i in 0..40u64 {
+                let message = format!("MESSAGE=message {i} {}", "x".repeat(i as usize * 40));
+                let compression = [0, ZSTD, LZ4, XZ][i as usize % 4];
+                build.fields(i, &[(message.as_bytes(), compression), (b"A=b", 0)]);
+            }
+            build.finish(&[2, 4, 8, 16, 32]);
+            let path = dir.path().join("random.journal");
+            let mut rng = fastrand::Rng::with_seed(compact as u64);
+            for _ in 0..500 {
+                let mut out = build.out.clone();
+                for _ in 0..rng.usize(1..8) {
+                    let at = rng.usize(0..out.len());
+                    out[at] = rng.u8(..);
+                }
+                if rng.bool() {
+                    out.truncate(rng.usize(0..out.len()));
+                }
+                std::fs::write(&path, &out).unwrap();
+                let Ok(mut file) = JournalFile::open(&path) else {
+                    continue;
+                };
+                let _ = read_all(&mut file);
+                for seqnum in [0, 5, 39, 1000] {
+                    let _ = file.find_seqnum(seqnum);
+                }
+                let _ = file.entry_offsets(17).count();
+                let _ = file.refresh();
             }
         }
     }

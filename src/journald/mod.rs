@@ -40,7 +40,7 @@ use crate::record::{Batch, IdPrefix};
 use crate::source::Source;
 use crate::telemetry::{self, metrics, Loop};
 
-use file::{Entry, JournalFile};
+use file::{Entry, JournalFile, State};
 use render::Renderer;
 
 /// Journal file keys start here, far from the tailer's (which count up from 1), so that the
@@ -77,6 +77,8 @@ pub struct JournaldSettings {
     /// Every other field under `journald.*`.
     pub all_fields: bool,
     pub poll_interval: Duration,
+    /// Longer messages are truncated (`tail.max_line_bytes`), counted as an oversize line.
+    pub max_message_bytes: usize,
 }
 
 /// `FIELD=value` matches of one field: an entry holds if it has the field with one of the
@@ -225,6 +227,15 @@ impl Journald {
             .map(|d| d.display().to_string())
             .collect();
         tracing::info!(directories = ?dirs, units = ?self.settings.units, "Reading the systemd journal.");
+        let present: Vec<&PathBuf> = self
+            .settings
+            .directories
+            .iter()
+            .filter(|d| d.is_dir())
+            .collect();
+        if present.is_empty() {
+            tracing::warn!(directories = ?dirs, "No journal directory exists (yet); journal files are read once one appears. On Kubernetes, mount the node's /var/log/journal and /run/log/journal (deploy/overlays/node-journal).");
+        }
         // At the first start (no journal file stored yet), files found now follow `read_from`.
         let mut first = !self.cursors.known();
         let mut last_scan: Option<Instant> = None;
@@ -376,6 +387,19 @@ impl Journald {
             if self.stop.is_cancelled() {
                 return Err(Stopped);
             }
+            let header = self.files[i].file.header();
+            // An archived file read to its end never changes again: no need to look.
+            let settled = header.state == State::Archived && self.files[i].next >= header.n_entries;
+            if settled {
+                if self.files[i].deleted {
+                    let f = self.files.remove(i);
+                    tracing::debug!(path = %f.path.display(), "A deleted journal file was read to its end.");
+                    self.cursors.release(f.key);
+                    continue;
+                }
+                i += 1;
+                continue;
+            }
             if let Err(e) = self.files[i].file.refresh() {
                 let f = &mut self.files[i];
                 if !f.failing {
@@ -387,7 +411,10 @@ impl Journald {
                 continue;
             }
             let batch = self.turn(i);
-            let f = &self.files[i];
+            let f = &mut self.files[i];
+            // Each file's cached pages serve its turn; between turns they are given back, so
+            // that many files with a backlog cost no more memory than one.
+            f.file.trim();
             self.cursors.seen(f.key, &f.path, f.file.header().n_entries);
             if let Some((batch, seqnum)) = batch {
                 any = true;
@@ -436,13 +463,21 @@ impl Journald {
                     f.failing = false;
                     seqnum = self.entry.seqnum;
                     if self.settings.selects(&self.entry) {
-                        self.renderer.push(
+                        let cut = self.renderer.push(
                             &mut batch,
                             &self.entry,
                             index,
                             &self.node_name,
-                            self.settings.all_fields,
+                            &self.settings,
                         );
+                        if cut > 0 {
+                            telemetry::oversize_truncated(
+                                &f.path,
+                                index,
+                                self.settings.max_message_bytes,
+                                cut as u64,
+                            );
+                        }
                     } else {
                         telemetry::add(&metrics().journald_entries_skipped, 1);
                     }

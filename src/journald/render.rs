@@ -12,6 +12,7 @@ use crate::record::{Batch, Own, Span, Stream};
 use crate::timestamp::Timestamp;
 
 use super::file::Entry;
+use super::JournaldSettings;
 
 /// The syslog names of the priorities, as journalctl prints them (`-p`).
 const LEVELS: [&str; 8] = [
@@ -38,20 +39,30 @@ pub struct Renderer {
 
 impl Renderer {
     /// Appends `entry`, the entry at `index` of its file, to `batch` as a record with its own
-    /// fields. `node_name` is the host the documents name by default.
+    /// fields. `node_name` is the host the documents name by default. Returns the bytes of the
+    /// message cut off past `settings.max_message_bytes` (0 for none).
     pub fn push(
         &mut self,
         batch: &mut Batch,
         entry: &Entry,
         index: u64,
         node_name: &str,
-        all_fields: bool,
-    ) {
+        settings: &JournaldSettings,
+    ) -> usize {
         let micros = i64::try_from(entry.realtime).unwrap_or(i64::MAX / 1000);
         let timestamp = Timestamp(micros.saturating_mul(1000));
         // Invalid UTF-8 is replaced, as in a file's lines.
         let message = String::from_utf8_lossy(entry.get(b"MESSAGE").unwrap_or_default());
-        let message = message.trim_end_matches(['\n', '\r']);
+        let mut message = message.trim_end_matches(['\n', '\r']);
+        let mut cut = 0;
+        if message.len() > settings.max_message_bytes {
+            let mut end = settings.max_message_bytes;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            cut = message.len() - end;
+            message = &message[..end];
+        }
         batch.push(timestamp, Stream::Unknown, message, index, index + 1);
 
         let own = &mut batch.own;
@@ -96,7 +107,7 @@ impl Renderer {
             }
             own.push_str("},");
         }
-        if all_fields {
+        if settings.all_fields {
             self.extra.clear();
             for (name, value) in entry.fields() {
                 // `_COMM` is kept unless it is `process.name`.
@@ -105,7 +116,15 @@ impl Renderer {
                     continue;
                 }
                 let name = String::from_utf8_lossy(name).to_ascii_lowercase();
-                let value = String::from_utf8_lossy(value).into_owned();
+                // Bounded as the message is (a field is shipped whole or cut, never refused).
+                let mut value = String::from_utf8_lossy(value).into_owned();
+                if value.len() > settings.max_message_bytes {
+                    let mut end = settings.max_message_bytes;
+                    while !value.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    value.truncate(end);
+                }
                 self.extra.push((name, value));
             }
             if !self.extra.is_empty() {
@@ -150,6 +169,7 @@ impl Renderer {
             o.host = span(at, own.len());
         }
         batch.owns.push(o);
+        cut
     }
 }
 
