@@ -376,7 +376,17 @@ fn every_trace_of_many_rotations_arrives_whole() {
     // A loaded machine may take a while to see the rotation: the trace stays open meanwhile
     // (the next line closes it, not the timeout).
     let mut agent = es_spawn(&fx, &es, &[("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "10s")]);
-    let mut expected: Vec<String> = Vec::new();
+    // The file is followed before its first rotation: a file created and rotated before the
+    // agent's first look at it is a late discovery, not what this test is about.
+    append(&path, cri("stdout", 'F', "start").as_bytes());
+    assert!(
+        wait_until(WAIT, || fx.positions_now()["files"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())),
+        "{}",
+        agent.logs()
+    );
+    let mut expected: Vec<String> = vec!["start".to_string()];
     let mut traces: Vec<String> = Vec::new();
     for i in 0..ROTATIONS {
         let stream = if i % 2 == 0 { "stdout" } else { "stderr" };

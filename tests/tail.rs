@@ -399,7 +399,7 @@ fn sigterm_drains_writes_positions_and_exits_zero() {
     // Whatever was shipped is in the positions; a restart ships the rest, no duplicates.
     let shipped = fx.messages().len();
     let positions = fx.positions();
-    assert_eq!(positions["version"], 2);
+    assert_eq!(positions["version"], 3);
     let mut agent = fx.spawn(&[]);
     assert!(fx.wait_for_records(50_000, WAIT), "{}", agent.logs());
     std::thread::sleep(Duration::from_millis(200));
