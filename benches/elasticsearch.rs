@@ -48,6 +48,11 @@ use kubelet::{kubelet_file, CriFile};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+/// The command line and the process figures, shared with the other end-to-end bench.
+#[path = "shared/process.rs"]
+mod process;
+use process::usage;
+
 const FILES: usize = 4;
 const LINES_PER_FILE: usize = 250_000;
 const LINE_BYTES: usize = 200;
@@ -176,21 +181,6 @@ fn start_server(counter: Arc<Counter>) -> String {
         });
     });
     format!("http://{addr}")
-}
-
-/// (utime + stime in seconds, VmHWM in KiB) of a process; None once it is gone. Counts all its
-/// threads.
-fn usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    Some((ticks / 100.0, hwm))
 }
 
 /// One input and one endpoint behaviour.
@@ -857,13 +847,9 @@ fn run_fairness(seconds: u64, delay_per_item: Duration) {
 
 fn main() {
     // `cargo bench --bench elasticsearch -- NAME` runs the scenarios whose name contains NAME.
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if std::env::args().any(|a| a == "--list") {
+    let Some(args) = process::scenario_args() else {
         return;
-    }
+    };
     // The big backlog is written to disk first: LOGSHIP_BENCH_BACKLOG_GB (default 1) sizes it.
     let backlog_gb: usize = std::env::var("LOGSHIP_BENCH_BACKLOG_GB")
         .ok()

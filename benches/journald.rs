@@ -21,6 +21,11 @@ use std::time::{Duration, Instant};
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+/// The command line and the process figures, shared with the other end-to-end bench.
+#[path = "shared/process.rs"]
+mod process;
+use process::usage;
+
 use support::journal::{write_journal, ExportEntry};
 
 const RUNS: usize = 3;
@@ -103,20 +108,6 @@ fn write_input(dir: &Path, n: u64) {
     }
 }
 
-/// CPU seconds and peak RSS (KiB) of `pid`.
-fn usage(pid: u32) -> Option<(f64, u64)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().ok()? + fields[12].parse::<f64>().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let hwm = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0);
-    Some((ticks / 100.0, hwm))
-}
-
 /// A counter of the agent's /metrics, 0 while it is not there.
 fn metric(addr: &str, name: &str) -> f64 {
     let text = support::agent::http_get(addr.parse().expect("address"), "/metrics").2;
@@ -173,13 +164,9 @@ fn spawn(bin: &Path, dir: &Path, journal: &Path, units: &str) -> (Child, String)
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    if std::env::args().any(|a| a == "--list") {
+    let Some(args) = process::scenario_args() else {
         return;
-    }
+    };
     let n: u64 = std::env::var("LOGSHIP_BENCH_JOURNAL_ENTRIES")
         .ok()
         .and_then(|v| v.parse().ok())

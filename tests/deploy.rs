@@ -428,8 +428,8 @@ fn unit_settings(unit: &str) -> Vec<(String, String)> {
 }
 
 /// The VM configuration validates, and the unit that runs it drains within its stop timeout,
-/// may write the data directory and nothing else, reads the logs as a non-root user, and
-/// reloads with SIGHUP.
+/// may write the data directory and nothing else, reads the logs and the journal as a non-root
+/// user, and reloads with SIGHUP.
 #[test]
 fn the_vm_configuration_and_its_systemd_unit_agree() {
     let dir = tempfile::tempdir().unwrap();
@@ -489,9 +489,21 @@ fn the_vm_configuration_and_its_systemd_unit_agree() {
     assert_eq!(one("ReadWritePaths"), data_dir);
     assert_eq!(format!("/var/lib/{}", one("StateDirectory")), data_dir);
     assert_eq!(one("User"), "logship");
-    assert!(one("SupplementaryGroups")
-        .split_whitespace()
-        .any(|g| g == "adm"));
+    // adm reads the system's text logs, systemd-journal the journal the VM configuration reads.
+    for group in ["adm", "systemd-journal"] {
+        assert!(
+            one("SupplementaryGroups")
+                .split_whitespace()
+                .any(|g| g == group),
+            "{group}"
+        );
+    }
+    assert_eq!(effective["journald"]["enabled"].as_bool(), Some(true));
+    assert_eq!(
+        effective["journald"]["exclude_units"][0].as_str(),
+        Some("logship.service"),
+        "the agent's own log is not read back"
+    );
     assert_eq!(one("CapabilityBoundingSet"), "", "no capability");
     assert_eq!(
         one("ExecStart"),

@@ -510,3 +510,29 @@ fn a_reload_that_changes_the_units_goes_on_where_the_journal_was() {
     want.sort();
     assert_eq!(got, want, "nothing again, the new units after the reload");
 }
+
+#[test]
+fn a_file_that_is_not_a_journal_is_warned_about_and_the_others_are_read() {
+    let fx = Fixture::new();
+    write_journal(&journal(&fx, "system.journal"), &entries(0..3, "good"));
+    // A file named like a journal that is not one, and one cut short in its header.
+    std::fs::write(journal(&fx, "garbage.journal"), b"not a journal at all").unwrap();
+    let whole = std::fs::read(journal(&fx, "system.journal")).unwrap();
+    std::fs::write(journal(&fx, "cut.journal~"), &whole[..100]).unwrap();
+    let dir = journal_dir(&fx).display().to_string();
+    let mut agent = fx.spawn(&env(&fx, &dir, &[]));
+    assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
+    assert_eq!(sink_messages(&fx), ["good 0", "good 1", "good 2"]);
+    assert_eq!(
+        agent.metric("logship_journald_file_errors_total", &[]),
+        2.0,
+        "each warned about once:\n{}",
+        agent.logs()
+    );
+    let logs = agent.logs();
+    assert!(
+        logs.contains("Cannot read this journal file") && logs.contains("garbage.journal"),
+        "{logs}"
+    );
+    assert!(agent.terminate().success());
+}
