@@ -824,12 +824,19 @@ fn read_header(file: &File, path: &Path) -> Result<(Header, u64), JournalError> 
         offset: 0,
         what,
     };
-    let len = file.metadata().map_err(io)?.len();
     let mut buf = [0u8; HEADER_SIZE_KNOWN];
-    let have = usize::try_from(len)
-        .unwrap_or(usize::MAX)
-        .min(HEADER_SIZE_KNOWN);
-    file.read_exact_at(&mut buf[..have], 0).map_err(io)?;
+    let mut have = 0;
+    while have < HEADER_SIZE_KNOWN {
+        match file.read_at(&mut buf[have..], have as u64) {
+            Ok(0) => break,
+            Ok(n) => have += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    // The length is taken after the header: a writer grows the file before it writes objects
+    // there and updates the header after, so everything this header names lies within it.
+    let len = file.metadata().map_err(io)?.len();
     if have < SIGNATURE.len() || &buf[..8] != SIGNATURE {
         return Err(JournalError::NotJournal {
             path: path.to_path_buf(),

@@ -170,6 +170,8 @@ struct Followed {
     deleted: bool,
     /// The last read error, so that a broken file warns once, not every poll.
     failing: bool,
+    /// An entry that could not be read at the last try: tried once more before it is skipped.
+    retry: Option<u64>,
 }
 
 /// The reader thread's state.
@@ -376,6 +378,7 @@ impl Journald {
             source,
             deleted: false,
             failing: false,
+            retry: None,
         });
     }
 
@@ -419,7 +422,7 @@ impl Journald {
             if let Some((batch, seqnum)) = batch {
                 any = true;
                 self.send(batch, seqnum)?;
-            } else if self.files[i].deleted {
+            } else if f.deleted && f.next >= f.file.header().n_entries {
                 // Read to its end and gone from the directory: let it go.
                 let f = self.files.remove(i);
                 tracing::debug!(path = %f.path.display(), "A deleted journal file was read to its end.");
@@ -461,6 +464,7 @@ impl Journald {
             match f.file.read_entry(offset, &mut self.entry) {
                 Ok(()) => {
                     f.failing = false;
+                    f.retry = None;
                     seqnum = self.entry.seqnum;
                     if self.settings.selects(&self.entry) {
                         let cut = self.renderer.push(
@@ -482,14 +486,24 @@ impl Journald {
                         telemetry::add(&metrics().journald_entries_skipped, 1);
                     }
                 }
+                Err(e) if f.retry != Some(index) => {
+                    // Perhaps a header read while the writer was still at work: the turn ends
+                    // before the entry, which is read again after the next look at the header.
+                    tracing::debug!(path = %f.path.display(), index, error = %e, "A journal entry cannot be read; trying again at the next poll.");
+                    f.retry = Some(index);
+                    f.cursor = file::Cursor::new(index);
+                    read -= 1;
+                    break;
+                }
                 Err(e) => {
-                    tracing::warn!(path = %f.path.display(), index, error = %e, "A journal entry cannot be read; it is skipped.");
+                    tracing::warn!(path = %f.path.display(), index, error = %e, "A journal entry cannot be read, also after a second look; it is skipped.");
                     telemetry::add(&metrics().journald_entry_errors, 1);
+                    f.retry = None;
                 }
             }
             batch.ack.end = index + 1;
         }
-        if read == 0 {
+        if batch.ack.end == start {
             return None;
         }
         f.next = batch.ack.end;
