@@ -523,6 +523,15 @@ fn a_file_that_is_not_a_journal_is_warned_about_and_the_others_are_read() {
     let mut agent = fx.spawn(&env(&fx, &dir, &[]));
     assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
     assert_eq!(sink_messages(&fx), ["good 0", "good 1", "good 2"]);
+    // Warned about at the second look (a file being created has no header yet), once.
+    assert!(
+        wait_until(WAIT, || agent
+            .metric("logship_journald_file_errors_total", &[])
+            == 2.0),
+        "{}",
+        agent.logs()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         agent.metric("logship_journald_file_errors_total", &[]),
         2.0,

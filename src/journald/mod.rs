@@ -183,24 +183,22 @@ pub struct Journald {
     out: Sender<Batch>,
     stop: CancellationToken,
     node_name: String,
-    processor: Option<Processor>,
+    processor: Processor,
     processing: FileProcessing,
     files: Vec<Followed>,
     next_key: u64,
     entry: Entry,
     renderer: Renderer,
-    /// Paths that could not be opened, and why, so each warns once.
-    unreadable: HashMap<PathBuf, String>,
+    /// Paths that could not be opened: why, and at how many scans in a row.
+    unreadable: HashMap<PathBuf, (String, u32)>,
 }
 
 impl Journald {
     pub fn new(parts: JournaldParts) -> Self {
-        let processor = Processor::new(parts.processing);
+        let mut processor = Processor::new(parts.processing);
         let mut processing = FileProcessing::default();
-        let mut processor = Some(processor);
-        if let Some(p) = processor.as_mut() {
-            p.resolve(&mut processing, Path::new("journald"), None, None);
-        }
+        // No pod, no hints: the configured parser, once.
+        processor.resolve(&mut processing, Path::new("journald"), None, None);
         Journald {
             settings: parts.settings,
             cursors: parts.cursors,
@@ -284,6 +282,9 @@ impl Journald {
             }
         }
         let seen: HashSet<(u64, u64)> = found.iter().map(|(_, k)| *k).collect();
+        let paths: HashSet<PathBuf> = found.iter().map(|(p, _)| p.clone()).collect();
+        self.unreadable.retain(|p, _| paths.contains(p));
+        let mut unopened = 0;
         for f in &mut self.files {
             f.deleted = !seen.contains(&f.dev_ino);
         }
@@ -310,16 +311,31 @@ impl Journald {
                     self.follow(file, path, dev_ino, &id, first);
                 }
                 Err(e) => {
+                    unopened += 1;
+                    // A file journald is creating this moment has no header yet: the same
+                    // error at the next scan too is what is warned about, once.
                     let why = e.to_string();
-                    if self.unreadable.get(&path) != Some(&why) {
-                        tracing::warn!(path = %path.display(), error = %why, "Cannot read this journal file; it is skipped until it can be.");
+                    let (last, times) = self.unreadable.entry(path.clone()).or_default();
+                    if *last != why {
+                        *last = why;
+                        *times = 0;
+                    }
+                    *times += 1;
+                    if *times == 2 {
+                        tracing::warn!(path = %path.display(), error = %last, "Cannot read this journal file; it is skipped until it can be.");
                         telemetry::add(&metrics().journald_file_errors, 1);
-                        self.unreadable.insert(path, why);
                     }
                 }
             }
         }
-        for (path, lost) in self.cursors.prune(&ids) {
+        // A file that cannot be opened may be one the table knows: nothing is taken for
+        // vacuumed while one cannot be told from the other.
+        let pruned = if unopened == 0 {
+            self.cursors.prune(&ids)
+        } else {
+            Vec::new()
+        };
+        for (path, lost) in pruned {
             if lost > 0 {
                 tracing::warn!(path = %path.display(), entries = lost, "A journal file was deleted (vacuumed) before logship read it to its end; its unread entries are lost. Reading goes on from the oldest file there is.");
                 telemetry::add(&metrics().journald_vacuumed_entries, lost);
@@ -509,10 +525,9 @@ impl Journald {
         f.next = batch.ack.end;
         telemetry::add(&metrics().journald_entries_read, read);
         telemetry::add(&metrics().records_read, batch.records.len() as u64);
-        if let Some(p) = self.processor.as_mut() {
-            let fragment = Arc::clone(&batch.fragment);
-            p.process(&mut self.processing, &fragment, &self.encoder, &mut batch);
-        }
+        let fragment = Arc::clone(&batch.fragment);
+        self.processor
+            .process(&mut self.processing, &fragment, &self.encoder, &mut batch);
         Some((batch, seqnum))
     }
 
