@@ -376,8 +376,8 @@ fn every_trace_of_many_rotations_arrives_whole() {
     // A loaded machine may take a while to see the rotation: the trace stays open meanwhile
     // (the next line closes it, not the timeout).
     let mut agent = es_spawn(&fx, &es, &[("LOGSHIP_MULTILINE__FLUSH_TIMEOUT", "10s")]);
-    // The file is followed before its first rotation: a file created and rotated before the
-    // agent's first look at it is a late discovery, not what this test is about.
+    // The file is followed before its first rotation: a file created and rotated within
+    // milliseconds, on a loaded machine, is not what this test is about.
     append(&path, cri("stdout", 'F', "start").as_bytes());
     assert!(
         wait_until(WAIT, || fx.positions_now()["files"]
