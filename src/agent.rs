@@ -66,7 +66,7 @@ pub enum AgentError {
     #[error("importing positions: {0}")]
     Import(#[from] crate::import::ImportError),
     /// The tailer's (or the journal reader's) thread cannot be started.
-    #[error("starting the tailer thread: {0}")]
+    #[error("starting a reader thread: {0}")]
     Thread(#[source] std::io::Error),
 }
 
