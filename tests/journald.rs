@@ -144,6 +144,7 @@ fn an_entry_becomes_a_record_with_every_field() {
             "systemd": { "unit": "kubelet.service" },
             "process": { "pid": 1234, "name": "kubelet" },
             "journald": {
+                "_boot_id": support::journal::BOOT_ID,
                 "_comm": "kubelet-bin",
                 "_transport": "journal",
                 "code_file": "main.go",
@@ -542,6 +543,37 @@ fn a_file_that_is_not_a_journal_is_warned_about_and_the_others_are_read() {
     assert!(
         logs.contains("Cannot read this journal file") && logs.contains("garbage.journal"),
         "{logs}"
+    );
+    assert!(agent.terminate().success());
+}
+
+#[test]
+fn a_message_longer_than_max_line_bytes_is_cut_and_counted() {
+    let fx = Fixture::new();
+    let long = "é".repeat(1500); // 3,000 bytes
+    let entries = vec![
+        ExportEntry::new(T0, 1_000_000)
+            .field("MESSAGE", &long)
+            .field("_SYSTEMD_UNIT", "app.service"),
+        entry(1, "app"),
+    ];
+    write_journal(&journal(&fx, "system.journal"), &entries);
+    let dir = journal_dir(&fx).display().to_string();
+    let mut agent = fx.spawn(&env(&fx, &dir, &[("LOGSHIP_TAIL__MAX_LINE_BYTES", "1KiB")]));
+    assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
+    let messages = sink_messages(&fx);
+    assert_eq!(
+        messages[0],
+        "é".repeat(512),
+        "cut at 1,024 bytes, between characters"
+    );
+    assert_eq!(messages[1], "app 1");
+    assert_eq!(
+        agent.metric(
+            "logship_irregular_lines_total",
+            &[("reason", "oversize_truncated")]
+        ),
+        1.0
     );
     assert!(agent.terminate().success());
 }

@@ -19,16 +19,15 @@ const LEVELS: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 ];
 
-/// Fields with a place of their own in the document, and the ones no document carries (the
-/// message, journald's own addresses and timestamps).
-const MAPPED: [&[u8]; 7] = [
+/// Fields with a place of their own in the document (`__`-prefixed ones, journald's addresses,
+/// are never fields of an entry).
+const MAPPED: [&[u8]; 6] = [
     b"MESSAGE",
     b"PRIORITY",
     b"_SYSTEMD_UNIT",
     b"_PID",
     b"SYSLOG_IDENTIFIER",
     b"_HOSTNAME",
-    b"_BOOT_ID",
 ];
 
 /// Scratch space reused for every entry.
@@ -53,16 +52,10 @@ impl Renderer {
         let timestamp = Timestamp(micros.saturating_mul(1000));
         // Invalid UTF-8 is replaced, as in a file's lines.
         let message = String::from_utf8_lossy(entry.get(b"MESSAGE").unwrap_or_default());
-        let mut message = message.trim_end_matches(['\n', '\r']);
-        let mut cut = 0;
-        if message.len() > settings.max_message_bytes {
-            let mut end = settings.max_message_bytes;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            cut = message.len() - end;
-            message = &message[..end];
-        }
+        let message = message.trim_end_matches(['\n', '\r']);
+        let end = bounded(message, settings.max_message_bytes);
+        let cut = message.len() - end;
+        let message = &message[..end];
         batch.push(timestamp, Stream::Unknown, message, index, index + 1);
 
         let own = &mut batch.own;
@@ -118,13 +111,7 @@ impl Renderer {
                 let name = String::from_utf8_lossy(name).to_ascii_lowercase();
                 // Bounded as the message is (a field is shipped whole or cut, never refused).
                 let mut value = String::from_utf8_lossy(value).into_owned();
-                if value.len() > settings.max_message_bytes {
-                    let mut end = settings.max_message_bytes;
-                    while !value.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    value.truncate(end);
-                }
+                value.truncate(bounded(&value, settings.max_message_bytes));
                 self.extra.push((name, value));
             }
             if !self.extra.is_empty() {
@@ -171,6 +158,18 @@ impl Renderer {
         batch.owns.push(o);
         cut
     }
+}
+
+/// The length of `text` cut to at most `max` bytes, at a character's boundary.
+fn bounded(text: &str, max: usize) -> usize {
+    if text.len() <= max {
+        return text.len();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    end
 }
 
 fn span(start: usize, end: usize) -> Span {
