@@ -564,6 +564,7 @@ impl crate::journald::Cursors for JournalCursors {
             .journal_lookup(file_id)
             .map(|r| crate::journald::Stored {
                 acked: r.acked,
+                seqnum: r.seqnum,
                 entries: r.entries,
             })
     }
@@ -580,7 +581,6 @@ impl crate::journald::Cursors for JournalCursors {
         seqnum_id: &str,
         from: crate::journald::Stored,
     ) {
-        let seqnum = self.0.journal_lookup(file_id).map_or(0, |r| r.seqnum);
         self.0.journal_register(
             key,
             file_id,
@@ -588,7 +588,7 @@ impl crate::journald::Cursors for JournalCursors {
             seqnum_id,
             positions::JournalResume {
                 acked: from.acked,
-                seqnum,
+                seqnum: from.seqnum,
                 entries: from.entries,
             },
         );

@@ -31,9 +31,20 @@ fn journal(fx: &Fixture, name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Turns the journal on for `fx`'s journal directory, with `extra` settings.
-fn env<'a>(fx: &'a Fixture, dir: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    let _ = fx;
+/// Starts the agent (file output) with the journal on for `fx`'s journal directory, and `extra`
+/// settings.
+fn spawn(fx: &Fixture, extra: &[(&str, &str)]) -> AgentProcess {
+    let dir = journal_dir(fx).display().to_string();
+    fx.spawn(&env(&dir, extra))
+}
+
+/// [`spawn`], shipping to `es`.
+fn spawn_to(fx: &Fixture, es: &TestEs, extra: &[(&str, &str)]) -> AgentProcess {
+    let dir = journal_dir(fx).display().to_string();
+    fx.spawn_to(&es.url(), &env(&dir, extra))
+}
+
+fn env<'a>(dir: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let mut env = vec![
         ("LOGSHIP_JOURNALD__ENABLED", "true"),
         ("LOGSHIP_JOURNALD__DIRECTORY", dir),
@@ -41,6 +52,16 @@ fn env<'a>(fx: &'a Fixture, dir: &'a str, extra: &[(&'a str, &'a str)]) -> Vec<(
     ];
     env.extend_from_slice(extra);
     env
+}
+
+/// Waits until the agent's counter `name` reads `value`.
+fn wait_metric(agent: &AgentProcess, name: &str, value: f64) {
+    assert!(
+        wait_until(WAIT, || agent.metric(name, &[]) == value),
+        "{name} is {}, not {value}:\n{}",
+        agent.metric(name, &[]),
+        agent.logs()
+    );
 }
 
 /// Entry `i` of `unit`: message `"<unit> <i>"`, the trusted fields journald adds.
@@ -91,10 +112,6 @@ fn stored(es: &TestEs) -> BTreeSet<String> {
     set
 }
 
-fn sink_messages(fx: &Fixture) -> Vec<String> {
-    fx.messages()
-}
-
 fn wait_stored(es: &TestEs, n: usize, agent: &AgentProcess) {
     assert!(
         wait_until(WAIT, || es.documents(INDEX).len() >= n),
@@ -131,8 +148,7 @@ fn an_entry_becomes_a_record_with_every_field() {
         &journal(&fx, "system.journal"),
         &[full, binary, json_message],
     );
-    let dir = journal_dir(&fx).display().to_string();
-    let agent = fx.spawn(&env(&fx, &dir, &[("LOGSHIP_JOURNALD__ALL_FIELDS", "true")]));
+    let agent = spawn(&fx, &[("LOGSHIP_JOURNALD__ALL_FIELDS", "true")]);
     assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
     let records = fx.records();
     assert_eq!(
@@ -220,15 +236,14 @@ fn units_exclusions_matches_and_kernel_select_entries() {
     for (settings, want) in cases {
         let fx = Fixture::new();
         write_journal(&journal(&fx, "system.journal"), &all);
-        let dir = journal_dir(&fx).display().to_string();
-        let mut agent = fx.spawn(&env(&fx, &dir, settings));
+        let mut agent = spawn(&fx, settings);
         assert!(
             wait_until(WAIT, || acked(&fx, "system.journal") == Some(6)),
             "{settings:?}: every entry, selected or not, is acknowledged: {:?}\n{}",
             journal_positions(&fx),
             agent.logs()
         );
-        assert_eq!(sink_messages(&fx), want, "{settings:?}");
+        assert_eq!(fx.messages(), want, "{settings:?}");
         assert_eq!(
             agent.metric("logship_journald_entries_skipped_total", &[]) as usize,
             6 - want.len()
@@ -243,14 +258,13 @@ fn restarts_by_sigterm_and_kill_9_lose_and_repeat_nothing() {
     let fx = Fixture::new();
     let file = journal(&fx, "system.journal");
     write_journal(&file, &entries(0..3000, "app"));
-    let dir = journal_dir(&fx).display().to_string();
-    let settings = env(&fx, &dir, &[]);
+    let settings: &[(&str, &str)] = &[];
 
-    let mut agent = fx.spawn_to(&es.url(), &settings);
+    let mut agent = spawn_to(&fx, &es, settings);
     wait_stored(&es, 500, &agent);
     agent.kill9();
     write_journal(&file, &entries(3000..4000, "app"));
-    let mut agent = fx.spawn_to(&es.url(), &settings);
+    let mut agent = spawn_to(&fx, &es, settings);
     wait_stored(&es, 4000, &agent);
     assert_eq!(stored(&es), messages(0..4000, "app"));
     assert!(
@@ -266,7 +280,7 @@ fn restarts_by_sigterm_and_kill_9_lose_and_repeat_nothing() {
 
     // After a drain, nothing is sent again: the new entries only.
     write_journal(&file, &entries(4000..4100, "app"));
-    let mut agent = fx.spawn_to(&es.url(), &settings);
+    let mut agent = spawn_to(&fx, &es, settings);
     wait_stored(&es, 4100, &agent);
     assert!(wait_until(WAIT, || acked(&fx, "system.journal") == Some(4100)));
     assert_eq!(
@@ -287,9 +301,8 @@ fn a_second_file_and_a_rotation_while_running_are_read_once_each() {
     let fx = Fixture::new();
     let system = journal(&fx, "system.journal");
     write_journal(&system, &entries(0..10, "a"));
-    let dir = journal_dir(&fx).display().to_string();
-    let settings = env(&fx, &dir, &[]);
-    let mut agent = fx.spawn(&settings);
+    let settings: &[(&str, &str)] = &[];
+    let mut agent = spawn(&fx, settings);
     assert!(fx.wait_for_records(10, WAIT), "{}", agent.logs());
 
     // Another writer's file (its own sequence number id) appears.
@@ -312,12 +325,12 @@ fn a_second_file_and_a_rotation_while_running_are_read_once_each() {
     );
     assert!(agent.terminate().success());
 
-    let mut agent = fx.spawn(&settings);
+    let mut agent = spawn(&fx, settings);
     write_journal(&system, &entries(20..25, "a"));
     assert!(fx.wait_for_records(35, WAIT), "{}", agent.logs());
     std::thread::sleep(Duration::from_millis(500));
     assert!(agent.terminate().success());
-    let got = sink_messages(&fx);
+    let got = fx.messages();
     let mut want: Vec<String> = messages(0..25, "a").into_iter().collect();
     want.extend(messages(0..10, "b"));
     let mut sorted = got.clone();
@@ -345,16 +358,9 @@ fn an_outage_holds_the_position_and_a_vacuumed_file_is_counted() {
     let fx = Fixture::new();
     let old = journal(&fx, "system@old.journal");
     write_journal(&old, &entries(0..50, "old"));
-    let dir = journal_dir(&fx).display().to_string();
-    let settings = env(&fx, &dir, &[]);
-    let mut agent = fx.spawn_to(&es.url(), &settings);
-    assert!(
-        wait_until(WAIT, || agent
-            .metric("logship_journald_entries_read_total", &[])
-            == 50.0),
-        "{}",
-        agent.logs()
-    );
+    let settings: &[(&str, &str)] = &[];
+    let mut agent = spawn_to(&fx, &es, settings);
+    wait_metric(&agent, "logship_journald_entries_read_total", 50.0);
     // Read, not acknowledged: the position stays where it was while Elasticsearch is down.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
@@ -375,7 +381,7 @@ fn an_outage_holds_the_position_and_a_vacuumed_file_is_counted() {
     std::fs::remove_file(&old).unwrap();
     write_journal(&journal(&fx, "system.journal"), &entries(0..5, "new"));
     es.clear_request_faults();
-    let mut agent = fx.spawn_to(&es.url(), &settings);
+    let mut agent = spawn_to(&fx, &es, settings);
     wait_stored(&es, 5, &agent);
     assert!(wait_until(WAIT, || acked(&fx, "system.journal") == Some(5)));
     assert_eq!(stored(&es), messages(0..5, "new"));
@@ -400,21 +406,20 @@ fn read_from_tail_starts_at_the_end_only_at_the_first_start() {
     let fx = Fixture::new();
     let system = journal(&fx, "system.journal");
     write_journal(&system, &entries(0..20, "history"));
-    let dir = journal_dir(&fx).display().to_string();
-    let settings = env(&fx, &dir, &[("LOGSHIP_JOURNALD__READ_FROM", "tail")]);
-    let mut agent = fx.spawn(&settings);
+    let settings: &[(&str, &str)] = &[("LOGSHIP_JOURNALD__READ_FROM", "tail")];
+    let mut agent = spawn(&fx, settings);
     assert!(wait_until(WAIT, || acked(&fx, "system.journal") == Some(20)));
     write_journal(&system, &entries(0..3, "new"));
     assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
     assert!(agent.terminate().success());
     // A file that appears while logship is stopped is new: read from its first entry.
     write_journal(&journal(&fx, "user-1000.journal"), &entries(0..2, "user"));
-    let mut agent = fx.spawn(&settings);
+    let mut agent = spawn(&fx, settings);
     assert!(fx.wait_for_records(5, WAIT), "{}", agent.logs());
     std::thread::sleep(Duration::from_millis(300));
     assert!(agent.terminate().success());
     assert_eq!(
-        sink_messages(&fx),
+        fx.messages(),
         ["new 0", "new 1", "new 2", "user 0", "user 1"]
     );
 }
@@ -432,16 +437,11 @@ fn a_file_vacuumed_while_it_is_read_is_read_to_its_end() {
         .map(|i| entry(i, "big").field("PAD", &pad))
         .collect();
     write_journal(&file, &big);
-    let dir = journal_dir(&fx).display().to_string();
-    let settings = env(
-        &fx,
-        &dir,
-        &[
-            ("LOGSHIP_BUFFER__MAX_BYTES", "512KiB"),
-            ("LOGSHIP_JOURNALD__ALL_FIELDS", "true"),
-        ],
-    );
-    let mut agent = fx.spawn_to(&es.url(), &settings);
+    let settings = [
+        ("LOGSHIP_BUFFER__MAX_BYTES", "512KiB"),
+        ("LOGSHIP_JOURNALD__ALL_FIELDS", "true"),
+    ];
+    let mut agent = spawn_to(&fx, &es, &settings);
     assert!(
         wait_until(WAIT, || agent
             .metric("logship_journald_entries_read_total", &[])
@@ -506,7 +506,7 @@ fn a_reload_that_changes_the_units_goes_on_where_the_journal_was() {
     let mut want: Vec<String> = messages(0..5, "kubelet").into_iter().collect();
     want.extend(messages(5..10, "sshd"));
     want.extend(messages(10..15, "kubelet"));
-    let mut got = sink_messages(&fx);
+    let mut got = fx.messages();
     got.sort();
     want.sort();
     assert_eq!(got, want, "nothing again, the new units after the reload");
@@ -520,18 +520,11 @@ fn a_file_that_is_not_a_journal_is_warned_about_and_the_others_are_read() {
     std::fs::write(journal(&fx, "garbage.journal"), b"not a journal at all").unwrap();
     let whole = std::fs::read(journal(&fx, "system.journal")).unwrap();
     std::fs::write(journal(&fx, "cut.journal~"), &whole[..100]).unwrap();
-    let dir = journal_dir(&fx).display().to_string();
-    let mut agent = fx.spawn(&env(&fx, &dir, &[]));
+    let mut agent = spawn(&fx, &[]);
     assert!(fx.wait_for_records(3, WAIT), "{}", agent.logs());
-    assert_eq!(sink_messages(&fx), ["good 0", "good 1", "good 2"]);
+    assert_eq!(fx.messages(), ["good 0", "good 1", "good 2"]);
     // Warned about at the second look (a file being created has no header yet), once.
-    assert!(
-        wait_until(WAIT, || agent
-            .metric("logship_journald_file_errors_total", &[])
-            == 2.0),
-        "{}",
-        agent.logs()
-    );
+    wait_metric(&agent, "logship_journald_file_errors_total", 2.0);
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(
         agent.metric("logship_journald_file_errors_total", &[]),
@@ -558,10 +551,9 @@ fn a_message_longer_than_max_line_bytes_is_cut_and_counted() {
         entry(1, "app"),
     ];
     write_journal(&journal(&fx, "system.journal"), &entries);
-    let dir = journal_dir(&fx).display().to_string();
-    let mut agent = fx.spawn(&env(&fx, &dir, &[("LOGSHIP_TAIL__MAX_LINE_BYTES", "1KiB")]));
+    let mut agent = spawn(&fx, &[("LOGSHIP_TAIL__MAX_LINE_BYTES", "1KiB")]);
     assert!(fx.wait_for_records(2, WAIT), "{}", agent.logs());
-    let messages = sink_messages(&fx);
+    let messages = fx.messages();
     assert_eq!(
         messages[0],
         "é".repeat(512),

@@ -117,6 +117,8 @@ impl JournaldSettings {
 pub struct Stored {
     /// Entries acknowledged, from the file's first.
     pub acked: u64,
+    /// The sequence number of the last entry acknowledged (0: none).
+    pub seqnum: u64,
     /// Entries the file held when last seen.
     pub entries: u64,
 }
@@ -355,7 +357,8 @@ impl Journald {
     ) {
         let header = file.header();
         let entries = header.n_entries;
-        let from = match self.cursors.lookup(id) {
+        let stored = self.cursors.lookup(id);
+        let from = match stored {
             Some(stored) if stored.acked <= entries => stored.acked,
             Some(stored) => {
                 tracing::warn!(path = %path.display(), acked = stored.acked, entries, "A journal file holds fewer entries than its stored position; it is read again from its first entry (the documents keep their ids).");
@@ -364,6 +367,7 @@ impl Journald {
             None if first && self.settings.from_tail => entries,
             None => 0,
         };
+        let seqnum = stored.filter(|s| s.acked == from).map_or(0, |s| s.seqnum);
         let key = FileKey(self.next_key);
         self.next_key += 1;
         self.cursors.register(
@@ -373,6 +377,7 @@ impl Journald {
             &hex(&header.seqnum_id),
             Stored {
                 acked: from,
+                seqnum,
                 entries,
             },
         );

@@ -8,6 +8,7 @@
 
 use std::fmt::Write as _;
 
+use crate::process::json::write_str;
 use crate::record::{Batch, Own, Span, Stream};
 use crate::timestamp::Timestamp;
 
@@ -176,30 +177,7 @@ fn span(start: usize, end: usize) -> Span {
     Span::of(start..end).unwrap_or_default()
 }
 
-/// Appends `bytes` as a JSON string literal, invalid UTF-8 replaced (no allocation for valid
-/// UTF-8: the escapes are all ASCII, so runs between them are copied as they are).
+/// Appends `bytes` as a JSON string literal, invalid UTF-8 replaced (as in a file's lines).
 fn json_str(out: &mut String, bytes: &[u8]) {
-    let text = String::from_utf8_lossy(bytes);
-    out.push('"');
-    let mut start = 0;
-    for (i, b) in text.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(&text[start..i]);
-        if escape.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
-        } else {
-            out.push_str(escape);
-        }
-        start = i + 1;
-    }
-    out.push_str(&text[start..]);
-    out.push('"');
+    write_str(out, &String::from_utf8_lossy(bytes));
 }
